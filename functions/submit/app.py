@@ -1,0 +1,53 @@
+"""POST /v3/{domain}/messages and /messages.mime: Mailgun-compatible submission."""
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from opentracking import api, submission
+from opentracking.config import settings
+from opentracking.forms import parse_form
+from opentracking.observability import logger, metrics, tracer
+
+app = APIGatewayHttpResolver()
+api.register_error_handlers(app)
+
+
+def _submit(*, request: dict, domain: str, content_type: str | None, body: bytes, mime: bool) -> dict:
+    form = parse_form(content_type, body)
+    return submission.submit(form, domain, settings(), mime=mime)
+
+
+def _handle(domain: str, *, mime: bool) -> dict:
+    event = app.current_event
+    body = api.raw_body(event)
+    request = api.idempotency_request(event, body)
+    content_type = (event.headers or {}).get("content-type")
+    return api.run_idempotently(
+        settings().table_name,
+        request,
+        _submit,
+        domain=domain.lower(),
+        content_type=content_type,
+        body=body,
+        mime=mime,
+    )
+
+
+@app.post("/v3/<domain>/messages")
+@tracer.capture_method
+def send_message(domain: str) -> dict:
+    return _handle(domain, mime=False)
+
+
+@app.post("/v3/<domain>/messages.mime")
+@tracer.capture_method
+def send_mime(domain: str) -> dict:
+    return _handle(domain, mime=True)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

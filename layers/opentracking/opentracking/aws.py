@@ -1,0 +1,34 @@
+"""Lazily created boto3 clients.
+
+Clients are created on first use, never at import, so tests can start moto first and cold starts only pay
+for the clients a function actually uses. The pixel gets a client with tight timeouts and few retries: a
+reader must never wait on DynamoDB.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import boto3
+from botocore.config import Config
+
+# Submission and management: standard retries, generous but bounded timeouts.
+DEFAULT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 4, "mode": "standard"})
+# The pixel's budget: ~2 attempts within a few hundred milliseconds, then give up (the GIF is served anyway).
+PIXEL_CONFIG = Config(
+    connect_timeout=0.25,
+    read_timeout=0.5,
+    retries={"max_attempts": 2, "mode": "standard"},
+    tcp_keepalive=True,
+)
+
+
+@cache
+def client(service: str, profile: str = "default"):
+    config = PIXEL_CONFIG if profile == "pixel" else DEFAULT_CONFIG
+    return boto3.session.Session().client(service, config=config)
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests start a fresh moto for each case)."""
+    client.cache_clear()

@@ -1,0 +1,66 @@
+"""The tracking pixel: the GIF every reader gets, and the one write that records an open.
+
+The hot path reads nothing: the token alone says which message copy was opened. Recipient, tags and
+variables are joined downstream from the copy record (the DynamoDB stream), where uniqueness and counters
+are also handled.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from opentracking.aws import client
+from opentracking.tokens import OpenClaims
+
+# The classic 43-byte transparent 1x1 GIF89a (white palette entry, transparency extension on index 0).
+GIF = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
+
+_GIF_BODY = base64.b64encode(GIF).decode("ascii")
+PIXEL_HEADERS = {
+    "Content-Type": "image/gif",
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "Content-Length": str(len(GIF)),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+MAX_USER_AGENT = 1024
+
+
+def gif_response() -> dict:
+    """The API Gateway (payload 2.0) response for every pixel request, whatever happened."""
+    return {"statusCode": 200, "headers": dict(PIXEL_HEADERS), "body": _GIF_BODY, "isBase64Encoded": True}
+
+
+def open_item(
+    claims: OpenClaims,
+    *,
+    request_id: str,
+    source_ip: str,
+    user_agent: str,
+    method: str,
+    expires_at: int,
+    now: float | None = None,
+) -> dict:
+    """The raw open in DynamoDB's wire format (no serializer on the hot path)."""
+    now = time.time() if now is None else now
+    return {
+        "pk": {"S": f"COPY#{claims.copy_id}"},
+        # The request id keeps concurrent opens apart and makes a retried write land on the same item.
+        "sk": {"S": f"OPEN#{int(now * 1000):013d}#{request_id}"},
+        "type": {"S": "open"},
+        "domain": {"S": claims.domain},
+        "ts": {"N": f"{now:.6f}"},
+        "ip": {"S": source_ip or "unknown"},
+        "user_agent": {"S": (user_agent or "")[:MAX_USER_AGENT]},
+        "method": {"S": method},
+        "key_id": {"N": str(claims.key_id)},
+        "expires_at": {"N": str(expires_at)},
+    }
+
+
+def record_open(table_name: str, item: dict) -> None:
+    """One PutItem, no reads. Retried within the pixel client's budget (see opentracking.aws)."""
+    client("dynamodb", "pixel").put_item(TableName=table_name, Item=item)

@@ -1,0 +1,353 @@
+"""Accepting a message: decide tracking, make one copy per envelope recipient with its own pixel, store
+the copies in S3 and the records in DynamoDB, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from opentracking import compose, options, store, tokens
+from opentracking.config import Settings
+from opentracking.errors import BadRequest, PayloadTooLarge, StorageUnavailable
+from opentracking.forms import Form
+from opentracking.injection import REASON_TEXT, inject
+from opentracking.observability import logger, metrics
+
+MAX_RECIPIENTS = 1000
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # Mailgun's limit for a message with its attachments
+QUEUED = "Queued. Thank you."
+
+
+@dataclass
+class Copy:
+    copy_id: bytes
+    recipient: str
+    message: bytes
+    user_variables: dict
+    s3_key: str = ""
+    tracked: bool = False
+
+    @property
+    def copy_hex(self) -> str:
+        return self.copy_id.hex()
+
+
+@dataclass
+class Submission:
+    """Everything decided about a message before anything is stored."""
+
+    domain: store.DomainSettings
+    message_id: str
+    sender: str
+    subject: str
+    recipients: list[str]
+    tags: list[str]
+    user_variables: dict
+    decision: options.TrackingDecision
+    testmode: bool
+    copies: list[Copy] = field(default_factory=list)
+    reason: str | None = None  # why opens are not tracked, when they are not
+
+    @property
+    def opens_tracked(self) -> bool:
+        return self.decision.opens and self.reason is None
+
+
+def reason_text(code: str) -> str:
+    return options.TRACKING_REASON_TEXT.get(code) or REASON_TEXT.get(code, code)
+
+
+def _control_headers(form: Form, mime_headers: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """X-Mailgun-* headers by lower-case name: from the MIME message and from h: fields."""
+    headers: dict[str, list[str]] = {}
+    for name, value in mime_headers:
+        headers.setdefault(name, []).append(value)
+    for name, value in form.with_prefix("h:"):
+        if name.lower().startswith(compose.CONTROL_HEADER_PREFIX):
+            headers.setdefault(name.lower(), []).append(value)
+    return headers
+
+
+def _envelope(form: Form, *, mime: bool) -> list[str]:
+    to = form.all("to")
+    if not to or not any(value.strip() for value in to):
+        raise BadRequest("'to' parameter is missing")
+    fields = [("to", to)] if mime else [("to", to), ("cc", form.all("cc")), ("bcc", form.all("bcc"))]
+    recipients: list[str] = []
+    seen: set[str] = set()
+    for name, values in fields:
+        for address in compose.parse_recipients(values, name):
+            if address.lower() not in seen:
+                seen.add(address.lower())
+                recipients.append(address)
+    if len(recipients) > MAX_RECIPIENTS:
+        raise BadRequest(f"Too many recipients: {len(recipients)} (at most {MAX_RECIPIENTS} per message)")
+    return recipients
+
+
+def plan(form: Form, domain: store.DomainSettings, *, mime: bool) -> Submission:
+    """Validate the request and decide everything, one untracked copy per recipient. Raises BadRequest
+    before anything is stored."""
+    recipients = _envelope(form, mime=mime)
+    if mime:
+        uploads = form.files_named("message")
+        raw = uploads[-1].data if uploads else (form.last("message") or "").encode("utf-8")
+        if not raw.strip():
+            raise BadRequest("'message' parameter is missing")
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise PayloadTooLarge("Message size exceeds the 25 MB limit")
+        prepared = compose.prepare_mime(raw, domain.name)
+        source: object = prepared
+        message_id, sender, subject = prepared.message_id, prepared.sender, prepared.subject
+        control = _control_headers(form, prepared.control_headers)
+    else:
+        parts = compose.parts_from_form(form)
+        size = sum(len(f.data) for f in parts.attachments + parts.inline)
+        size += sum(len(x or "") for x in (parts.text, parts.html, parts.amp_html))
+        if size > MAX_MESSAGE_BYTES:
+            raise PayloadTooLarge("Message size exceeds the 25 MB limit")
+        source = parts
+        message_id = compose.new_message_id(domain.name)
+        sender, subject = parts.sender, parts.subject
+        control = _control_headers(form, [])
+
+    option_values = {name: value for name, value in form.fields if name.startswith("o:")}
+    last_header = {name: values[-1] for name, values in control.items()}
+    decision = options.decide_tracking(
+        option_values, last_header, domain_active=domain.open_tracking, domain_top=domain.place_at_the_top
+    )
+    testmode = (
+        bool(options.parse_bool("o:testmode", option_values["o:testmode"]))
+        if "o:testmode" in option_values
+        else False
+    )
+    tag_values = form.all("o:tag") + [
+        tag for value in control.get("x-mailgun-tag", []) for tag in value.split(",")
+    ]
+    user_variables = options.collect_variables(form.with_prefix("v:"), control.get("x-mailgun-variables", []))
+    recipient_variables_raw = form.last("recipient-variables")
+    recipient_variables = (
+        options.parse_json_object("recipient-variables", recipient_variables_raw)
+        if recipient_variables_raw
+        else None
+    )
+    submission = Submission(
+        domain=domain,
+        message_id=message_id,
+        sender=compose.sender_address(sender),
+        subject=subject,
+        recipients=recipients,
+        tags=options.normalise_tags(tag_values),
+        user_variables=user_variables,
+        decision=decision,
+        testmode=testmode,
+        reason=decision.reason,
+    )
+    submission.copies = _make_copies(submission, source, recipient_variables)
+    return submission
+
+
+def _make_copies(submission: Submission, source: object, recipient_variables: dict | None) -> list[Copy]:
+    copies = []
+    for recipient in submission.recipients:
+        own = (recipient_variables or {}).get(recipient) or {}
+        if not isinstance(own, dict):
+            raise BadRequest("'recipient-variables' must map each recipient to a JSON object")
+        if isinstance(source, compose.PreparedMime):
+            message = source.message
+        else:
+            # Batch sending (recipient-variables): each copy shows only its own recipient in To.
+            message = compose.build_message(
+                source,  # type: ignore[arg-type]
+                submission.message_id,
+                variables=own,
+                to_override=[recipient] if recipient_variables is not None else None,
+            )
+        variables = {
+            key: compose.substitute(value, own) if isinstance(value, str) else value
+            for key, value in submission.user_variables.items()
+        }
+        copies.append(
+            Copy(copy_id=tokens.new_copy_id(), recipient=recipient, message=message, user_variables=variables)
+        )
+    return copies
+
+
+def track(submission: Submission, keyring: tokens.KeyRing, scheme: str) -> None:
+    """Give each copy its own pixel, or record why opens are not tracked."""
+    if not submission.decision.opens:
+        return
+    for copy in submission.copies:
+        token = tokens.issue_token(keyring, copy.copy_id, submission.domain.name)
+        url = f"{scheme}://{submission.domain.tracking_host}/o/{token}"
+        result = inject(copy.message, url, top=submission.decision.top)
+        if not result.injected:
+            # The reason is a property of the message, the same for every copy.
+            submission.reason = result.reason
+            for other in submission.copies:
+                other.tracked = False
+            return
+        copy.message = result.message
+        copy.tracked = True
+
+
+def _storage_prefix(submission_id: str, domain: str, now: datetime) -> str:
+    return f"messages/{domain}/{now:%Y/%m/%d}/{submission_id}"
+
+
+def store_submission(submission: Submission, settings: Settings) -> dict:
+    """Write the copies to S3, then the copy and event records, then the message record that commits
+    the submission. Any failure rolls back what was written and raises StorageUnavailable."""
+    now = datetime.now(UTC)
+    timestamp = now.timestamp()
+    expires_at = int(timestamp) + settings.event_retention_days * 86400
+    submission_id = uuid.uuid4().hex
+    prefix = _storage_prefix(submission_id, submission.domain.name, now)
+    for copy in submission.copies:
+        copy.s3_key = f"{prefix}/{copy.copy_hex}.eml"
+
+    bare_id = submission.message_id.strip("<>")
+    items: list[dict] = []
+    for copy in submission.copies:
+        recipient_domain = copy.recipient.rpartition("@")[2].lower()
+        common = {
+            "domain": submission.domain.name,
+            "submission_id": submission_id,
+            "message_id": bare_id,
+            "recipient": copy.recipient,
+            "recipient_domain": recipient_domain,
+            "tags": submission.tags,
+            "user_variables": json.dumps(copy.user_variables),
+            "expires_at": expires_at,
+        }
+        items.append(
+            {
+                "pk": f"COPY#{copy.copy_hex}",
+                "sk": "COPY",
+                "type": "copy",
+                "s3_key": copy.s3_key,
+                "tracked": copy.tracked,
+                "created_at": str(timestamp),
+                **common,
+            }
+        )
+        event_id = uuid.uuid4().hex
+        event = {
+            "event": "accepted",
+            "id": event_id,
+            "timestamp": timestamp,
+            "log-level": "info",
+            "method": "http",
+            "recipient": copy.recipient,
+            "recipient-domain": recipient_domain,
+            "tags": submission.tags,
+            "user-variables": copy.user_variables,
+            "envelope": {"sender": submission.sender, "targets": copy.recipient, "transport": "smtp"},
+            "flags": {"is-test-mode": submission.testmode, "is-authenticated": True},
+            "message": {
+                "headers": {"message-id": bare_id, "from": submission.sender, "subject": submission.subject},
+                "size": len(copy.message),
+            },
+            "storage": {"key": copy.s3_key},
+        }
+        items.append(
+            {
+                "pk": f"COPY#{copy.copy_hex}",
+                "sk": f"EVENT#{timestamp:017.6f}#accepted#{event_id}",
+                "type": "event",
+                "event": "accepted",
+                "payload": json.dumps(event),
+                "gsi1pk": f"EVENTS#{submission.domain.name}",
+                "gsi1sk": f"{timestamp:017.6f}#{event_id}",
+                **common,
+            }
+        )
+    message_item = {
+        "pk": f"MSG#{submission_id}",
+        "sk": "MESSAGE",
+        "type": "message",
+        "gsi1pk": f"MSGID#{submission.domain.name}#{bare_id}",
+        "gsi1sk": "MESSAGE",
+        "domain": submission.domain.name,
+        "message_id": bare_id,
+        "sender": submission.sender,
+        "subject": submission.subject,
+        "tags": submission.tags,
+        "user_variables": json.dumps(submission.user_variables),
+        "recipient_count": len(submission.copies),
+        "opens_tracked": submission.opens_tracked,
+        "tracking_reason": submission.reason,
+        "pixel_at_top": submission.decision.top,
+        "testmode": submission.testmode,
+        "storage_prefix": prefix,
+        "created_at": str(timestamp),
+        "expires_at": expires_at,
+    }
+
+    # S3 first, then the records in transactions of up to 100 items with the message record last: a
+    # message with up to 49 recipients is committed by one all-or-nothing transaction. Whatever fails,
+    # what was written is removed again; if even that fails (a full outage), the leftovers are records
+    # with no message record, which nothing serves, and expire by TTL and the bucket lifecycle rule.
+    try:
+        written_keys = store.put_objects(
+            settings.bucket_name, ((c.s3_key, c.message) for c in submission.copies)
+        )
+    except store.PartialWrite as exc:
+        raise _rolled_back(settings, exc.written, []) from exc
+    try:
+        store.transact_put(settings.table_name, [*items, message_item])
+    except store.PartialWrite as exc:
+        raise _rolled_back(settings, written_keys, [item for chunk in exc.written for item in chunk]) from exc
+    return {"submission_id": submission_id, "storage_prefix": prefix}
+
+
+def _rolled_back(settings: Settings, keys: list[str], items: list[dict]) -> StorageUnavailable:
+    """Remove what a failed submission wrote; return the error for the client."""
+    metrics.add_metric(name="SubmissionRolledBack", unit="Count", value=1)
+    try:
+        if keys:
+            store.delete_objects(settings.bucket_name, keys)
+    except store.AWS_ERRORS as exc:
+        store.log_rollback_failure("s3", exc)
+    try:
+        if items:
+            store.batch_delete(settings.table_name, [{"pk": i["pk"], "sk": i["sk"]} for i in items])
+    except (StorageUnavailable, *store.AWS_ERRORS) as exc:
+        store.log_rollback_failure("dynamodb", exc)
+    return StorageUnavailable("The message could not be stored, nothing was kept; please retry")
+
+
+def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> dict:
+    """The whole submission; returns Mailgun's response body plus `tracking`."""
+    started = time.perf_counter()
+    domain = store.get_domain(settings.table_name, domain_name)
+    submission = plan(form, domain, mime=mime)
+    if submission.decision.opens:
+        track(submission, tokens.load_keyring(settings.token_secret_name), settings.tracking_scheme)
+    store_submission(submission, settings)
+
+    metrics.add_metric(name="MessagesAccepted", unit="Count", value=1)
+    metrics.add_metric(name="CopiesStored", unit="Count", value=len(submission.copies))
+    if submission.opens_tracked:
+        metrics.add_metric(name="CopiesTracked", unit="Count", value=len(submission.copies))
+    logger.info(
+        "message accepted",
+        extra={
+            "copies": len(submission.copies),
+            "opens_tracked": submission.opens_tracked,
+            "tracking_reason": submission.reason,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    return {
+        "id": submission.message_id,
+        "message": QUEUED,
+        "tracking": {
+            "opens": submission.opens_tracked,
+            "reason": submission.reason,
+            "detail": reason_text(submission.reason) if submission.reason else None,
+        },
+    }

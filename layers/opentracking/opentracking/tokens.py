@@ -1,0 +1,175 @@
+"""Signed, opaque pixel tokens.
+
+A token names one message copy and its sending domain, nothing else: the recipient's address and the
+tags stay in DynamoDB. Layout before base64url (no padding):
+
+    version (1 byte) | key id (1 byte) | copy id (16 bytes) | domain (ASCII, lower case) | tag (16 bytes)
+
+The tag is HMAC-SHA256 truncated to 128 bits, keyed with a per-domain key derived from the master key
+named by the key id. Per-domain keys mean one domain's tokens can never be replayed against another, and
+the key id lets operators rotate the master key while old links keep working. A token for a 20-character
+domain is 72 characters long.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from functools import cache
+
+from aws_lambda_powertools.utilities import parameters
+
+from opentracking.errors import OpenTrackingError
+
+TOKEN_VERSION = 1
+COPY_ID_BYTES = 16
+TAG_BYTES = 16
+MAX_DOMAIN_BYTES = 253
+# Fixed-size fields around the variable domain; anything outside these bounds is rejected before any crypto.
+_FIXED_BYTES = 2 + COPY_ID_BYTES + TAG_BYTES
+MAX_TOKEN_CHARS = (4 * (_FIXED_BYTES + MAX_DOMAIN_BYTES) + 2) // 3
+_DOMAIN_KEY_LABEL = b"opentracking/v1/domain-key\x00"
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, edited or signed with a key this deployment does not hold."""
+
+
+class KeyRingError(OpenTrackingError):
+    """The signing-key secret is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class OpenClaims:
+    """What a verified token identifies."""
+
+    copy_id: str  # hex
+    domain: str
+    key_id: int
+
+
+@dataclass
+class KeyRing:
+    """Master keys by numeric key id, and the id new tokens are signed with."""
+
+    active_key_id: int
+    master_keys: dict[int, bytes]
+    _domain_keys: dict[tuple[int, str], bytes] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_secret(cls, secret: dict) -> KeyRing:
+        """Build from the secret's JSON: {"active": "1", "1": "<key>", "2": "<key>"}."""
+        try:
+            keys = {int(kid): str(value).encode() for kid, value in secret.items() if kid != "active"}
+            active = int(secret["active"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyRingError("token key secret must be {'active': '<kid>', '<kid>': '<key>', ...}") from exc
+        if active not in keys:
+            raise KeyRingError(f"active token key id {active} has no key in the secret")
+        for kid, key in keys.items():
+            if not 1 <= kid <= 255:
+                raise KeyRingError(f"token key id {kid} is out of range 1..255")
+            if len(key) < 32:
+                raise KeyRingError(f"token key {kid} is shorter than 32 bytes")
+        return cls(active_key_id=active, master_keys=keys)
+
+    def domain_key(self, key_id: int, domain: str) -> bytes:
+        cache_key = (key_id, domain)
+        key = self._domain_keys.get(cache_key)
+        if key is None:
+            master = self.master_keys[key_id]
+            key = hmac.new(master, _DOMAIN_KEY_LABEL + domain.encode("ascii"), hashlib.sha256).digest()
+            self._domain_keys[cache_key] = key
+        return key
+
+
+def new_copy_id() -> bytes:
+    return secrets.token_bytes(COPY_ID_BYTES)
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _normalise_domain(domain: str) -> bytes:
+    try:
+        encoded = domain.strip().lower().encode("idna")
+    except UnicodeError as exc:
+        raise ValueError(f"not a valid domain name: {domain!r}") from exc
+    if not encoded or len(encoded) > MAX_DOMAIN_BYTES:
+        raise ValueError(f"not a valid domain name: {domain!r}")
+    return encoded
+
+
+def issue_token(keyring: KeyRing, copy_id: bytes, domain: str) -> str:
+    if len(copy_id) != COPY_ID_BYTES:
+        raise ValueError("copy id must be 16 bytes")
+    kid = keyring.active_key_id
+    domain_bytes = _normalise_domain(domain)
+    body = bytes((TOKEN_VERSION, kid)) + copy_id + domain_bytes
+    tag = hmac.new(keyring.domain_key(kid, domain_bytes.decode()), body, hashlib.sha256).digest()[:TAG_BYTES]
+    return _b64encode(body + tag)
+
+
+def verify_token(keyring: KeyRing, token: str) -> OpenClaims:
+    """Return the claims of a genuine token; raise InvalidToken for anything else.
+
+    The tag comparison is constant-time; rejecting on length or version first leaks nothing secret.
+    """
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise InvalidToken("token length out of range")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidToken("token is not base64url") from exc
+    if len(raw) <= _FIXED_BYTES or raw[0] != TOKEN_VERSION:
+        raise InvalidToken("unknown token version or too short")
+    kid = raw[1]
+    if kid not in keyring.master_keys:
+        raise InvalidToken("unknown key id")
+    body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+    domain_bytes = body[2 + COPY_ID_BYTES :]
+    try:
+        domain = domain_bytes.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise InvalidToken("domain is not ASCII") from exc
+    expected = hmac.new(keyring.domain_key(kid, domain), body, hashlib.sha256).digest()[:TAG_BYTES]
+    if not hmac.compare_digest(expected, tag):
+        raise InvalidToken("bad signature")
+    return OpenClaims(copy_id=body[2 : 2 + COPY_ID_BYTES].hex(), domain=domain, key_id=kid)
+
+
+@cache
+def _secrets_provider(profile: str) -> parameters.SecretsProvider:
+    from opentracking.aws import DEFAULT_CONFIG, PIXEL_CONFIG
+
+    return parameters.SecretsProvider(boto_config=PIXEL_CONFIG if profile == "pixel" else DEFAULT_CONFIG)
+
+
+def load_keyring(secret_name: str, *, profile: str = "default") -> KeyRing:
+    """The key ring from Secrets Manager, cached by Powertools for POWERTOOLS_PARAMETERS_MAX_AGE seconds."""
+    global _last_keyring
+    secret = _secrets_provider(profile).get(secret_name, transform="json")
+    if not isinstance(secret, dict):
+        raise KeyRingError("token key secret is not a JSON object")
+    # Powertools hands back the same cached object until max_age passes; rebuild (and re-derive the
+    # per-domain keys) only when the secret's content actually changed.
+    cached_secret, keyring = _last_keyring
+    if keyring is None or (secret is not cached_secret and secret != cached_secret):
+        keyring = KeyRing.from_secret(secret)
+    _last_keyring = (secret, keyring)
+    return keyring
+
+
+_last_keyring: tuple[dict | None, KeyRing | None] = (None, None)
+
+
+def reset_cache() -> None:
+    global _last_keyring
+    _last_keyring = (None, None)
+    _secrets_provider.cache_clear()
+    parameters.clear_caches()

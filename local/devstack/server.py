@@ -1,0 +1,265 @@
+"""The local stack: moto in server mode with the template's resources, an HTTP server that behaves like
+API Gateway's HTTP API in front of the in-process handlers, and the template's other triggers.
+
+    python -m devstack.server        (what `make run` starts)
+
+Environment: PORT (3000), AWS_PORT (5000), HOST (127.0.0.1), TLS (0/1), API_KEY,
+OPENTRACKING_NAMESERVERS. It prints one line containing `ready` when it listens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from devstack import tls
+from devstack.events import make_http_event
+from devstack.provision import provision
+from devstack.routes import Route, find_route, http_routes
+from devstack.runtime import Function, apply_environment, functions
+from devstack.template import ROOT, Stack
+from devstack.triggers import Triggers
+
+STATE_DIR = ROOT / ".local"
+STATE_FILE = STATE_DIR / "stack.json"
+DEFAULT_API_KEY = "key-opentracking-local"
+_NOT_FOUND = {"message": "Not Found"}
+
+
+def log(message: str) -> None:
+    print(f"[opentracking] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    aws_port: int = 5000
+    tls: bool = False
+    api_key: str = DEFAULT_API_KEY
+    nameservers: str = ""
+    state_file: Path = STATE_FILE
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(
+            host=os.environ.get("HOST", "127.0.0.1"),
+            port=int(os.environ.get("PORT", "3000")),
+            aws_port=int(os.environ.get("AWS_PORT", "5000")),
+            tls=os.environ.get("TLS", "0").lower() in ("1", "true", "yes"),
+            api_key=os.environ.get("API_KEY") or DEFAULT_API_KEY,
+            nameservers=os.environ.get("OPENTRACKING_NAMESERVERS", ""),
+            state_file=Path(os.environ.get("OPENTRACKING_STATE_FILE", str(STATE_FILE))),
+        )
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+
+def aws_environment(config: Config) -> dict[str, str]:
+    """What every boto3 client in this process (ours, Powertools', moto's) needs to reach moto."""
+    return {
+        "AWS_ENDPOINT_URL": config.aws_endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+class LocalStack:
+    def __init__(self, config: Config, stack: Stack | None = None):
+        self.config = config
+        self.stack = stack or Stack()
+        self.functions: dict[str, Function] = {}
+        self.routes: list[Route] = []
+        self.triggers: Triggers | None = None
+        self._moto = None
+        self._http: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        # moto's werkzeug logs every AWS call; our own request log is enough.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        os.environ.update(aws_environment(self.config))
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.aws_port, verbose=False)
+        self._moto.start()
+        provision(self.stack)
+        env = apply_environment(self.stack, self._environment_overrides())
+        self.functions = functions(self.stack)
+        self.routes = http_routes(self.stack)
+        self.triggers = Triggers(self.stack, self.functions, log)
+        self.triggers.start()
+        self._http = ThreadingHTTPServer((self.config.host, self.config.port), self._handler_class())
+        self._http.daemon_threads = True
+        if self.config.tls:
+            cert, key = tls.ensure_certificate(self.config.state_file.parent / "tls")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+        self._write_state(env)
+
+    def _environment_overrides(self) -> dict[str, str]:
+        overrides = {
+            # Pixel links in locally stored copies use the scheme this server speaks.
+            "TRACKING_SCHEME": self.config.scheme,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "OpenTracking",
+            "OPENTRACKING_API_KEY": self.config.api_key,
+            **self.config.extra_env,
+        }
+        if self.config.nameservers:
+            overrides["OPENTRACKING_NAMESERVERS"] = self.config.nameservers
+        return overrides
+
+    def _write_state(self, env: dict[str, str]) -> None:
+        """What `make invoke` and the demo need to reach this stack."""
+        self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "api_url": f"{self.config.scheme}://{self.config.host}:{self.config.port}",
+            "aws_endpoint": self.config.aws_endpoint,
+            "environment": {**env, **aws_environment(self.config)},
+            "resources": self.stack.refs,
+        }
+        self.config.state_file.write_text(json.dumps(state, indent=2))
+
+    @property
+    def url(self) -> str:
+        return f"{self.config.scheme}://{self.config.host}:{self.config.port}"
+
+    def serve_forever(self) -> None:
+        assert self._http is not None
+        self._http.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        if self._http:
+            self._http.shutdown()
+            self._http.server_close()
+        if self.triggers:
+            self.triggers.stop()
+        if self._moto:
+            self._moto.stop()
+
+    def dispatch(self, method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes,
+                 source_ip: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One HTTP request through the route table and a handler, like API Gateway (payload 2.0)."""
+        if raw_path.startswith("/_local/"):
+            return self._admin(method, raw_path)
+        found = find_route(self.routes, method, raw_path)
+        if found is None:
+            return 404, [("Content-Type", "application/json")], json.dumps(_NOT_FOUND).encode()
+        route, params = found
+        event = make_http_event(
+            method, raw_path, route_key=route.route_key, path_parameters=params or None, query=query,
+            headers=headers, body=body if body or method in ("POST", "PUT", "PATCH") else None,
+            source_ip=source_ip,
+        )
+        try:
+            result = self.functions[route.function].invoke(event)
+        except Exception as exc:  # what API Gateway answers when the function itself fails
+            log(f"{route.function} failed: {type(exc).__name__}: {exc}")
+            return 500, [("Content-Type", "application/json")], b'{"message":"Internal Server Error"}'
+        return http_response(result)
+
+    def _admin(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """/_local/schedules/{FunctionLogicalId}: run a scheduled function now (POST)."""
+        parts = path.strip("/").split("/")
+        if method == "POST" and len(parts) == 3 and parts[1] == "schedules" and self.triggers:
+            schedule = self.triggers.schedules.get(parts[2])
+            if schedule:
+                result = schedule.fire()
+                return 200, [("Content-Type", "application/json")], json.dumps(result, default=str).encode()
+        return 404, [("Content-Type", "application/json")], json.dumps(_NOT_FOUND).encode()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        stack = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "opentracking-local"
+
+            def _serve(self) -> None:
+                split = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, headers, payload = stack.dispatch(
+                    self.command, split.path, split.query, list(self.headers.items()), body, self.client_address[0]
+                )
+                self.send_response(status)
+                names = {name.lower() for name, _ in headers}
+                for name, value in headers:
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                if "connection" not in names:
+                    self.send_header("Connection", "keep-alive")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+                # Request lines only: no query strings, so nothing an API client put in a URL is logged.
+                log(f"{self.command} {urlsplit(self.path).path} -> {args[1] if len(args) > 1 else ''}")
+
+        return Handler
+
+
+def http_response(result: object) -> tuple[int, list[tuple[str, str]], bytes]:
+    """An HTTP API payload 2.0 response -> status, headers, body. A plain value becomes a 200 JSON body,
+    as API Gateway does when the handler returns no statusCode."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        return 200, [("Content-Type", "application/json")], json.dumps(result).encode()
+    headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((name, str(v)) for v in values)
+    headers.extend(("Set-Cookie", cookie) for cookie in result.get("cookies") or [])
+    body = result.get("body") or ""
+    payload = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    return int(result["statusCode"]), headers, payload
+
+
+def main() -> None:
+    config = Config.from_env()
+    stack = LocalStack(config)
+    stack.start()
+    stopped = threading.Event()
+
+    def shut_down(_signum: int, _frame: object) -> None:
+        if not stopped.is_set():
+            stopped.set()
+            threading.Thread(target=stack.stop, daemon=True).start()
+
+    signal.signal(signal.SIGINT, shut_down)
+    signal.signal(signal.SIGTERM, shut_down)
+    print(
+        f"opentracking local stack ready on {stack.url} (AWS on {config.aws_endpoint}, API key "
+        f"'{config.api_key}' unless API_KEY is set; Ctrl-C stops)",
+        flush=True,
+    )
+    stack.serve_forever()
+    log("stopped")
+
+
+if __name__ == "__main__":
+    main()

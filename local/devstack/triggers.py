@@ -1,0 +1,187 @@
+"""The template's non-HTTP triggers, driven as AWS drives them: schedules at their rate (and on demand),
+DynamoDB streams and SQS queues polled, with partial batch failures honoured (ReportBatchItemFailures)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import boto3
+
+from devstack.runtime import Function
+from devstack.template import Stack
+
+_RATE = re.compile(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+Logger = Callable[[str], None]
+
+
+def rate_seconds(expression: str) -> float:
+    found = _RATE.fullmatch(expression.strip())
+    if not found:
+        raise ValueError(f"only rate(...) schedules run locally, not {expression!r}")
+    return int(found.group(1)) * _UNIT_SECONDS[found.group(2).rstrip("s")]
+
+
+def scheduled_event(rule_arn: str) -> dict:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+@dataclass
+class Schedule:
+    function: Function
+    name: str
+    interval: float
+    enabled: bool = True
+
+    @property
+    def rule_arn(self) -> str:
+        return f"arn:aws:events:us-east-1:123456789012:rule/{self.function.logical_id}-{self.name}"
+
+    def fire(self) -> object:
+        return self.function.invoke(scheduled_event(self.rule_arn))
+
+
+def _failed_ids(response: object) -> set[str]:
+    if isinstance(response, dict):
+        return {str(f.get("itemIdentifier")) for f in response.get("batchItemFailures") or []}
+    return set()
+
+
+class Triggers:
+    """Background pollers for every non-HTTP event source of the template."""
+
+    def __init__(self, stack: Stack, functions: dict[str, Function], log: Logger, poll_interval: float = 0.5):
+        self.stack, self.functions, self.log, self.poll_interval = stack, functions, log, poll_interval
+        self.schedules: dict[str, Schedule] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sources: list[tuple[str, Function, dict]] = []
+        for logical_id, resource in stack.functions().items():
+            for name, event in resource.get("Properties", {}).get("Events", {}).items():
+                kind, props = event.get("Type"), event.get("Properties", {})
+                if kind in ("Schedule", "ScheduleV2"):
+                    expression = stack.resolve(props.get("Schedule") or props.get("ScheduleExpression"))
+                    enabled = props.get("Enabled", True) and props.get("State", "ENABLED") != "DISABLED"
+                    self.schedules[logical_id] = Schedule(
+                        functions[logical_id], name, rate_seconds(expression), enabled=bool(enabled)
+                    )
+                elif kind in ("DynamoDB", "SQS"):
+                    self._sources.append((kind, functions[logical_id], props))
+
+    def start(self) -> None:
+        for schedule in self.schedules.values():
+            if schedule.enabled:
+                self._spawn(self._run_schedule, schedule)
+        for kind, function, props in self._sources:
+            self._spawn(self._poll_stream if kind == "DynamoDB" else self._poll_queue, function, props)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _spawn(self, target: Callable, *args: object) -> None:
+        thread = threading.Thread(target=self._guard, args=(target, *args), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _guard(self, target: Callable, *args: object) -> None:
+        while not self._stop.is_set():
+            try:
+                target(*args)
+                return
+            except Exception as exc:  # a poller must survive a failing handler or a moto hiccup
+                self.log(f"trigger error ({type(exc).__name__}: {exc}); retrying")
+                self._stop.wait(1.0)
+
+    def _run_schedule(self, schedule: Schedule) -> None:
+        while not self._stop.wait(schedule.interval):
+            schedule.fire()
+
+    def _poll_stream(self, function: Function, props: dict) -> None:
+        streams = boto3.client("dynamodbstreams")
+        stream_arn = self.stack.resolve(props["Stream"])
+        batch_size = int(props.get("BatchSize", 100))
+        shards = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
+        iterators = {
+            shard["ShardId"]: streams.get_shard_iterator(
+                StreamArn=stream_arn, ShardId=shard["ShardId"],
+                ShardIteratorType=props.get("StartingPosition", "TRIM_HORIZON"),
+            )["ShardIterator"]
+            for shard in shards
+        }
+        pending: list[dict] = []
+        while not self._stop.is_set():
+            for shard_id, iterator in list(iterators.items()):
+                if len(pending) < batch_size:
+                    response = streams.get_records(ShardIterator=iterator, Limit=batch_size - len(pending))
+                    iterators[shard_id] = response.get("NextShardIterator") or iterator
+                    for record in response.get("Records", []):
+                        record.setdefault("eventSourceARN", stream_arn)
+                        pending.append(record)
+            if pending:
+                batch, pending = pending[:batch_size], pending[batch_size:]
+                failed = _failed_ids(function.invoke({"Records": _jsonable(batch)}))
+                # Like Lambda: a partial failure re-delivers from the first failed record on.
+                if failed:
+                    first = next(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed)
+                    pending = batch[first:] + pending
+                    self._stop.wait(self.poll_interval)
+            else:
+                self._stop.wait(self.poll_interval)
+
+    def _poll_queue(self, function: Function, props: dict) -> None:
+        sqs = boto3.client("sqs")
+        queue_arn = self.stack.resolve(props["Queue"])
+        queue_url = sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
+        batch_size = min(int(props.get("BatchSize", 10)), 10)
+        while not self._stop.is_set():
+            messages = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=batch_size, WaitTimeSeconds=1,
+                AttributeNames=["All"], MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if not messages:
+                continue
+            records = [
+                {
+                    "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                    "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m.get("MD5OfBody"), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
+                    "awsRegion": self.stack.region,
+                }
+                for m in messages
+            ]
+            failed = _failed_ids(function.invoke({"Records": records}))
+            done = [m for m in messages if m["MessageId"] not in failed]
+            if done:
+                sqs.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                )
+
+
+def _jsonable(value: object) -> object:
+    """Stream records from boto3 carry datetimes; Lambda delivers epoch numbers."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return value
+

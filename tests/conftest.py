@@ -1,0 +1,58 @@
+"""Shared fixtures. Fake credentials and region are set before anything creates a boto3 client."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "opentracking",
+        "POWERTOOLS_METRICS_NAMESPACE": "OpenTracking",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+)
+for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+
+
+def reset_caches() -> None:
+    from opentracking import api, aws, tokens
+    from opentracking.config import settings
+
+    aws.reset_clients()
+    tokens.reset_cache()
+    api.reset_cache()
+    settings.cache_clear()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    """moto in-process with every stateful resource of template.yaml; env set as Lambda would set it."""
+    from moto import mock_aws
+
+    from devstack.provision import provision
+    from devstack.template import Stack
+
+    with mock_aws():
+        stack = provision(Stack())
+        for name, value in stack.function_environment("SubmitFunction").items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+        reset_caches()
+        yield stack
+        reset_caches()
+
+
+@pytest.fixture
+def lambda_context():
+    from devstack.events import LambdaContext
+
+    return LambdaContext()

@@ -1,0 +1,167 @@
+"""The pixel: always the GIF, one write and no read per genuine open, nothing for a forged token."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import boto3
+import botocore.client
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from devstack.events import make_http_event, pixel_path
+from devstack.handlers import load_event, load_handler
+from opentracking import pixel, store, tokens
+from opentracking.config import settings
+
+EXPECTED_HEADERS = {
+    "Content-Type": "image/gif",
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+}
+
+
+@pytest.fixture
+def handler(aws):
+    return load_handler("functions/pixel")
+
+
+@pytest.fixture
+def token(aws):
+    keyring = tokens.load_keyring(settings().token_secret_name)
+    return tokens.issue_token(keyring, bytes.fromhex("00112233445566778899aabbccddeeff"), "example.com")
+
+
+def pixel_event(token: str | None, method: str = "GET", **extra) -> dict:
+    path = pixel_path(token) if token is not None else "/o/"
+    params = {"token": token} if token is not None else None
+    return make_http_event(
+        method,
+        path,
+        route_key=f"{method} /o/{{token}}",
+        path_parameters=params,
+        headers={"host": "email.example.com", "user-agent": "Mozilla/5.0 (X11) Test"},
+        **extra,
+    )
+
+
+def opens(stack) -> list[dict]:
+    table = boto3.resource("dynamodb").Table(stack.ref("DataTable"))
+    return [i for i in table.scan()["Items"] if i["sk"].startswith("OPEN#")]
+
+
+def assert_gif(response: dict) -> None:
+    assert response["statusCode"] == 200
+    assert response["isBase64Encoded"] is True
+    assert base64.b64decode(response["body"]) == pixel.GIF
+    assert len(pixel.GIF) == 43 and pixel.GIF.startswith(b"GIF89a")
+    for name, value in EXPECTED_HEADERS.items():
+        assert response["headers"][name] == value
+
+
+def test_genuine_open_writes_one_raw_open(aws, handler, token, lambda_context):
+    # WHEN the pixel is loaded from a reader at a known address
+    response = handler.lambda_handler(pixel_event(token, source_ip="198.51.100.7"), lambda_context)
+    # THEN the GIF, and exactly one raw open naming the copy, with address, agent, method and expiry
+    assert_gif(response)
+    (item,) = opens(aws)
+    assert item["pk"] == "COPY#00112233445566778899aabbccddeeff"
+    assert item["ip"] == "198.51.100.7" and item["user_agent"] == "Mozilla/5.0 (X11) Test"
+    assert item["method"] == "GET" and item["domain"] == "example.com" and item["key_id"] == 1
+    assert abs(float(item["ts"]) - time.time()) < 60
+    assert int(item["expires_at"]) > time.time() + 29 * 86400
+
+
+def test_head_is_recorded_as_head(aws, handler, token, lambda_context):
+    assert_gif(handler.lambda_handler(pixel_event(token, "HEAD"), lambda_context))
+    assert [i["method"] for i in opens(aws)] == ["HEAD"]
+
+
+def test_two_loads_are_two_opens(aws, handler, token, lambda_context):
+    handler.lambda_handler(pixel_event(token), lambda_context)
+    handler.lambda_handler(pixel_event(token), lambda_context)
+    assert len(opens(aws)) == 2
+
+
+@pytest.mark.parametrize("bad", ["", "x", "AAAA", "%2e%2e%2f", "A" * 5000, "\u00e9\u00e9", None])
+def test_bad_tokens_get_the_gif_and_record_nothing(aws, handler, lambda_context, bad):
+    assert_gif(handler.lambda_handler(pixel_event(bad), lambda_context))
+    assert opens(aws) == []
+
+
+def test_edited_token_records_nothing(aws, handler, token, lambda_context):
+    edited = token[:10] + ("B" if token[10] != "B" else "C") + token[11:]
+    assert_gif(handler.lambda_handler(pixel_event(edited), lambda_context))
+    assert opens(aws) == []
+
+
+def test_sample_events_get_the_gif(aws, handler, lambda_context):
+    for name in ("pixel_get.json", "pixel_head.json"):
+        assert_gif(handler.lambda_handler(load_event(name), lambda_context))
+    assert opens(aws) == []  # the sample token is not signed with this deployment's key
+
+
+def test_a_warm_open_costs_one_write_and_no_read(aws, handler, token, lambda_context, monkeypatch):
+    # GIVEN a warm function (the key ring is cached after the first open)
+    handler.lambda_handler(pixel_event(token), lambda_context)
+    calls: list[str] = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def counting(self, operation_name, api_params):
+        calls.append(f"{self.meta.service_model.service_name}.{operation_name}")
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counting)
+    # WHEN another open arrives
+    handler.lambda_handler(pixel_event(token), lambda_context)
+    # THEN exactly one AWS request was made: the write
+    assert calls == ["dynamodb.PutItem"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "PutItem"),
+        EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"),
+    ],
+)
+def test_dynamodb_down_still_serves_the_gif(aws, handler, token, lambda_context, failure):
+    from opentracking.aws import client
+
+    def fail(**_kwargs):
+        raise failure
+
+    client("dynamodb", "pixel").meta.events.register("before-call.dynamodb.PutItem", fail)
+    started = time.perf_counter()
+    response = handler.lambda_handler(pixel_event(token), lambda_context)
+    assert_gif(response)
+    assert time.perf_counter() - started < 5  # bounded: no unbounded retry loop
+    assert opens(aws) == []
+
+
+def test_secret_unavailable_still_serves_the_gif(aws, handler, lambda_context, monkeypatch):
+    monkeypatch.setenv("TOKEN_SECRET_NAME", "no-such-secret")
+    settings.cache_clear()
+    tokens.reset_cache()
+    assert_gif(
+        handler.lambda_handler(
+            pixel_event("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), lambda_context
+        )
+    )
+    assert opens(aws) == []
+
+
+def test_open_item_matches_the_documented_key_layout(aws):
+    claims = tokens.OpenClaims(copy_id="ab" * 16, domain="example.com", key_id=1)
+    item = pixel.open_item(
+        claims,
+        request_id="req1",
+        source_ip="192.0.2.1",
+        user_agent="UA",
+        method="GET",
+        expires_at=1,
+        now=1700000000.5,
+    )
+    assert item["pk"] == {"S": "COPY#" + "ab" * 16}
+    assert item["sk"] == {"S": "OPEN#1700000000500#req1"}
+    store.serialize({"x": 1})  # the store's serializer is not needed on the hot path, but must agree

@@ -1,0 +1,468 @@
+"""Submission through the submit handler, under moto with the template's own table, bucket and secret."""
+
+from __future__ import annotations
+
+import email
+import json
+import re
+from email import policy
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from devstack.events import make_http_event
+from devstack.handlers import load_event, load_handler
+from opentracking import store
+
+PIXEL_RE = re.compile(r'<img src="(https://email\.example\.com/o/([A-Za-z0-9_-]+))"')
+BOUNDARY = "otBoundary1234"
+
+
+@pytest.fixture
+def submit(aws, lambda_context):
+    store.put_domain(aws.ref("DataTable"), "example.com")
+    handler = load_handler("functions/submit")
+
+    def call(
+        fields=(),
+        *,
+        files=(),
+        mime=False,
+        headers=None,
+        domain="example.com",
+        raw_body=None,
+        content_type=None,
+    ):
+        if files or content_type == "multipart":
+            body, content_type = multipart(fields, files)
+        elif raw_body is not None:
+            body = raw_body
+        else:
+            body, content_type = urlencode(list(fields)).encode(), "application/x-www-form-urlencoded"
+        path = f"/v3/{domain}/messages" + (".mime" if mime else "")
+        if content_type is not None:
+            headers = {"content-type": content_type, **(headers or {})}
+        event = make_http_event(
+            "POST",
+            path,
+            route_key="POST /v3/{domain}/messages" + (".mime" if mime else ""),
+            path_parameters={"domain": domain},
+            headers=headers or {},
+            body=body,
+        )
+        response = handler.lambda_handler(event, lambda_context)
+        return response["statusCode"], json.loads(response["body"])
+
+    return call
+
+
+def multipart(fields, files):
+    chunks = []
+    for name, value in fields:
+        chunks.append(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
+    for name, filename, content_type, data in files:
+        chunks.append(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
+    chunks.append(f"--{BOUNDARY}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def stored_objects(stack) -> dict[str, bytes]:
+    s3 = boto3.client("s3")
+    bucket = stack.ref("MessageBucket")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def items(stack, prefix: str = "") -> list[dict]:
+    table = boto3.resource("dynamodb").Table(stack.ref("DataTable"))
+    return [i for i in table.scan()["Items"] if i["pk"].startswith(prefix)]
+
+
+BASE = [
+    ("from", "Sender <sender@example.com>"),
+    ("subject", "Hello"),
+    ("text", "Hello there"),
+    ("html", "<html><body><p>Hello there</p></body></html>"),
+]
+
+
+def test_tagged_tracked_message_to_three_recipients_yields_three_tracked_copies(aws, submit):
+    # GIVEN a tagged message with open tracking asked for, to three envelope recipients (to, cc, bcc)
+    fields = [
+        *BASE,
+        ("to", "alice@example.net"),
+        ("cc", "bob@example.org"),
+        ("bcc", "carol@example.com"),
+        ("o:tag", "Welcome"),
+        ("o:tracking-opens", "yes"),
+        ("v:plan", "pro"),
+    ]
+    # WHEN it is submitted
+    status, body = submit(fields)
+    # THEN Mailgun's answer, and opens are tracked
+    assert status == 200, body
+    assert body["message"] == "Queued. Thank you."
+    assert re.fullmatch(r"<\d{14}\.[0-9a-f]{16}@example\.com>", body["id"])
+    assert body["tracking"] == {"opens": True, "reason": None, "detail": None}
+    # AND three S3 objects, each with exactly one pixel and its own token
+    objects = stored_objects(aws)
+    assert len(objects) == 3
+    tokens = []
+    for key, data in objects.items():
+        assert re.fullmatch(r"messages/example\.com/\d{4}/\d{2}/\d{2}/[0-9a-f]{32}/[0-9a-f]{32}\.eml", key)
+        message = email.message_from_bytes(data, policy=policy.default)
+        html = message.get_body(("html",)).get_content()
+        found = PIXEL_RE.findall(html)
+        assert len(found) == 1
+        assert html.index(found[0][0]) < html.index("</body>")
+        tokens.append(found[0][1])
+        assert "Bcc" not in message
+        assert message["Message-Id"] == body["id"]
+    assert len(set(tokens)) == 3
+    # AND one message record, one copy record and one accepted event per recipient
+    messages = items(aws, "MSG#")
+    assert len(messages) == 1 and messages[0]["tags"] == ["welcome"] and messages[0]["recipient_count"] == 3
+    copies = [i for i in items(aws, "COPY#") if i["sk"] == "COPY"]
+    assert sorted(c["recipient"] for c in copies) == [
+        "alice@example.net",
+        "bob@example.org",
+        "carol@example.com",
+    ]
+    assert all(c["tracked"] and c["s3_key"] in objects for c in copies)
+    events = [json.loads(i["payload"]) for i in items(aws, "COPY#") if i["sk"].startswith("EVENT#")]
+    assert sorted(e["recipient"] for e in events) == sorted(c["recipient"] for c in copies)
+    assert all(
+        e["event"] == "accepted" and e["tags"] == ["welcome"] and e["user-variables"] == {"plan": "pro"}
+        for e in events
+    )
+    assert {e["message"]["headers"]["message-id"] for e in events} == {body["id"].strip("<>")}
+
+
+def test_sample_event_is_accepted(aws, submit, lambda_context):
+    handler = load_handler("functions/submit")
+    response = handler.lambda_handler(load_event("submit_messages.json"), lambda_context)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["tracking"]["opens"] is True
+    assert len(stored_objects(aws)) == 2
+
+
+def test_sample_mime_event_consumes_control_headers(aws, submit, lambda_context):
+    handler = load_handler("functions/submit")
+    response = handler.lambda_handler(load_event("submit_mime.json"), lambda_context)
+    assert response["statusCode"] == 200, response["body"]
+    (data,) = stored_objects(aws).values()
+    assert b"X-Mailgun" not in data
+    assert len(PIXEL_RE.findall(data.decode())) == 1
+    (message,) = items(aws, "MSG#")
+    assert message["tags"] == ["receipts"]
+
+
+def test_mime_submission_preserves_every_byte_but_consumed_headers_and_the_pixel(aws, submit):
+    # GIVEN a raw MIME message with control headers and a DKIM-free html part
+    raw = (
+        b"Message-Id: <abc@example.com>\r\nFrom: s@example.com\r\nTo: d@example.net\r\nSubject: t\r\n"
+        b'X-Mailgun-Track: yes\r\nX-Mailgun-Tag: A\r\nX-Mailgun-Tag: b\r\nX-Mailgun-Variables: {"k": "v"}\r\n'
+        b"Bcc: hidden@example.org\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hi</p>\r\n"
+    )
+    # WHEN submitted with `to` and the file
+    status, body = submit(
+        [("to", "d@example.net")], files=[("message", "m.eml", "message/rfc822", raw)], mime=True
+    )
+    # THEN accepted under its own Message-Id, the headers consumed, the pixel appended
+    assert status == 200, body
+    assert body["id"] == "<abc@example.com>"
+    (data,) = stored_objects(aws).values()
+    expected_prefix = (
+        b"Message-Id: <abc@example.com>\r\nFrom: s@example.com\r\nTo: d@example.net\r\nSubject: t\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Hi</p>"
+    )
+    assert data.startswith(expected_prefix)
+    assert data.endswith(b" />\r\n")
+    assert len(PIXEL_RE.findall(data.decode())) == 1
+    (message,) = items(aws, "MSG#")
+    assert message["tags"] == ["a", "b"]
+    (copy,) = [i for i in items(aws, "COPY#") if i["sk"] == "COPY"]
+    assert json.loads(copy["user_variables"]) == {"k": "v"}
+
+
+def test_attachments_and_inline_images_build_a_proper_mime_tree(aws, submit):
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    status, body = submit(
+        [
+            *BASE[:3],
+            ("html", '<html><body><img src="cid:logo.png"></body></html>'),
+            ("to", "a@example.net"),
+            ("o:tracking", "yes"),
+            ("h:X-Campaign", "fall"),
+            ("h:Reply-To", "help@example.com"),
+        ],
+        files=[
+            ("inline", "logo.png", "image/png", png),
+            ("attachment", "report.pdf", "application/pdf", b"%PDF-1.4"),
+            ("attachment", "notes.txt", "text/plain", b"notes"),
+        ],
+    )
+    assert status == 200, body
+    (data,) = stored_objects(aws).values()
+    message = email.message_from_bytes(data, policy=policy.default)
+    structure = [part.get_content_type() for part in message.walk()]
+    assert structure == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "multipart/related",
+        "text/html",
+        "image/png",
+        "application/pdf",
+        "text/plain",
+    ]
+    inline = next(p for p in message.walk() if p.get_content_type() == "image/png")
+    assert inline["Content-ID"] == "<logo.png>" and inline.get_content() == png
+    attachments = [(a.get_filename(), a.get_content()) for a in message.iter_attachments()]
+    assert attachments == [("report.pdf", b"%PDF-1.4"), ("notes.txt", "notes")]
+    assert message["X-Campaign"] == "fall" and message["Reply-To"] == "help@example.com"
+    assert len(PIXEL_RE.findall(message.get_body(("html",)).get_content())) == 1
+
+
+def test_recipient_variables_make_personal_copies(aws, submit):
+    status, _ = submit(
+        [
+            ("from", "s@example.com"),
+            ("to", "a@example.net, b@example.net"),
+            ("subject", "Hi %recipient.name%"),
+            ("html", "<html><body>Dear %recipient.name%</body></html>"),
+            ("o:tracking", "yes"),
+            ("v:user", "%recipient.id%"),
+            (
+                "recipient-variables",
+                json.dumps(
+                    {"a@example.net": {"name": "Ann", "id": 1}, "b@example.net": {"name": "Ben", "id": 2}}
+                ),
+            ),
+        ]
+    )
+    assert status == 200
+    seen = {}
+    for data in stored_objects(aws).values():
+        message = email.message_from_bytes(data, policy=policy.default)
+        seen[message["To"]] = (message["Subject"], "Dear " in message.get_body(("html",)).get_content())
+        assert "%recipient" not in message.get_body(("html",)).get_content()
+    assert seen == {"a@example.net": ("Hi Ann", True), "b@example.net": ("Hi Ben", True)}
+    copies = {
+        c["recipient"]: json.loads(c["user_variables"]) for c in items(aws, "COPY#") if c["sk"] == "COPY"
+    }
+    assert copies == {"a@example.net": {"user": "1"}, "b@example.net": {"user": "2"}}
+
+
+@pytest.mark.parametrize(
+    ("domain_on", "fields", "opens", "reason"),
+    [
+        (False, [], False, "tracking-disabled"),
+        (True, [], True, None),
+        (True, [("o:tracking", "no")], False, "disabled-by-message"),
+        (False, [("h:X-Mailgun-Track-Opens", "yes")], True, None),
+    ],
+)
+def test_domain_setting_and_overrides(aws, submit, domain_on, fields, opens, reason):
+    store.put_domain(aws.ref("DataTable"), "example.com", open_tracking=domain_on)
+    status, body = submit([*BASE, ("to", "a@example.net"), *fields])
+    assert status == 200
+    assert (body["tracking"]["opens"], body["tracking"]["reason"]) == (opens, reason)
+    (data,) = stored_objects(aws).values()
+    assert len(PIXEL_RE.findall(data.decode())) == (1 if opens else 0)
+    assert b"X-Mailgun" not in data
+
+
+def test_text_only_message_is_stored_untracked_with_the_reason(aws, submit):
+    status, body = submit(
+        [("from", "s@example.com"), ("to", "a@example.net"), ("text", "plain"), ("o:tracking-opens", "yes")]
+    )
+    assert status == 200
+    assert body["tracking"]["opens"] is False and body["tracking"]["reason"] == "no-html-part"
+    assert "HTML" in body["tracking"]["detail"]
+    (copy,) = [c for c in items(aws, "COPY#") if c["sk"] == "COPY"]
+    assert copy["tracked"] is False
+
+
+def test_pixel_at_the_top_when_asked(aws, submit):
+    status, _ = submit(
+        [
+            *BASE[:3],
+            ("html", "<html><body><p>first</p><p>last</p></body></html>"),
+            ("to", "a@example.net"),
+            ("o:tracking", "yes"),
+            ("o:tracking-pixel-location-top", "yes"),
+        ]
+    )
+    assert status == 200
+    (data,) = stored_objects(aws).values()
+    html = email.message_from_bytes(data, policy=policy.default).get_body(("html",)).get_content()
+    assert re.search(r"<body><img src=\"https://email\.example\.com/o/", html)
+
+
+def assert_nothing_stored(stack):
+    assert stored_objects(stack) == {}
+    assert [i["pk"] for i in items(stack)] == ["DOMAIN#example.com"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "message"),
+    [
+        ([("to", "a@example.net"), ("text", "x")], 400, "'from' parameter is missing"),
+        ([("from", "s@example.com"), ("text", "x")], 400, "'to' parameter is missing"),
+        (
+            [("from", "s@example.com"), ("to", "a@example.net")],
+            400,
+            "Need at least one of 'text', 'html', 'amp-html' or 'template' parameters specified",
+        ),
+        (
+            [("from", "s@example.com"), ("to", "not-an-address"), ("text", "x")],
+            400,
+            "'to' parameter is not a valid address",
+        ),
+        (
+            [*BASE, ("to", "a@example.net"), ("o:tracking", "maybe")],
+            400,
+            "'o:tracking' parameter must be one of",
+        ),
+        (
+            [*BASE, ("to", "a@example.net"), ("recipient-variables", "{")],
+            400,
+            "'recipient-variables' must be",
+        ),
+        (
+            [*BASE, ("to", "a@example.net"), ("h:Bad Header", "x")],
+            400,
+            "'h:Bad Header' is not a valid header",
+        ),
+        ([*BASE, ("to", ",".join(f"r{i}@example.net" for i in range(1001)))], 400, "Too many recipients"),
+    ],
+)
+def test_bad_input_gets_mailgun_errors_and_stores_nothing(aws, submit, fields, status, message):
+    got_status, body = submit(fields)
+    assert got_status == status
+    assert body["message"].startswith(message)
+    assert_nothing_stored(aws)
+
+
+def test_unknown_domain_is_404(aws, submit):
+    status, body = submit([*BASE, ("to", "a@example.net")], domain="unknown.example")
+    assert (status, body) == (404, {"message": "Domain not found: unknown.example"})
+    assert_nothing_stored(aws)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b"{}"),
+        (None, b"to=x"),
+        ("multipart/form-data", b"--x\r\n"),
+        ("multipart/form-data; boundary=zz", b"garbage without boundary"),
+        ("application/x-www-form-urlencoded", b"\xff\xfe"),
+    ],
+)
+def test_malformed_bodies_are_400(aws, submit, content_type, body):
+    status, response = submit(raw_body=body, content_type=content_type)
+    assert status == 400, response
+    assert isinstance(response["message"], str)
+    assert_nothing_stored(aws)
+
+
+def test_mime_without_message_is_400(aws, submit):
+    status, body = submit([("to", "a@example.net")], mime=True, content_type="multipart")
+    assert (status, body["message"]) == (400, "'message' parameter is missing")
+    assert_nothing_stored(aws)
+
+
+def fail_on(operation: str, *, after: int = 0, times: int = 1):
+    """A botocore hook that lets `after` calls of an operation through, then fails `times` calls like
+    DynamoDB or S3 would (a transient fault by default)."""
+    calls = {"n": 0}
+
+    def hook(**_kwargs):
+        calls["n"] += 1
+        if after < calls["n"] <= after + times:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}}, operation)
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("service", "event", "after", "times"),
+    [
+        ("dynamodb", "before-call.dynamodb.TransactWriteItems", 0, 1),  # after every S3 put
+        ("dynamodb", "before-call.dynamodb.TransactWriteItems", 1, 1),  # after the first 100 records
+        ("s3", "before-call.s3.PutObject", 30, 1),  # half-way through the copies
+        ("s3", "before-call.s3.PutObject", 59, 1),  # the last copy
+    ],
+)
+def test_a_failure_at_any_step_leaves_nothing_half_stored(aws, submit, service, event, after, times):
+    # GIVEN a storage fault at one step (60 recipients -> 60 objects, 121 records in 2 transactions)
+    from opentracking.aws import client
+
+    client(service).meta.events.register(event, fail_on(event, after=after, times=times))
+    recipients = ",".join(f"r{i}@example.net" for i in range(60))
+    # WHEN a tracked message is submitted
+    status, body = submit([*BASE, ("to", recipients), ("o:tracking", "yes")])
+    # THEN the client is told to retry, and nothing at all was kept
+    assert status == 503
+    assert "nothing was kept" in body["message"]
+    client(service).meta.events.unregister(event)
+    assert_nothing_stored(aws)
+
+
+def test_dynamodb_down_for_a_small_message_keeps_nothing(aws, submit):
+    # GIVEN DynamoDB refusing every transaction (an outage, not a blip)
+    from opentracking.aws import client
+
+    event = "before-call.dynamodb.TransactWriteItems"
+    client("dynamodb").meta.events.register(event, fail_on(event, times=10**6))
+    # WHEN a message to three recipients is submitted
+    status, _ = submit([*BASE, ("to", "a@example.net, b@example.net, c@example.net")])
+    # THEN it is refused and neither S3 nor DynamoDB keeps anything (one transaction commits it all)
+    assert status == 503
+    client("dynamodb").meta.events.unregister(event)
+    assert_nothing_stored(aws)
+
+
+def test_same_idempotency_key_is_stored_once(aws, submit):
+    fields = [*BASE, ("to", "a@example.net, b@example.net"), ("o:tracking", "yes")]
+    first = submit(fields, headers={"Idempotency-Key": "order-42"})
+    second = submit(fields, headers={"Idempotency-Key": "order-42"})
+    assert first[0] == second[0] == 200
+    assert first[1] == second[1]
+    assert len(stored_objects(aws)) == 2
+    assert len(items(aws, "MSG#")) == 1
+    # a different key is a different message
+    third = submit(fields, headers={"Idempotency-Key": "order-43"})
+    assert third[1]["id"] != first[1]["id"]
+    assert len(items(aws, "MSG#")) == 2
+
+
+def test_idempotency_key_reused_with_another_message_is_refused(aws, submit):
+    submit([*BASE, ("to", "a@example.net")], headers={"Idempotency-Key": "k1"})
+    status, body = submit([*BASE, ("to", "other@example.net")], headers={"Idempotency-Key": "k1"})
+    assert status == 400 and "Idempotency-Key" in body["message"]
+    assert len(items(aws, "MSG#")) == 1
+
+
+def test_failed_submission_can_be_retried_with_the_same_key(aws, submit):
+    from opentracking.aws import client
+
+    hook = fail_on("PutObject")
+    client("s3").meta.events.register("before-call.s3.PutObject", hook)
+    fields = [*BASE, ("to", "a@example.net")]
+    assert submit(fields, headers={"Idempotency-Key": "retry-me"})[0] == 503
+    client("s3").meta.events.unregister("before-call.s3.PutObject", hook)
+    status, body = submit(fields, headers={"Idempotency-Key": "retry-me"})
+    assert status == 200, body
+    assert len(stored_objects(aws)) == 1

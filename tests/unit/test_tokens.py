@@ -1,0 +1,138 @@
+"""Pixel tokens: signed, opaque, short, rotatable, and rejected when forged or edited."""
+
+import base64
+
+import pytest
+
+from opentracking.tokens import (
+    MAX_TOKEN_CHARS,
+    InvalidToken,
+    KeyRing,
+    KeyRingError,
+    issue_token,
+    new_copy_id,
+    verify_token,
+)
+
+KEY_1 = "k" * 48
+KEY_2 = "z" * 48
+
+
+def ring(active: str = "1", **keys: str) -> KeyRing:
+    return KeyRing.from_secret({"active": active, **(keys or {"1": KEY_1})})
+
+
+def test_round_trip_identifies_copy_and_domain():
+    # GIVEN a copy id
+    copy_id = new_copy_id()
+    # WHEN a token is issued and verified
+    claims = verify_token(ring(), issue_token(ring(), copy_id, "Example.COM"))
+    # THEN it names that copy, the normalised domain and the key id
+    assert (claims.copy_id, claims.domain, claims.key_id) == (copy_id.hex(), "example.com", 1)
+
+
+def test_token_is_url_safe_short_and_reveals_no_address():
+    token = issue_token(ring(), new_copy_id(), "mg.example.com")
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert len(token) <= 80
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert b"@" not in raw
+
+
+def test_copy_ids_are_unique():
+    assert len({new_copy_id() for _ in range(1000)}) == 1000
+
+
+def test_every_single_bit_flip_is_rejected():
+    keyring = ring()
+    token = issue_token(keyring, new_copy_id(), "example.com")
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    for index in range(len(raw)):
+        for bit in range(8):
+            edited = bytearray(raw)
+            edited[index] ^= 1 << bit
+            forged = base64.urlsafe_b64encode(bytes(edited)).rstrip(b"=").decode()
+            with pytest.raises(InvalidToken):
+                verify_token(keyring, forged)
+
+
+def test_every_character_edit_is_rejected():
+    keyring = ring()
+    token = issue_token(keyring, new_copy_id(), "example.com")
+    for index, char in enumerate(token):
+        replacement = "A" if char != "A" else "B"
+        edited = token[:index] + replacement + token[index + 1 :]
+        try:
+            claims = verify_token(keyring, edited)
+        except InvalidToken:
+            continue
+        # The last character carries padding bits only; any accepted edit must decode to the same token.
+        assert claims == verify_token(keyring, token)
+
+
+def test_token_moved_to_another_domain_is_rejected():
+    # GIVEN a token for one domain, re-signed body for another domain without the key
+    keyring = ring()
+    copy_id = new_copy_id()
+    token = issue_token(keyring, copy_id, "a.example")
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    swapped = raw.replace(b"a.example", b"b.example")
+    # WHEN verified THEN rejected: the tag is bound to the per-domain key
+    with pytest.raises(InvalidToken):
+        verify_token(keyring, base64.urlsafe_b64encode(swapped).rstrip(b"=").decode())
+
+
+def test_token_signed_with_another_deployment_key_is_rejected():
+    token = issue_token(ring(**{"1": KEY_2}), new_copy_id(), "example.com")
+    with pytest.raises(InvalidToken):
+        verify_token(ring(), token)
+
+
+def test_rotation_keeps_old_tokens_valid_while_their_key_is_kept():
+    # GIVEN a token signed with key 1
+    old = issue_token(ring(), new_copy_id(), "example.com")
+    # WHEN key 2 becomes active with key 1 still present
+    rotated = ring("2", **{"1": KEY_1, "2": KEY_2})
+    new = issue_token(rotated, new_copy_id(), "example.com")
+    # THEN both verify, new tokens carry key id 2, and dropping key 1 retires old tokens
+    assert verify_token(rotated, old).key_id == 1
+    assert verify_token(rotated, new).key_id == 2
+    with pytest.raises(InvalidToken):
+        verify_token(ring("2", **{"2": KEY_2}), old)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "a",
+        "!!!!",
+        "AQ",
+        "A" * (MAX_TOKEN_CHARS + 1),
+        "AQEAAAAAAAAAAAAAAAAAAAAAZXhhbXBsZS5jb20AAAAAAAAAAAAAAAAAAAAA",
+        "../../etc/passwd",
+        "%00",
+        "AQE\u00e9",
+        "====",
+        "AgEAAAAAAAAAAAAAAAAAAAAAZXhhbXBsZS5jb20AAAAAAAAAAAAAAAAAAAAA",
+    ],
+)
+def test_garbage_is_rejected(garbage):
+    with pytest.raises(InvalidToken):
+        verify_token(ring(), garbage)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        {},
+        {"active": "1"},
+        {"active": "2", "1": KEY_1},
+        {"active": "x", "1": KEY_1},
+        {"active": "1", "1": "short"},
+        {"active": "300", "300": KEY_1},
+    ],
+)
+def test_malformed_key_secret_is_refused(secret):
+    with pytest.raises(KeyRingError):
+        KeyRing.from_secret(secret)
