@@ -52,6 +52,24 @@ def aws(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
+def api_key(aws) -> str:
+    """The account key this deployment generated (ApiKeysSecret)."""
+    import json
+
+    import boto3
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=aws.ref("ApiKeysSecret"))
+    return json.loads(secret["SecretString"])["account"]
+
+
+@pytest.fixture
+def basic_auth(api_key) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"api:{api_key}".encode()).decode()
+
+
+@pytest.fixture
 def lambda_context():
     from devstack.events import LambdaContext
 

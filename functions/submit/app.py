@@ -10,6 +10,7 @@ from opentracking.forms import parse_form
 from opentracking.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver()
+app.use(middlewares=[api.require_api_key])
 api.register_error_handlers(app)
 
 

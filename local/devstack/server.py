@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import boto3
+
 from devstack import tls
 from devstack.events import make_http_event
 from devstack.provision import provision
@@ -102,6 +104,7 @@ class LocalStack:
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.aws_port, verbose=False)
         self._moto.start()
         provision(self.stack)
+        self._set_api_key()
         env = apply_environment(self.stack, self._environment_overrides())
         self.functions = functions(self.stack)
         self.routes = http_routes(self.stack)
@@ -116,13 +119,20 @@ class LocalStack:
             self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
         self._write_state(env)
 
+    def _set_api_key(self) -> None:
+        """The deployed stack generates its account key; locally it is API_KEY (or the default)."""
+        if "ApiKeysSecret" in self.stack.refs:
+            boto3.client("secretsmanager").put_secret_value(
+                SecretId=self.stack.ref("ApiKeysSecret"),
+                SecretString=json.dumps({"account": self.config.api_key}),
+            )
+
     def _environment_overrides(self) -> dict[str, str]:
         overrides = {
             # Pixel links in locally stored copies use the scheme this server speaks.
             "TRACKING_SCHEME": self.config.scheme,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "OpenTracking",
-            "OPENTRACKING_API_KEY": self.config.api_key,
             **self.config.extra_env,
         }
         if self.config.nameservers:
@@ -157,8 +167,15 @@ class LocalStack:
         if self._moto:
             self._moto.stop()
 
-    def dispatch(self, method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes,
-                 source_ip: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    def dispatch(
+        self,
+        method: str,
+        raw_path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        source_ip: str,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         """One HTTP request through the route table and a handler, like API Gateway (payload 2.0)."""
         if raw_path.startswith("/_local/"):
             return self._admin(method, raw_path)
@@ -167,8 +184,13 @@ class LocalStack:
             return 404, [("Content-Type", "application/json")], json.dumps(_NOT_FOUND).encode()
         route, params = found
         event = make_http_event(
-            method, raw_path, route_key=route.route_key, path_parameters=params or None, query=query,
-            headers=headers, body=body if body or method in ("POST", "PUT", "PATCH") else None,
+            method,
+            raw_path,
+            route_key=route.route_key,
+            path_parameters=params or None,
+            query=query,
+            headers=headers,
+            body=body if body or method in ("POST", "PUT", "PATCH") else None,
             source_ip=source_ip,
         )
         try:
@@ -200,7 +222,12 @@ class LocalStack:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 status, headers, payload = stack.dispatch(
-                    self.command, split.path, split.query, list(self.headers.items()), body, self.client_address[0]
+                    self.command,
+                    split.path,
+                    split.query,
+                    list(self.headers.items()),
+                    body,
+                    self.client_address[0],
                 )
                 self.send_response(status)
                 names = {name.lower() for name, _ in headers}

@@ -120,7 +120,8 @@ class Triggers:
         shards = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
         iterators = {
             shard["ShardId"]: streams.get_shard_iterator(
-                StreamArn=stream_arn, ShardId=shard["ShardId"],
+                StreamArn=stream_arn,
+                ShardId=shard["ShardId"],
                 ShardIteratorType=props.get("StartingPosition", "TRIM_HORIZON"),
             )["ShardIterator"]
             for shard in shards
@@ -152,16 +153,24 @@ class Triggers:
         batch_size = min(int(props.get("BatchSize", 10)), 10)
         while not self._stop.is_set():
             messages = sqs.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=batch_size, WaitTimeSeconds=1,
-                AttributeNames=["All"], MessageAttributeNames=["All"],
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=batch_size,
+                WaitTimeSeconds=1,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
             ).get("Messages", [])
             if not messages:
                 continue
             records = [
                 {
-                    "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                    "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
-                    "md5OfBody": m.get("MD5OfBody"), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m.get("MD5OfBody"),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": queue_arn,
                     "awsRegion": self.stack.region,
                 }
                 for m in messages
@@ -184,4 +193,3 @@ def _jsonable(value: object) -> object:
     if isinstance(value, datetime):
         return value.timestamp()
     return value
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import json
 import re
@@ -21,7 +22,7 @@ BOUNDARY = "otBoundary1234"
 
 
 @pytest.fixture
-def submit(aws, lambda_context):
+def submit(aws, lambda_context, basic_auth):
     store.put_domain(aws.ref("DataTable"), "example.com")
     handler = load_handler("functions/submit")
 
@@ -42,8 +43,9 @@ def submit(aws, lambda_context):
         else:
             body, content_type = urlencode(list(fields)).encode(), "application/x-www-form-urlencoded"
         path = f"/v3/{domain}/messages" + (".mime" if mime else "")
+        headers = {"authorization": basic_auth, **(headers or {})}
         if content_type is not None:
-            headers = {"content-type": content_type, **(headers or {})}
+            headers = {"content-type": content_type, **headers}
         event = make_http_event(
             "POST",
             path,
@@ -147,7 +149,15 @@ def test_tagged_tracked_message_to_three_recipients_yields_three_tracked_copies(
     assert {e["message"]["headers"]["message-id"] for e in events} == {body["id"].strip("<>")}
 
 
+def use_sample_key(stack) -> None:
+    """The sample events authenticate as api:key-example."""
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=stack.ref("ApiKeysSecret"), SecretString=json.dumps({"account": "key-example"})
+    )
+
+
 def test_sample_event_is_accepted(aws, submit, lambda_context):
+    use_sample_key(aws)
     handler = load_handler("functions/submit")
     response = handler.lambda_handler(load_event("submit_messages.json"), lambda_context)
     assert response["statusCode"] == 200
@@ -156,6 +166,7 @@ def test_sample_event_is_accepted(aws, submit, lambda_context):
 
 
 def test_sample_mime_event_consumes_control_headers(aws, submit, lambda_context):
+    use_sample_key(aws)
     handler = load_handler("functions/submit")
     response = handler.lambda_handler(load_event("submit_mime.json"), lambda_context)
     assert response["statusCode"] == 200, response["body"]
@@ -351,6 +362,28 @@ def test_bad_input_gets_mailgun_errors_and_stores_nothing(aws, submit, fields, s
     got_status, body = submit(fields)
     assert got_status == status
     assert body["message"].startswith(message)
+    assert_nothing_stored(aws)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Basic",
+        "Bearer abc",
+        "Basic !!!",
+        "Basic " + base64.b64encode(b"api:wrong").decode(),
+        "Basic " + base64.b64encode(b"user:KEY").decode(),
+        "Basic " + base64.b64encode(b"api:").decode(),
+    ],
+)
+def test_requests_without_a_valid_key_are_401_and_store_nothing(aws, submit, api_key, authorization):
+    if authorization is not None:
+        authorization = authorization.replace("KEY", api_key)
+    status, body = submit([*BASE, ("to", "a@example.net")], headers={"authorization": authorization or ""})
+    assert status == 401
+    assert body["message"].startswith("Forbidden")
     assert_nothing_stored(aws)
 
 

@@ -11,6 +11,7 @@ import hashlib
 from functools import cache
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -23,7 +24,9 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
+from opentracking import auth
 from opentracking.aws import client
+from opentracking.config import settings
 from opentracking.errors import BadRequest, OpenTrackingError
 from opentracking.observability import logger
 
@@ -71,6 +74,17 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
         # Never a stack trace or input in the response; the log has the exception type and trace.
         logger.exception("unhandled error", extra={"error": type(exc).__name__})
         return error(500, "Internal server error")
+
+
+def require_api_key(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
+    """Powertools middleware: every route of a resolver that uses it needs a valid API key."""
+    try:
+        auth.authenticate(app.current_event.headers.get("authorization"), settings().api_keys_secret_name)
+    except auth.Unauthorized as exc:
+        response = error(401, exc.message)
+        response.headers["WWW-Authenticate"] = 'Basic realm="MG API"'
+        return response
+    return next_middleware(app)
 
 
 def raw_body(event: APIGatewayProxyEventV2) -> bytes:

@@ -14,6 +14,7 @@ class Settings:
     table_name: str
     bucket_name: str
     token_secret_name: str
+    api_keys_secret_name: str
     # Pixel links are always https on AWS (API Gateway serves nothing else); the local stack may serve http.
     tracking_scheme: str = "https"
     event_retention_days: int = 30
@@ -38,6 +39,7 @@ def settings() -> Settings:
         table_name=_require("TABLE_NAME"),
         bucket_name=_require("BUCKET_NAME"),
         token_secret_name=_require("TOKEN_SECRET_NAME"),
+        api_keys_secret_name=_require("API_KEYS_SECRET_NAME"),
         tracking_scheme=scheme,
         event_retention_days=days,
     )

@@ -594,16 +594,17 @@ def _splice_identity(body: bytes, top: bool, charset: str | None, markup: str, e
     return body[:pos] + chunk + body[pos:]
 
 
-_QP_ESCAPE = re.compile(rb"=(?:[0-9A-Fa-f]{2}|\r?\n|\Z)|=")
+# Escape tokens as binascii.a2b_qp (used by the email package) reads them: "=XX"; a soft
+# break "=\n", or "=\r" up to the next "\n"; "==" (decodes to "="); "=" at the very end
+# (dropped); any other "=" is kept as a literal.
+_QP_ESCAPE = re.compile(rb"=(?:[0-9A-Fa-f]{2}|\r[^\n]*+\n?|\n|=|\Z)|=")
 _QP_SAFE = frozenset(range(33, 127)) - {ord("=")} | {ord(" ")}
 _QP_MAX = 76
 
 
 def _qp_decoded_width(token: bytes) -> int:
-    if len(token) == 3 and token[1:] != b"\r\n":
-        return 1  # =XX
-    if token == b"=":
-        return 1  # a stray "=" decodes to itself (binascii.a2b_qp)
+    if token in (b"=", b"==") or (len(token) == 3 and token[1] not in b"\r\n"):
+        return 1  # literal "=", "==" or =XX
     return 0  # soft line break, or "=" at the very end
 
 

@@ -144,7 +144,8 @@ def verify_token(keyring: KeyRing, token: str) -> OpenClaims:
 
 
 @cache
-def _secrets_provider(profile: str) -> parameters.SecretsProvider:
+def secrets_provider(profile: str = "default") -> parameters.SecretsProvider:
+    """Powertools' Secrets Manager provider with this package's client timeouts (cached values)."""
     from opentracking.aws import DEFAULT_CONFIG, PIXEL_CONFIG
 
     return parameters.SecretsProvider(boto_config=PIXEL_CONFIG if profile == "pixel" else DEFAULT_CONFIG)
@@ -153,7 +154,7 @@ def _secrets_provider(profile: str) -> parameters.SecretsProvider:
 def load_keyring(secret_name: str, *, profile: str = "default") -> KeyRing:
     """The key ring from Secrets Manager, cached by Powertools for POWERTOOLS_PARAMETERS_MAX_AGE seconds."""
     global _last_keyring
-    secret = _secrets_provider(profile).get(secret_name, transform="json")
+    secret = secrets_provider(profile).get(secret_name, transform="json")
     if not isinstance(secret, dict):
         raise KeyRingError("token key secret is not a JSON object")
     # Powertools hands back the same cached object until max_age passes; rebuild (and re-derive the
@@ -171,5 +172,5 @@ _last_keyring: tuple[dict | None, KeyRing | None] = (None, None)
 def reset_cache() -> None:
     global _last_keyring
     _last_keyring = (None, None)
-    _secrets_provider.cache_clear()
+    secrets_provider.cache_clear()
     parameters.clear_caches()

@@ -1,0 +1,95 @@
+"""The template's promises (DESIGN 4, the core issue), checked on the template itself."""
+
+from devstack.template import ROOT, load_template
+
+T = load_template()
+R = T["Resources"]
+
+
+def of_type(kind: str) -> dict:
+    return {name: res for name, res in R.items() if res["Type"] == kind}
+
+
+def test_table_is_on_demand_recoverable_encrypted_expiring_and_streamed():
+    (table,) = of_type("AWS::DynamoDB::Table").values()
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["StreamSpecification"]["StreamViewType"] in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
+
+
+def test_bucket_is_private_encrypted_expiring_and_tls_only():
+    (bucket,) = of_type("AWS::S3::Bucket").values()
+    props = bucket["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert any(rule.get("ExpirationInDays") for rule in props["LifecycleConfiguration"]["Rules"])
+    (policy,) = of_type("AWS::S3::BucketPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in statements
+    )
+
+
+def test_functions_use_only_sam_policy_templates_and_explicit_routes():
+    for name, function in of_type("AWS::Serverless::Function").items():
+        for policy in function["Properties"].get("Policies", []):
+            assert isinstance(policy, dict), f"{name}: managed policy names are not least privilege"
+            assert "Statement" not in policy, f"{name}: inline statements instead of a SAM policy template"
+            (template_name,) = policy
+            assert template_name.endswith("Policy")
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                path = event["Properties"]["Path"]
+                assert "+}" not in path and path != "$default", f"{name}: catch-all route {path}"
+
+
+def test_pixel_may_only_write():
+    policies = R["PixelFunction"]["Properties"]["Policies"]
+    assert {next(iter(p)) for p in policies} == {
+        "DynamoDBWritePolicy",
+        "AWSSecretsManagerGetSecretValuePolicy",
+    }
+
+
+def test_globals_carry_runtime_tracing_layer_and_powertools_settings():
+    function = T["Globals"]["Function"]
+    assert function["Runtime"] == "python3.13"
+    assert function["Tracing"] == "Active"
+    assert function["Layers"] == [{"Ref": "OpenTrackingLayer"}]
+    assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"} <= set(
+        function["Environment"]["Variables"]
+    )
+
+
+def test_layer_is_built_by_sam_from_pinned_requirements():
+    (layer,) = of_type("AWS::Serverless::LayerVersion").values()
+    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    source = ROOT / layer["Properties"]["ContentUri"]
+    assert not (source / "python").exists()
+    requirements = [
+        line
+        for line in (source / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert requirements
+    assert all("==" in line for line in requirements)
+
+
+def test_secrets_are_generated_not_written_in_the_template():
+    for secret in of_type("AWS::SecretsManager::Secret").values():
+        assert "SecretString" not in secret["Properties"]
+        assert secret["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32
+
+
+def test_outputs_name_what_integration_tests_discover():
+    assert {"ApiUrl", "TableName", "BucketName"} <= set(T["Outputs"])
+
+
+def test_every_route_has_a_sample_event():
+    events = {p.name for p in (ROOT / "events").glob("*.json")}
+    assert {"submit_messages.json", "submit_mime.json", "pixel_get.json", "pixel_head.json"} <= events
