@@ -14,10 +14,14 @@ export SAM_CLI_TELEMETRY := 0
 # sam build resolves the runtime's interpreter from PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
-.PHONY: help install lock lint test test-unit build validate deploy clean
+LOCAL_PATH := PYTHONPATH=layers/opentracking:local
+PORT ?= 3000
+AWS_PORT ?= 5000
+
+.PHONY: help install system-deps lock lint test test-unit test-integration test-e2e run demo invoke build validate deploy clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +30,9 @@ $(STAMP): requirements-dev.txt
 	touch $@
 
 install: $(STAMP) ## Create .venv with the pinned development requirements
+
+system-deps: ## Debian packages the browser tests need (chromium); installed only when missing
+	@scripts/install-system-packages
 
 lock: ## Re-resolve requirements.in into requirements-dev.txt (needs the package index)
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install -qq -r requirements.in
@@ -39,11 +46,26 @@ lint: $(STAMP) ## ruff and sam validate --lint (cfn-lint)
 
 validate: lint
 
-test: lint ## Lint, then every test tier (unit, integration, e2e)
+test: lint system-deps ## Lint, then every test tier (unit, integration, e2e)
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP) ## Only the in-process unit tests
 	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP) ## Only the integration tests (local stack, real servers on loopback)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP) system-deps ## Only the end-to-end tests (Chromium, the official Mailgun SDK)
+	$(BIN)/python -m pytest tests/e2e
+
+run: $(STAMP) ## Start the whole system locally: API on :3000 (PORT), AWS (moto) on :5000 (AWS_PORT); Ctrl-C stops
+	@PORT=$(PORT) AWS_PORT=$(AWS_PORT) $(LOCAL_PATH) $(BIN)/python -m devstack.server
+
+demo: $(STAMP) ## Walk through a tracked open against a running `make run`
+	@$(LOCAL_PATH) $(BIN)/python -m devstack.demo
+
+invoke: $(STAMP) ## Run one function on one event against `make run`: make invoke FUNCTION=PixelFunction EVENT=events/pixel_get.json
+	@$(LOCAL_PATH) $(BIN)/python -m devstack.invoke "$(FUNCTION)" "$(EVENT)"
 
 build: $(STAMP) ## sam build (offline is fine: pinned wheels from the package index)
 	$(BIN)/sam build

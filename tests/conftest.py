@@ -74,3 +74,14 @@ def lambda_context():
     from devstack.events import LambdaContext
 
     return LambdaContext()
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The whole local stack (`make run`) as its own process on free loopback ports, for the integration
+    and end-to-end tiers."""
+    from devstack.process import start_stack
+
+    stack = start_stack(tmp_path_factory.mktemp("local-stack"))
+    yield stack
+    assert stack.stop() == 0, "\n".join(stack.output[-40:])

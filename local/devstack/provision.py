@@ -128,10 +128,30 @@ def create_secret(
     stack.refs[logical_id] = arn
 
 
+def create_queue(
+    stack: Stack, logical_id: str, props: dict, session: boto3.session.Session, endpoint_url: str | None
+) -> None:
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    name = props.get("QueueName") or _physical_name(stack, logical_id)
+    attributes = {
+        key: (json.dumps(value) if isinstance(value, dict) else str(value))
+        for key, value in stack.resolve(
+            {k: v for k, v in props.items() if k not in ("QueueName", "Tags")}
+        ).items()
+    }
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stack.refs[logical_id] = url
+    stack.attributes[(logical_id, "Arn")] = arn
+    stack.attributes[(logical_id, "QueueName")] = name
+    stack.attributes[(logical_id, "QueueUrl")] = url
+
+
 CREATORS = {
     "AWS::DynamoDB::Table": create_table,
     "AWS::S3::Bucket": create_bucket,
     "AWS::SecretsManager::Secret": create_secret,
+    "AWS::SQS::Queue": create_queue,
 }
 # Resources that depend on others are created after them.
 DEPENDENT_CREATORS = {"AWS::S3::BucketPolicy": create_bucket_policy}

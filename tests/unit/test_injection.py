@@ -1059,7 +1059,7 @@ _FRAGMENTS = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_FRAGMENTS, max_size=40).map("".join), st.booleans())
 def test_inject_html_only_adds_the_markup(doc, top):
     # GIVEN arbitrary tag soup
@@ -1069,7 +1069,7 @@ def test_inject_html_only_adds_the_markup(doc, top):
     assert result.count(markup) == 1 and result.replace(markup, "") == doc
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(_FRAGMENTS, max_size=40).map("".join),
     st.sampled_from(["7bit", "8bit", "quoted-printable", "base64"]),
@@ -1101,7 +1101,9 @@ def _mime_trees(eol: bytes):
     leaves = st.one_of(
         st.just(leaf("text/plain", b"plain", eol=eol)),
         html_body.map(lambda b: leaf("text/html; charset=utf-8", b, eol=eol)),
-        html_body.map(lambda b: leaf("text/html", base64.encodebytes(b).replace(LF, eol), cte="base64", eol=eol)),
+        html_body.map(lambda b: base64.encodebytes(b).replace(LF, eol)).map(
+            lambda b: leaf("text/html", b, cte="base64", eol=eol)
+        ),
         st.just(leaf("text/html", b"<body>att</body>", extra=("Content-Disposition: attachment",), eol=eol)),
         st.just(leaf("image/png", b"iVBORw0KGgo=", cte="base64", eol=eol)),
         st.just(leaf("message/rfc822", attached_message, eol=eol)),
@@ -1115,7 +1117,7 @@ def _mime_trees(eol: bytes):
     )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from([CRLF, LF]).flatmap(lambda eol: st.tuples(st.just(eol), _mime_trees(eol))),
     st.booleans(),

@@ -124,8 +124,14 @@ _HTML_SCAN = re.compile(
     rb"""
     (?:
         [^<]++
+    """
+    # Ordinary tags come first: they are by far the most common token.
+    + rb"| <(?!(?:" + _SPECIAL + b"|" + b"|".join(_RAWTEXT) + rb"|plaintext)(?:[\s/>]|\Z))[a-z][^\s/>]*+"
+    + _ATTRS + rb">? "
+    + rb"| </(?!(?:" + _SPECIAL + rb")(?:[\s/>]|\Z))[a-z][^\s/>]*+" + _ATTRS + rb">? "
+    + rb"""
       | <!--(?:-?>|.*?(?:--!?>|\Z))                         # comment, incl. conditional comments
-      | <!\[CDATA\[.*?(?:\]\]>|\Z)                          # CDATA section
+      | <!\[cdata\[.*?(?:\]\]>|\Z)                          # CDATA section
       | <[!?][^>]*+>?                                      # <!DOCTYPE>, <![if]>, <?xml?>: bogus comments
       | </(?![a-z])[^>]*+>?                                # "</>" and "</3": bogus comments
     """
@@ -139,11 +145,6 @@ _HTML_SCAN = re.compile(
     )
     + rb"""
       | <plaintext(?=[\s/>]|\Z).*                          # everything after <plaintext> is text
-      | </?(?!(?:"""
-    + _SPECIAL
-    + rb""")(?:[\s/>]|\Z))[a-z][^\s/>]*+"""
-    + _ATTRS
-    + rb""">?                                              # any other start or end tag
       | <(?![a-z!?/])                                      # a "<" that starts no tag is text
     )*+
     (?:
@@ -155,7 +156,8 @@ _HTML_SCAN = re.compile(
       | \Z
     )
     """,
-    re.I | re.S | re.X,
+    # No re.I: _scan matches against a lowercased copy, which is faster than ignoring case.
+    re.S | re.X,
 )
 
 # Items allowed before the content when there is no <body> tag (see _insertion_point).
@@ -179,12 +181,13 @@ class _Landmarks:
 
 def _scan(buf: bytes) -> _Landmarks:
     marks = _Landmarks()
-    for m in _HTML_SCAN.finditer(buf):
+    # bytes.lower() only folds A-Z, so every offset stays valid for *buf*.
+    for m in _HTML_SCAN.finditer(buf.lower()):
         if m.group("tag") is None:
             break
         if m.group("gt") is None:  # a tag cut off by the end of input is not a tag
             continue
-        name = m.group("name").lower()
+        name = m.group("name")
         closing = m.group("close") is not None
         if name == b"body":
             if closing:
@@ -699,15 +702,12 @@ def _splice_qp(body: bytes, top: bool, charset: str | None, markup: str, eol: by
     return new_body
 
 
-_B64_WS = re.compile(rb"[ \t\r\n]+")
-
-
 def _splice_base64(body: bytes, top: bool, charset: str | None, markup: str, eol: bytes) -> bytes | None:
     # Leading and trailing whitespace (e.g. the final line ending) is kept byte for byte.
     lead_len = len(body) - len(body.lstrip(_TRAILING_WS))
     core = body[lead_len:].rstrip(_TRAILING_WS)
     lead, trail = body[:lead_len], body[lead_len + len(core):]
-    compact = _B64_WS.sub(b"", core)
+    compact = core.translate(None, b" \t\r\n")
     if len(compact) % 4 in (2, 3) and b"=" not in compact:
         compact += b"=" * (-len(compact) % 4)  # tolerate missing padding
     try:
@@ -720,17 +720,18 @@ def _splice_base64(body: bytes, top: bool, charset: str | None, markup: str, eol
     pos, chunk, _ = found
     encoded = binascii.b2a_base64(decoded[:pos] + chunk + decoded[pos:], newline=False)
     # Keep the original layout: same line length and line ending.
-    lines = core.splitlines()
-    line_eol = _eol_near(core, 0, len(core)) if b"\n" in core else eol
-    if len(lines) > 1:
-        width = len(lines[0].rstrip(b" \t"))
+    first_nl = core.find(b"\n")
+    if first_nl != -1:
+        line_eol = b"\r\n" if core[first_nl - 1 : first_nl] == b"\r" else b"\n"
+        width = len(core[:first_nl].rstrip(b" \t\r"))
         if width <= 0 or width % 4:
             width = 76
-    elif lines and len(lines[0]) > 76 and not len(lines[0]) <= _IDENTITY_LIMIT < len(encoded):
-        width = len(encoded)  # the original was one unwrapped line: keep it that way
     else:
-        width = 76
-    wrapped = line_eol.join(encoded[i:i + width] for i in range(0, len(encoded), width))
+        line_eol = eol
+        # One unwrapped line stays unwrapped, unless it would now pass 998 octets.
+        single = len(core) > 76 and not len(core) <= _IDENTITY_LIMIT < len(encoded)
+        width = len(encoded) if single else 76
+    wrapped = line_eol.join([encoded[i : i + width] for i in range(0, len(encoded), width)])
     return lead + wrapped + trail
 
 

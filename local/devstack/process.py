@@ -1,0 +1,166 @@
+"""Starting the local stack as a separate process on free ports: what the integration and end-to-end
+tests (and anyone scripting against `make run`) use. Bounded waits, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+from devstack.template import ROOT
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen
+    port: int
+    aws_port: int
+    api_key: str
+    state_file: Path
+    scheme: str = "http"
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+    @property
+    def state(self) -> dict:
+        return json.loads(self.state_file.read_text())
+
+    def resource(self, logical_id: str) -> str:
+        return self.state["resources"][logical_id]
+
+    def client(self, service: str):
+        return boto3.session.Session(
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
+            region_name="us-east-1",
+        ).client(service, endpoint_url=self.aws_endpoint)
+
+    def put_domain(self, domain: str, *, open_tracking: bool = False, top: bool = False) -> None:
+        """Create a sending domain straight in the local table (what the domains API stores)."""
+        self.client("dynamodb").put_item(
+            TableName=self.resource("DataTable"),
+            Item={
+                "pk": {"S": f"DOMAIN#{domain}"},
+                "sk": {"S": "DOMAIN"},
+                "name": {"S": domain},
+                "web_prefix": {"S": "email"},
+                "open_tracking": {"BOOL": open_tracking},
+                "place_at_the_top": {"BOOL": top},
+                "created_at": {"N": str(int(time.time()))},
+            },
+        )
+
+    def copy_items(self, copy_id: str, prefix: str) -> list[dict]:
+        """Items of one message copy whose sort key starts with `prefix` (COPY, EVENT#, OPEN#)."""
+        response = self.client("dynamodb").query(
+            TableName=self.resource("DataTable"),
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": f"COPY#{copy_id}"}, ":prefix": {"S": prefix}},
+        )
+        return response["Items"]
+
+    def copies_of(self, recipient: str) -> list[tuple[dict, bytes]]:
+        """The copy records of one recipient (plain values) with their stored message bytes."""
+        ddb, s3 = self.client("dynamodb"), self.client("s3")
+        pages = ddb.get_paginator("scan").paginate(
+            TableName=self.resource("DataTable"),
+            FilterExpression="sk = :copy AND recipient = :recipient",
+            ExpressionAttributeValues={":copy": {"S": "COPY"}, ":recipient": {"S": recipient}},
+        )
+        found = []
+        for page in pages:
+            for item in page["Items"]:
+                record = {name: next(iter(value.values())) for name, value in item.items()}
+                body = s3.get_object(Bucket=self.resource("MessageBucket"), Key=record["s3_key"])[
+                    "Body"
+                ].read()
+                found.append((record, body))
+        return found
+
+    def stored_copies(self) -> dict[str, bytes]:
+        s3 = self.client("s3")
+        bucket = self.resource("MessageBucket")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return self.process.returncode
+
+
+def start_stack(
+    state_dir: Path,
+    *,
+    api_key: str = "key-test",
+    tls: bool = False,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 90.0,
+) -> RunningStack:
+    port, aws_port = free_port(), free_port()
+    state_file = state_dir / "stack.json"
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "AWS_PORT": str(aws_port),
+        "API_KEY": api_key,
+        "TLS": "1" if tls else "0",
+        "OPENTRACKING_STATE_FILE": str(state_file),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack.server"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stack = RunningStack(process, port, aws_port, api_key, state_file, "https" if tls else "http")
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            stack.output.append(line.rstrip())
+            if "ready" in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stack.stop()
+            raise RuntimeError("local stack did not start:\n" + "\n".join(stack.output[-40:]))
+    return stack

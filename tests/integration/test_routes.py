@@ -1,0 +1,142 @@
+"""Every route of the template through the running local stack, with plain HTTP requests: status codes,
+content types and binary bodies as API Gateway would return them."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import requests
+
+from opentracking.pixel import GIF
+
+NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"
+
+
+@pytest.fixture(scope="module")
+def domain(local_stack):
+    local_stack.put_domain("routes.example.com", open_tracking=True)
+    return "routes.example.com"
+
+
+def auth(stack) -> tuple[str, str]:
+    return ("api", stack.api_key)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize(
+    "token", ["garbage", "AQEAAAAAAAAAAAAAAAAAAAAAZXhhbXBsZS5jb20AAAAAAAAAAAAAAAAAAAAA", "%2e%2e"]
+)
+def test_pixel_answers_the_gif_for_any_token(local_stack, method, token):
+    response = requests.request(method, f"{local_stack.api_url}/o/{token}", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/gif"
+    assert response.headers["Cache-Control"] == NO_CACHE
+    assert response.headers["Content-Length"] == "43"
+    assert response.content == (GIF if method == "GET" else b"")
+
+
+def test_pixel_answers_whatever_host_is_named(local_stack):
+    response = requests.get(
+        f"{local_stack.api_url}/o/x", headers={"Host": "email.customer.example"}, timeout=10
+    )
+    assert response.status_code == 200
+    assert response.content == GIF
+
+
+def test_submission_needs_the_api_key(local_stack, domain):
+    response = requests.post(
+        f"{local_stack.api_url}/v3/{domain}/messages", data={"to": "a@example.net"}, timeout=10
+    )
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert response.json()["message"].startswith("Forbidden")
+
+
+def test_form_submission_is_queued_with_a_tracked_copy(local_stack, domain):
+    response = requests.post(
+        f"{local_stack.api_url}/v3/{domain}/messages",
+        auth=auth(local_stack),
+        data=[
+            ("from", "s@routes.example.com"),
+            ("to", "reader@example.net"),
+            ("subject", "hi"),
+            ("html", "<html><body>hi</body></html>"),
+            ("o:tag", "routes"),
+        ],
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["message"] == "Queued. Thank you."
+    assert body["tracking"]["opens"] is True
+
+
+def test_binary_attachment_round_trips_through_the_emulated_gateway(local_stack, domain):
+    blob = bytes(range(256)) * 64
+    response = requests.post(
+        f"{local_stack.api_url}/v3/{domain}/messages",
+        auth=auth(local_stack),
+        data={
+            "from": "s@routes.example.com",
+            "to": "bin@example.net",
+            "subject": "bin",
+            "text": "see attached",
+        },
+        files=[("attachment", ("blob.bin", blob, "application/octet-stream"))],
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    ((_record, copy),) = local_stack.copies_of("bin@example.net")
+    encoded = base64.b64encode(blob)
+    assert encoded[:76] in copy  # base64 lines of the attachment, byte-exact from the form upload
+
+
+def test_mime_submission(local_stack, domain):
+    mime = (
+        b"From: s@routes.example.com\r\nTo: m@example.net\r\nSubject: raw\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>raw</p>\r\n"
+    )
+    response = requests.post(
+        f"{local_stack.api_url}/v3/{domain}/messages.mime",
+        auth=auth(local_stack),
+        data={"to": "m@example.net"},
+        files={"message": ("message.mime", mime, "message/rfc822")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["tracking"]["opens"] is True
+
+
+def test_bad_input_is_a_400_in_mailguns_shape(local_stack, domain):
+    response = requests.post(
+        f"{local_stack.api_url}/v3/{domain}/messages",
+        auth=auth(local_stack),
+        data={"to": "a@example.net"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"message": "'from' parameter is missing"}
+
+
+def test_unknown_domain_is_a_404(local_stack):
+    response = requests.post(
+        f"{local_stack.api_url}/v3/nowhere.example/messages",
+        auth=auth(local_stack),
+        data={"from": "a@nowhere.example", "to": "b@example.net", "text": "x"},
+        timeout=10,
+    )
+    assert response.status_code == 404
+    assert response.json() == {"message": "Domain not found: nowhere.example"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/"), ("GET", "/v3/x/unknown"), ("DELETE", "/o/x"), ("GET", "/v3/example.com/messages")],
+)
+def test_unrouted_requests_are_404_json(local_stack, method, path):
+    response = requests.request(method, local_stack.api_url + path, timeout=10)
+    assert response.status_code == 404
+    assert response.json() == {"message": "Not Found"}
