@@ -35,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,17 +65,19 @@ _UDP_MAX = 512
 
 
 def _name(text: str | dns.name.Name) -> dns.name.Name:
-    """An absolute, lower-case name (dnspython compares names case-insensitively, but keys are hashed)."""
-    if isinstance(text, dns.name.Name):
-        name = text
-    else:
-        name = dns.name.from_text(text.strip(), origin=dns.name.root)
+    """An absolute, lower-case name, so that stored owners print the way the tests wrote them."""
+    name = text if isinstance(text, dns.name.Name) else dns.name.from_text(text.strip(), origin=dns.name.root)
     return dns.name.from_text(name.to_text().lower())
 
 
 def _key(name: str | dns.name.Name) -> str:
     """A name as the query log records it: lower case, no trailing dot."""
     return _name(name).to_text(omit_final_dot=True)
+
+
+def _rdata(rdtype: dns.rdatatype.RdataType, text: str) -> dns.rdata.Rdata:
+    """Rdata from text; names inside it are absolute (a missing trailing dot is added)."""
+    return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=dns.name.root, relativize=False)
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ class DnsServer:
             by_type: dict[dns.rdatatype.RdataType, dns.rrset.RRset] = {}
             for rdtype_text, rdata_text in items:  # type: ignore[misc]
                 rdtype = dns.rdatatype.from_text(rdtype_text)
-                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, rdata_text, origin=dns.name.root)
+                rdata = _rdata(rdtype, rdata_text)
                 rrset = by_type.setdefault(rdtype, dns.rrset.RRset(name, dns.rdataclass.IN, rdtype))
                 rrset.add(rdata, self.ttl)
             parsed[name] = list(by_type.values())
@@ -225,7 +228,7 @@ class DnsServer:
         kind = dns.rdatatype.from_text(rdtype)
         rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, kind)
         for value in values:
-            rrset.add(dns.rdata.from_text(dns.rdataclass.IN, kind, value, origin=dns.name.root), self.ttl)
+            rrset.add(_rdata(kind, value), self.ttl)
         with self._lock:
             self._remove_locked(owner, kind)
             if values:
@@ -295,12 +298,21 @@ class DnsServer:
 
     # ---------------------------------------------------------------- answering
 
-    def handle(self, wire: bytes, transport: Literal["udp", "tcp"], max_size: int = 65535) -> bytes | None:
-        """The wire answer to one query, or None to stay silent."""
+    def handle(self, wire: bytes, transport: Literal["udp", "tcp"]) -> bytes | None:
+        """The wire answer to one query, or None for silence; a bug answers SERVFAIL, never ends a loop."""
         try:
             query = dns.message.from_wire(wire)
-        except dns.exception.DNSException:
+        except Exception:
             return None  # not even a header we can answer to
+        try:
+            return self._handle(query, transport)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response.to_wire()
+
+    def _handle(self, query: dns.message.Message, transport: Literal["udp", "tcp"]) -> bytes | None:
         if query.flags & dns.flags.QR:
             return None  # a response; never answer those
         response = dns.message.make_response(query)
@@ -329,6 +341,7 @@ class DnsServer:
             response.set_rcode(dns.rcode.REFUSED)
         elif fault == "truncate" and transport == "udp":
             return self._truncated(response)
+        max_size = 65535
         if transport == "udp":
             max_size = max(_UDP_MAX, query.payload if query.edns >= 0 else _UDP_MAX)
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import boto3
 
+from devstack.server import DEFAULT_API_KEY
 from devstack.template import ROOT
 
 
@@ -119,7 +120,7 @@ class RunningStack:
 def start_stack(
     state_dir: Path,
     *,
-    api_key: str = "key-test",
+    api_key: str = DEFAULT_API_KEY,
     tls: bool = False,
     extra_env: dict[str, str] | None = None,
     timeout: float = 90.0,

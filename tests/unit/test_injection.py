@@ -244,7 +244,8 @@ def assert_preserved(original: bytes, result: bytes, pixel_url: str, *, top: boo
         len(head) - len(pre)
         for pre in ("", "\r\n", "\n")
         for post in ("", "\r\n", "\n")
-        if head.endswith(pre) and rest.startswith(post)
+        if head.endswith(pre)
+        and rest.startswith(post)
         and head[: len(head) - len(pre)] + rest[len(post) :] == before
     ]
     assert matches, "decoded target is not the original plus the markup"
@@ -712,7 +713,7 @@ def test_bottom_placement_skips_non_markup(doc, expected_tail):
     ("doc", "expected_head"),
     [
         ("<html><body><p>x</p></body></html>", "<html><body>"),
-        ('<html><body class="a>b" data-x=\'>\'><p>x</p></body>', "<html><body class=\"a>b\" data-x='>'>"),
+        ("<html><body class=\"a>b\" data-x='>'><p>x</p></body>", "<html><body class=\"a>b\" data-x='>'>"),
         ("<!--<body>--><Body bgcolor=white><p>x</p>", "<!--<body>--><Body bgcolor=white>"),
         ("<bodyx><body><p>x</p>", "<bodyx><body>"),
         ('<!DOCTYPE html>\n<html lang="en">\n<head><style>p{}</style></head>\n<p>x</p>', None),
@@ -1052,9 +1053,37 @@ def test_exactly_one_pixel_per_call():
 
 _FRAGMENTS = st.sampled_from(
     [
-        "<html>", "</html>", "<head>", "</head>", "<body>", "</body>", "<BODY class='a>b'>", "<p>", "</p>",
-        "<!--", "-->", "<!--[if mso]>", "<![endif]-->", "<script>", "</script>", "<style>", "</style>",
-        "<![CDATA[", "]]>", "text", "é", "✓", "\n", "\r\n", " ", "=", "<", ">", '"', "&amp;", "x" * 90,
+        "<html>",
+        "</html>",
+        "<head>",
+        "</head>",
+        "<body>",
+        "</body>",
+        "<BODY class='a>b'>",
+        "<p>",
+        "</p>",
+        "<!--",
+        "-->",
+        "<!--[if mso]>",
+        "<![endif]-->",
+        "<script>",
+        "</script>",
+        "<style>",
+        "</style>",
+        "<![CDATA[",
+        "]]>",
+        "text",
+        "é",
+        "✓",
+        "\n",
+        "\r\n",
+        " ",
+        "=",
+        "<",
+        ">",
+        '"',
+        "&amp;",
+        "x" * 90,
     ]
 )
 
@@ -1144,8 +1173,12 @@ def test_large_message_is_fast():
         multi(
             "mixed",
             leaf("text/html; charset=utf-8", doc, cte="8bit"),
-            leaf("application/octet-stream", attachment, cte="base64",
-                 extra=("Content-Disposition: attachment",)),
+            leaf(
+                "application/octet-stream",
+                attachment,
+                cte="base64",
+                extra=("Content-Disposition: attachment",),
+            ),
         )
     )
     # WHEN injecting (best of three, to ignore scheduler noise)

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack.events import make_http_event
+from devstack.server import DEFAULT_API_KEY
 from devstack.handlers import load_event, load_handler
 from opentracking import store
 
@@ -150,9 +151,9 @@ def test_tagged_tracked_message_to_three_recipients_yields_three_tracked_copies(
 
 
 def use_sample_key(stack) -> None:
-    """The sample events authenticate as api:key-example."""
+    """The sample events authenticate with the local stack's default key."""
     boto3.client("secretsmanager").put_secret_value(
-        SecretId=stack.ref("ApiKeysSecret"), SecretString=json.dumps({"account": "key-example"})
+        SecretId=stack.ref("ApiKeysSecret"), SecretString=json.dumps({"account": DEFAULT_API_KEY})
     )
 
 

@@ -119,52 +119,48 @@ def pixel_markup(pixel_url: str) -> str:
 _ATTRS = rb"""(?>[\s/]++|[^\s/>][^\s/>=]*+(?>\s*=\s*(?>"[^"]*+"|'[^']*+'|[^\s>]*+))?)*+"""
 _RAWTEXT = (b"script", b"style", b"title", b"textarea", b"xmp", b"iframe", b"noembed", b"noframes")
 _SPECIAL = rb"body|html|head"
+# Raw-text elements run to their end tag, or to the end of input.  One alternative per name:
+# a backreference would need a capturing group inside the possessive loop below, which trips
+# a CPython bug ("The span of capturing group is wrong").
+_RAWTEXT_ALTERNATIVES = b"".join(
+    rb"| <%(n)s(?=[\s/>]|\Z)%(a)s>?(?:.*?</%(n)s(?=[\s/>]|\Z)%(a)s>?|.*) " % {b"n": name, b"a": _ATTRS}
+    for name in _RAWTEXT
+)
 
 _HTML_SCAN = re.compile(
     rb"""
     (?:
         [^<]++
-    """
-    # Ordinary tags come first: they are by far the most common token.
-    + rb"| <(?!(?:" + _SPECIAL + b"|" + b"|".join(_RAWTEXT) + rb"|plaintext)(?:[\s/>]|\Z))[a-z][^\s/>]*+"
-    + _ATTRS + rb">? "
-    + rb"| </(?!(?:" + _SPECIAL + rb")(?:[\s/>]|\Z))[a-z][^\s/>]*+" + _ATTRS + rb">? "
-    + rb"""
-      | <!--(?:-?>|.*?(?:--!?>|\Z))                         # comment, incl. conditional comments
-      | <!\[cdata\[.*?(?:\]\]>|\Z)                          # CDATA section
-      | <[!?][^>]*+>?                                      # <!DOCTYPE>, <![if]>, <?xml?>: bogus comments
-      | </(?![a-z])[^>]*+>?                                # "</>" and "</3": bogus comments
-    """
-    # Raw-text elements run to their end tag, or to the end of input.  One alternative per
-    # name: a backreference would need a capturing group inside the possessive loop, which
-    # trips a CPython bug ("The span of capturing group is wrong").
-    + b"".join(
-        rb"| <" + name + rb"(?=[\s/>]|\Z)" + _ATTRS + rb">?(?:.*?</" + name + rb"(?=[\s/>]|\Z)" + _ATTRS
-        + rb">?|.*) "
-        for name in _RAWTEXT
-    )
-    + rb"""
-      | <plaintext(?=[\s/>]|\Z).*                          # everything after <plaintext> is text
-      | <(?![a-z!?/])                                      # a "<" that starts no tag is text
+      | <(?!(?:%(special)s|%(raw)s|plaintext)(?:[\s/>]|\Z))[a-z][^\s/>]*+%(attrs)s>?  # ordinary start tag
+      | </(?!(?:%(special)s)(?:[\s/>]|\Z))[a-z][^\s/>]*+%(attrs)s>?                   # ordinary end tag
+      | <!--(?:-?>|.*?(?:--!?>|\Z))                  # comment, incl. conditional comments
+      | <!\[cdata\[.*?(?:\]\]>|\Z)                   # CDATA section
+      | <[!?][^>]*+>?                               # <!DOCTYPE>, <![if]>, <?xml?>: bogus comments
+      | </(?![a-z])[^>]*+>?                         # "</>" and "</3": bogus comments
+      %(rawtext)s
+      | <plaintext(?=[\s/>]|\Z).*                   # everything after <plaintext> is text
+      | <(?![a-z!?/])                               # a "<" that starts no tag is text
     )*+
     (?:
-        (?P<tag><(?P<close>/)?(?P<name>"""
-    + _SPECIAL
-    + rb""")(?=[\s/>]|\Z)"""
-    + _ATTRS
-    + rb"""(?P<gt>>)?)
+        (?P<tag><(?P<close>/)?(?P<name>%(special)s)(?=[\s/>]|\Z)%(attrs)s(?P<gt>>)?)
       | \Z
     )
-    """,
-    # No re.I: _scan matches against a lowercased copy, which is faster than ignoring case.
+    """
+    % {
+        b"special": _SPECIAL,
+        b"raw": b"|".join(_RAWTEXT),
+        b"attrs": _ATTRS,
+        b"rawtext": _RAWTEXT_ALTERNATIVES,
+    },
+    # Ordinary tags come first in the loop: they are by far the most common token.  No re.I:
+    # _scan matches a lowercased copy, which is faster than ignoring case.
     re.S | re.X,
 )
 
 # Items allowed before the content when there is no <body> tag (see _insertion_point).
 _PROLOGUE_ITEM = re.compile(
-    rb"\s++|<!--(?:-?>|.*?--!?>)|<[!?][^>]*+>"
-    + rb"|<html(?=[\s/>])" + _ATTRS + rb">"
-    + rb"|<(?P<head>head)(?=[\s/>])" + _ATTRS + rb">",
+    rb"\s++|<!--(?:-?>|.*?--!?>)|<[!?][^>]*+>|<html(?=[\s/>])%(a)s>|<(?P<head>head)(?=[\s/>])%(a)s>"
+    % {b"a": _ATTRS},
     re.I | re.S,
 )
 
@@ -517,7 +513,7 @@ def _candidates(part: _Part, path: tuple[_Part, ...], top_level: bool = False) -
         return [path] if part.has_body else []
     if not ctype.startswith("multipart/") or not part.children:
         return []
-    subtype = ctype[len("multipart/"):]
+    subtype = ctype[len("multipart/") :]
     children = part.children
     if subtype == "alternative":  # the client shows the last alternative it can render
         for child in reversed(children):
@@ -706,7 +702,7 @@ def _splice_base64(body: bytes, top: bool, charset: str | None, markup: str, eol
     # Leading and trailing whitespace (e.g. the final line ending) is kept byte for byte.
     lead_len = len(body) - len(body.lstrip(_TRAILING_WS))
     core = body[lead_len:].rstrip(_TRAILING_WS)
-    lead, trail = body[:lead_len], body[lead_len + len(core):]
+    lead, trail = body[:lead_len], body[lead_len + len(core) :]
     compact = core.translate(None, b" \t\r\n")
     if len(compact) % 4 in (2, 3) and b"=" not in compact:
         compact += b"=" * (-len(compact) % 4)  # tolerate missing padding
@@ -764,7 +760,7 @@ def inject(message: bytes, pixel_url: str, *, top: bool = False) -> InjectionRes
     if _DKIM.search(data, 0, blank.end() if blank else len(data)):
         return InjectionResult(data, False, DKIM_SIGNED)
     target = path[-1]
-    body = data[target.body_start:target.end]
+    body = data[target.body_start : target.end]
     eol = _eol_near(data, target.body_start, target.end, target.start)
     cte = target.cte
     if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
@@ -774,4 +770,4 @@ def inject(message: bytes, pixel_url: str, *, top: bool = False) -> InjectionRes
         new_body = splice(body, top, target.info.get_content_charset(), pixel_markup(pixel_url), eol)
     if new_body is None:
         return InjectionResult(data, False, UNDECODABLE)
-    return InjectionResult(data[:target.body_start] + new_body + data[target.end:], True, None)
+    return InjectionResult(data[: target.body_start] + new_body + data[target.end :], True, None)

@@ -1,0 +1,68 @@
+"""`make invoke` (devstack.invoke) runs every sample event through its function against the running
+local stack, the way `sam local invoke -e events/<file>.json` would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from devstack.routes import http_routes
+from devstack.template import ROOT, Stack
+
+EVENT_FILES = sorted((ROOT / "events").glob("*.json"))
+
+
+def function_for(event: dict) -> str:
+    """The function whose HttpApi route produced this event."""
+    (function,) = [r.function for r in http_routes(Stack()) if r.route_key == event["routeKey"]]
+    return function
+
+
+@pytest.mark.parametrize("event_file", EVENT_FILES, ids=lambda p: p.name)
+def test_every_sample_event_runs_through_make_invoke(local_stack, event_file):
+    local_stack.put_domain("example.com", open_tracking=True)
+    event = json.loads(event_file.read_text())
+    env = {
+        **os.environ,
+        "OPENTRACKING_STATE_FILE": str(local_stack.state_file),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
+    }
+    result = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "devstack.invoke", function_for(event), str(event_file.relative_to(ROOT))],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout[result.stdout.index("{\n") :])
+    assert response["statusCode"] == 200, response
+    if event["routeKey"].startswith(("GET /o/", "HEAD /o/")):
+        assert response["headers"]["Content-Type"] == "image/gif"
+    else:
+        assert json.loads(response["body"])["message"] == "Queued. Thank you."
+
+
+def test_invoke_explains_a_missing_local_stack(tmp_path):
+    env = {
+        **os.environ,
+        "OPENTRACKING_STATE_FILE": str(tmp_path / "none.json"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
+    }
+    result = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "devstack.invoke", "PixelFunction", "events/pixel_get.json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "make run" in result.stderr
