@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import requests
 
 from devstack.server import DEFAULT_API_KEY
 from devstack.template import ROOT
@@ -58,20 +59,45 @@ class RunningStack:
             region_name="us-east-1",
         ).client(service, endpoint_url=self.aws_endpoint)
 
-    def put_domain(self, domain: str, *, open_tracking: bool = False, top: bool = False) -> None:
-        """Create a sending domain straight in the local table (what the domains API stores)."""
-        self.client("dynamodb").put_item(
-            TableName=self.resource("DataTable"),
-            Item={
-                "pk": {"S": f"DOMAIN#{domain}"},
-                "sk": {"S": "DOMAIN"},
-                "name": {"S": domain},
-                "web_prefix": {"S": "email"},
-                "open_tracking": {"BOOL": open_tracking},
-                "place_at_the_top": {"BOOL": top},
-                "created_at": {"N": str(int(time.time()))},
-            },
+    @property
+    def verify(self) -> str | bool:
+        """What requests should trust: the stack's own certificate under TLS=1."""
+        return str(self.state_file.parent / "tls" / "local.crt") if self.scheme == "https" else True
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        """One authenticated API request (the account key)."""
+        return requests.request(
+            method, self.api_url + path, auth=("api", self.api_key), timeout=30, verify=self.verify, **kwargs
         )
+
+    def publish_dns(self, name: str, rdtype: str, value: str) -> None:
+        """Publish a record in the stack's local DNS: what a customer does at their DNS provider."""
+        response = requests.put(
+            f"{self.api_url}/_local/dns/{name}",
+            json={"type": rdtype, "value": value},
+            timeout=10,
+            verify=self.verify,
+        )
+        response.raise_for_status()
+
+    def create_tracked_domain(self, domain: str, *, top: bool = False) -> dict:
+        """The path a new user takes: create the domain, publish its tracking CNAME, verify, switch
+        open tracking on. Returns the verified domain as the API shows it."""
+        created = self.call("POST", "/v3/domains", data={"name": domain})
+        if created.status_code == 400 and "already exists" in created.text:
+            return self.call("GET", f"/v3/domains/{domain}").json()
+        created.raise_for_status()
+        record = created.json()["sending_dns_records"][0]
+        self.publish_dns(record["name"], "CNAME", record["value"])
+        verified = self.call("PUT", f"/v3/domains/{domain}/verify")
+        verified.raise_for_status()
+        tracking = self.call(
+            "PUT",
+            f"/v3/domains/{domain}/tracking/open",
+            data={"active": "yes", "place_at_the_top": "yes" if top else "no"},
+        )
+        tracking.raise_for_status()
+        return verified.json()
 
     def copy_items(self, copy_id: str, prefix: str) -> list[dict]:
         """Items of one message copy whose sort key starts with `prefix` (COPY, EVENT#, OPEN#)."""

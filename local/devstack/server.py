@@ -4,7 +4,13 @@ API Gateway's HTTP API in front of the in-process handlers, and the template's o
     python -m devstack.server        (what `make run` starts)
 
 Environment: PORT (3000), AWS_PORT (5000), HOST (127.0.0.1), TLS (0/1), API_KEY,
-OPENTRACKING_NAMESERVERS. It prints one line containing `ready` when it listens.
+OPENTRACKING_NAMESERVERS, DNS_PORT, TRACKING_CNAME_TARGET. It prints one line containing `ready` when it
+listens.
+
+DNS: unless OPENTRACKING_NAMESERVERS names real resolvers, the stack runs its own DNS server on loopback
+(DNS_PORT, default a free port) that plays the customer's DNS provider. It starts empty, so a new domain's
+tracking CNAME is missing, exactly as on a real first day; publish it with
+`PUT /_local/dns/<name>` (body `{"type": "CNAME", "value": "<target>"}`), then verify the domain.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
+from dns.exception import DNSException
 
 from devstack import tls
+from devstack.dns_server import DnsServer
 from devstack.events import make_http_event
 from devstack.provision import provision
 from devstack.routes import Route, find_route, http_routes
@@ -35,6 +43,7 @@ from devstack.triggers import Triggers
 STATE_DIR = ROOT / ".local"
 STATE_FILE = STATE_DIR / "stack.json"
 DEFAULT_API_KEY = "key-opentracking-local"
+DEFAULT_CNAME_TARGET = "track.opentracking.localhost"
 _NOT_FOUND = {"message": "Not Found"}
 
 
@@ -50,6 +59,8 @@ class Config:
     tls: bool = False
     api_key: str = DEFAULT_API_KEY
     nameservers: str = ""
+    dns_port: int = 0
+    cname_target: str = DEFAULT_CNAME_TARGET
     state_file: Path = STATE_FILE
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -62,6 +73,8 @@ class Config:
             tls=os.environ.get("TLS", "0").lower() in ("1", "true", "yes"),
             api_key=os.environ.get("API_KEY") or DEFAULT_API_KEY,
             nameservers=os.environ.get("OPENTRACKING_NAMESERVERS", ""),
+            dns_port=int(os.environ.get("DNS_PORT", "0")),
+            cname_target=os.environ.get("TRACKING_CNAME_TARGET") or DEFAULT_CNAME_TARGET,
             state_file=Path(os.environ.get("OPENTRACKING_STATE_FILE", str(STATE_FILE))),
         )
 
@@ -94,6 +107,7 @@ class LocalStack:
         self.triggers: Triggers | None = None
         self._moto = None
         self._http: ThreadingHTTPServer | None = None
+        self.dns: DnsServer | None = None
 
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -103,6 +117,8 @@ class LocalStack:
         os.environ.update(aws_environment(self.config))
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.aws_port, verbose=False)
         self._moto.start()
+        if not self.config.nameservers:
+            self.dns = DnsServer(port=self.config.dns_port).start()
         provision(self.stack)
         self._set_api_key()
         env = apply_environment(self.stack, self._environment_overrides())
@@ -127,16 +143,20 @@ class LocalStack:
                 SecretString=json.dumps({"account": self.config.api_key}),
             )
 
+    @property
+    def nameservers(self) -> str:
+        return self.config.nameservers or (self.dns.nameserver if self.dns else "")
+
     def _environment_overrides(self) -> dict[str, str]:
         overrides = {
+            "OPENTRACKING_NAMESERVERS": self.nameservers,
+            "TRACKING_CNAME_TARGET": self.config.cname_target,
             # Pixel links in locally stored copies use the scheme this server speaks.
             "TRACKING_SCHEME": self.config.scheme,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "OpenTracking",
             **self.config.extra_env,
         }
-        if self.config.nameservers:
-            overrides["OPENTRACKING_NAMESERVERS"] = self.config.nameservers
         return overrides
 
     def _write_state(self, env: dict[str, str]) -> None:
@@ -145,6 +165,8 @@ class LocalStack:
         state = {
             "api_url": f"{self.config.scheme}://{self.config.host}:{self.config.port}",
             "aws_endpoint": self.config.aws_endpoint,
+            "nameservers": self.nameservers,
+            "cname_target": self.config.cname_target,
             "environment": {**env, **aws_environment(self.config)},
             "resources": self.stack.refs,
         }
@@ -166,6 +188,8 @@ class LocalStack:
             self.triggers.stop()
         if self._moto:
             self._moto.stop()
+        if self.dns:
+            self.dns.stop()
 
     def dispatch(
         self,
@@ -178,7 +202,7 @@ class LocalStack:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """One HTTP request through the route table and a handler, like API Gateway (payload 2.0)."""
         if raw_path.startswith("/_local/"):
-            return self._admin(method, raw_path)
+            return self._admin(method, raw_path, body)
         found = find_route(self.routes, method, raw_path)
         if found is None:
             return 404, [("Content-Type", "application/json")], json.dumps(_NOT_FOUND).encode()
@@ -200,15 +224,40 @@ class LocalStack:
             return 500, [("Content-Type", "application/json")], b'{"message":"Internal Server Error"}'
         return http_response(result)
 
-    def _admin(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        """/_local/schedules/{FunctionLogicalId}: run a scheduled function now (POST)."""
+    def _admin(self, method: str, path: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Local-only controls (never part of the template's API):
+
+        POST /_local/schedules/{FunctionLogicalId}   run a scheduled function now
+        PUT /_local/dns/{name}  {"type": "CNAME", "value": "..."}   publish a record in the local DNS
+        DELETE /_local/dns/{name}                     remove a name's records from the local DNS
+        """
         parts = path.strip("/").split("/")
+
+        def answer(status: int, document: object) -> tuple[int, list[tuple[str, str]], bytes]:
+            return status, [("Content-Type", "application/json")], json.dumps(document, default=str).encode()
+
         if method == "POST" and len(parts) == 3 and parts[1] == "schedules" and self.triggers:
             schedule = self.triggers.schedules.get(parts[2])
             if schedule:
-                result = schedule.fire()
-                return 200, [("Content-Type", "application/json")], json.dumps(result, default=str).encode()
-        return 404, [("Content-Type", "application/json")], json.dumps(_NOT_FOUND).encode()
+                return answer(200, schedule.fire())
+        if len(parts) == 3 and parts[1] == "dns":
+            if self.dns is None:
+                return answer(
+                    409, {"message": "OPENTRACKING_NAMESERVERS is set: the local DNS is not running"}
+                )
+            name = parts[2]
+            if method == "PUT":
+                try:
+                    record = json.loads(body or b"{}")
+                    self.dns.remove(name)
+                    self.dns.set_record(name, str(record["type"]).upper(), str(record["value"]))
+                except (ValueError, KeyError, TypeError, DNSException) as exc:
+                    return answer(400, {"message": f"expected {{'type': ..., 'value': ...}}: {exc}"})
+                return answer(200, {"message": f"{name} {record['type']} {record['value']} published"})
+            if method == "DELETE":
+                self.dns.remove(name)
+                return answer(200, {"message": f"{name} removed"})
+        return answer(404, _NOT_FOUND)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         stack = self

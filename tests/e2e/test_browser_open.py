@@ -38,7 +38,7 @@ def chromium_flags(user_data_dir, port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tracked_copy(local_stack):
-    local_stack.put_domain(DOMAIN, open_tracking=True)
+    local_stack.create_tracked_domain(DOMAIN)
     response = requests.post(
         f"{local_stack.api_url}/v3/{DOMAIN}/messages",
         auth=("api", local_stack.api_key),

@@ -15,7 +15,7 @@ DOMAIN = "sdk.example.com"
 
 @pytest.fixture(scope="module")
 def client(local_stack):
-    local_stack.put_domain(DOMAIN)
+    local_stack.create_tracked_domain(DOMAIN)
     with Client(auth=("api", local_stack.api_key), api_url=local_stack.api_url) as sdk:
         yield sdk
 

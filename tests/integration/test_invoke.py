@@ -24,7 +24,7 @@ def function_for(event: dict) -> str:
 
 @pytest.mark.parametrize("event_file", EVENT_FILES, ids=lambda p: p.name)
 def test_every_sample_event_runs_through_make_invoke(local_stack, event_file):
-    local_stack.put_domain("example.com", open_tracking=True)
+    local_stack.create_tracked_domain("example.com")
     event = json.loads(event_file.read_text())
     env = {
         **os.environ,
@@ -55,7 +55,7 @@ def test_invoke_explains_a_missing_local_stack(tmp_path):
         "OPENTRACKING_STATE_FILE": str(tmp_path / "none.json"),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
     }
-    result = subprocess.run(  # noqa: S603 - our own module
+    result = subprocess.run(
         [sys.executable, "-m", "devstack.invoke", "PixelFunction", "events/pixel_get.json"],
         cwd=ROOT,
         env=env,

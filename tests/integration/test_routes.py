@@ -15,7 +15,7 @@ NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"
 
 @pytest.fixture(scope="module")
 def domain(local_stack):
-    local_stack.put_domain("routes.example.com", open_tracking=True)
+    local_stack.create_tracked_domain("routes.example.com")
     return "routes.example.com"
 
 

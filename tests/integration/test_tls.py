@@ -26,7 +26,7 @@ def test_https_pixel_and_https_links(tls_stack):
     assert (response.status_code, response.content) == (200, GIF)
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{tls_stack.api_url}/o/anything", timeout=10)  # not trusted by default, as expected
-    tls_stack.put_domain("tls.example.com", open_tracking=True)
+    tls_stack.create_tracked_domain("tls.example.com")
     sent = requests.post(
         f"{tls_stack.api_url}/v3/tls.example.com/messages",
         auth=("api", tls_stack.api_key),

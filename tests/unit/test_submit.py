@@ -14,17 +14,23 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack.events import make_http_event
-from devstack.server import DEFAULT_API_KEY
 from devstack.handlers import load_event, load_handler
-from opentracking import store
+from devstack.server import DEFAULT_API_KEY
+from opentracking import domains
 
 PIXEL_RE = re.compile(r'<img src="(https://email\.example\.com/o/([A-Za-z0-9_-]+))"')
 BOUNDARY = "otBoundary1234"
 
 
+def put_ready_domain(**changes) -> None:
+    """example.com with a valid tracking CNAME (what verify records once DNS is right)."""
+    ready = {"cname_target": "track.opentracking.test", "cname_valid": "valid", "tracking_ready": True}
+    domains.put(domains.Domain(name="example.com", **{**ready, **changes}))
+
+
 @pytest.fixture
 def submit(aws, lambda_context, basic_auth):
-    store.put_domain(aws.ref("DataTable"), "example.com")
+    put_ready_domain()
     handler = load_handler("functions/submit")
 
     def call(
@@ -285,13 +291,27 @@ def test_recipient_variables_make_personal_copies(aws, submit):
     ],
 )
 def test_domain_setting_and_overrides(aws, submit, domain_on, fields, opens, reason):
-    store.put_domain(aws.ref("DataTable"), "example.com", open_tracking=domain_on)
+    put_ready_domain(open_tracking=domain_on)
     status, body = submit([*BASE, ("to", "a@example.net"), *fields])
     assert status == 200
     assert (body["tracking"]["opens"], body["tracking"]["reason"]) == (opens, reason)
     (data,) = stored_objects(aws).values()
     assert len(PIXEL_RE.findall(data.decode())) == (1 if opens else 0)
     assert b"X-Mailgun" not in data
+
+
+def test_no_pixel_while_the_tracking_cname_is_not_valid(aws, submit):
+    # GIVEN a domain whose tracking CNAME was found missing
+    put_ready_domain(open_tracking=True, tracking_ready=False, cname_valid="invalid")
+    # WHEN a message asks for open tracking
+    status, body = submit([*BASE, ("to", "a@example.net"), ("o:tracking", "yes")])
+    # THEN it is accepted without a pixel pointing at a dead host, and the response says why
+    assert status == 200
+    assert body["tracking"]["opens"] is False
+    assert body["tracking"]["reason"] == "tracking-cname-invalid"
+    assert "CNAME" in body["tracking"]["detail"]
+    (data,) = stored_objects(aws).values()
+    assert b"/o/" not in data
 
 
 def test_text_only_message_is_stored_untracked_with_the_reason(aws, submit):

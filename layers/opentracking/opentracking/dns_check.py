@@ -134,6 +134,17 @@ def _parse_nameserver(entry: str) -> tuple[str, int]:
     return str(address), port
 
 
+def _checked(nameserver: tuple[str, int]) -> tuple[str, int]:
+    host, port = nameserver
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"bad nameserver {host!r}: not an IP address") from None
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ValueError(f"bad nameserver port {port!r}: must be 1-65535")
+    return str(address), port
+
+
 def make_resolver(
     nameservers: Sequence[tuple[str, int]] | None = None, *, timeout: float = 2.0, lifetime: float = 5.0
 ) -> dns.resolver.Resolver:
@@ -153,7 +164,7 @@ def make_resolver(
                 raise ValueError(f"{NAMESERVERS_ENV}: {error}") from None
     if nameservers is not None:
         resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(*_checked(ns)) for ns in nameservers]
     else:
         try:
             resolver = dns.resolver.Resolver(configure=True)
@@ -284,9 +295,8 @@ def check_cname(
     try:
         qname = _to_name(name)
     except (dns.exception.DNSException, ValueError) as error:
-        detail = (
-            f"{name!r} is not a valid DNS name ({error}), so it cannot be checked; correct the domain name."
-        )
+        reason = str(error).rstrip(".")
+        detail = f"{name!r} is not a valid DNS name ({reason}), so it cannot be checked; correct the name."
         return result(CnameStatus.ERROR, detail, [shown])
     shown = _text(qname)
     add = f"at your DNS provider, add a CNAME record for {shown} with the value {expected}"
@@ -371,7 +381,11 @@ def _failure_detail(
     outcome: _Outcome, resolver: dns.resolver.Resolver, chain: list[str], expected: str
 ) -> str:
     shown, hop = chain[0], chain[-1]
-    tries = _plural(outcome.attempts, "attempt")
+    tries = (
+        f"on {_plural(outcome.attempts, 'attempt')}"
+        if outcome.attempts
+        else "before the check ran out of time"
+    )
     if len(chain) > 1:
         subject = f"{shown} is a CNAME for {chain[1]}, but looking up {hop}"
         consequence = f"so it is unknown whether it leads to {expected}"
@@ -380,13 +394,13 @@ def _failure_detail(
         consequence = f"so it is unknown whether it is a CNAME for {expected}"
     if outcome.kind == "servfail":
         return (
-            f"{subject} failed with SERVFAIL (server failure) on {tries}, {consequence}; make sure the "
+            f"{subject} failed with SERVFAIL (server failure) {tries}, {consequence}; make sure the "
             f"domain's nameservers at your DNS provider are working (and its DNSSEC settings are correct), "
             "then check again."
         )
     if outcome.kind == "timeout":
         return (
-            f"{subject} got no answer from DNS within {resolver.lifetime:g} s on {tries}, {consequence}; "
+            f"{subject} got no answer from DNS within {resolver.lifetime:g} s {tries}, {consequence}; "
             "make sure the domain's nameservers at your DNS provider are reachable, then check again."
         )
     if outcome.kind == "refused":

@@ -23,11 +23,14 @@ _FALSE = frozenset({"no", "false"})
 # injector (no HTML part, signed, ...) join these in the submission response.
 REASON_DOMAIN_DISABLED = "tracking-disabled"
 REASON_MESSAGE_DISABLED = "disabled-by-message"
+REASON_CNAME_NOT_READY = "tracking-cname-invalid"
 TRACKING_REASON_TEXT = {
     REASON_DOMAIN_DISABLED: "Open tracking is off for this domain and the message did not ask for it "
     "(o:tracking-opens=yes, o:tracking=yes, X-Mailgun-Track-Opens: yes or X-Mailgun-Track: yes).",
     REASON_MESSAGE_DISABLED: "The message switched open tracking off (o:tracking-opens, o:tracking or "
     "an X-Mailgun-Track header set to no).",
+    REASON_CNAME_NOT_READY: "The domain's tracking CNAME is missing or does not point to this service, so "
+    "no pixel was added (it would be a broken image). Fix the record, then PUT /v3/domains/<domain>/verify.",
 }
 
 

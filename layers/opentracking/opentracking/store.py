@@ -17,16 +17,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from opentracking.aws import client
-from opentracking.errors import NotFound, StorageUnavailable
+from opentracking.errors import StorageUnavailable
 from opentracking.observability import logger
 
 _serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 _BATCH_SIZE = 25
 _TRANSACTION_SIZE = 100
 _MAX_BATCH_ROUNDS = 8
@@ -34,56 +34,63 @@ _S3_WORKERS = 16
 AWS_ERRORS = (BotoCoreError, ClientError)
 
 
-def domain_key(domain: str) -> dict:
-    return {"pk": {"S": f"DOMAIN#{domain}"}, "sk": {"S": "DOMAIN"}}
-
-
 def serialize(item: dict) -> dict:
     return {key: _serializer.serialize(value) for key, value in item.items() if value is not None}
 
 
-@dataclass(frozen=True)
-class DomainSettings:
-    name: str
-    web_prefix: str
-    open_tracking: bool
-    place_at_the_top: bool
-
-    @property
-    def tracking_host(self) -> str:
-        return f"{self.web_prefix}.{self.name}"
+def deserialize(item: dict) -> dict:
+    return {key: _deserializer.deserialize(value) for key, value in item.items()}
 
 
-def get_domain(table: str, domain: str) -> DomainSettings:
+def get_item(table: str, key: dict) -> dict | None:
     try:
-        response = client("dynamodb").get_item(TableName=table, Key=domain_key(domain), ConsistentRead=True)
+        response = client("dynamodb").get_item(TableName=table, Key=serialize(key), ConsistentRead=True)
     except AWS_ERRORS as exc:
-        raise StorageUnavailable("The domain store is unavailable, please retry") from exc
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
     item = response.get("Item")
-    if not item:
-        raise NotFound(f"Domain not found: {domain}")
-    return DomainSettings(
-        name=domain,
-        web_prefix=item.get("web_prefix", {}).get("S", "email"),
-        open_tracking=item.get("open_tracking", {}).get("BOOL", False),
-        place_at_the_top=item.get("place_at_the_top", {}).get("BOOL", False),
-    )
+    return deserialize(item) if item else None
 
 
-def put_domain(
-    table: str, domain: str, *, web_prefix: str = "email", open_tracking: bool = False, top: bool = False
-) -> None:
-    """Create or replace a domain's settings (the domains API builds on this)."""
-    item = {
-        "pk": f"DOMAIN#{domain}",
-        "sk": "DOMAIN",
-        "name": domain,
-        "web_prefix": web_prefix,
-        "open_tracking": open_tracking,
-        "place_at_the_top": top,
-        "created_at": int(time.time()),
-    }
-    client("dynamodb").put_item(TableName=table, Item=serialize(item))
+def put_item(table: str, item: dict, *, condition: str | None = None) -> None:
+    """Put one item; a failed condition raises ClientError(ConditionalCheckFailedException) for the caller."""
+    kwargs = {"ConditionExpression": condition} if condition else {}
+    try:
+        client("dynamodb").put_item(TableName=table, Item=serialize(item), **kwargs)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+
+
+def delete_item(table: str, key: dict) -> None:
+    try:
+        client("dynamodb").delete_item(TableName=table, Key=serialize(key))
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+
+
+def query_index(table: str, index: str, key_name: str, key_value: str) -> list[dict]:
+    """Every item of one index partition (paginated)."""
+    items: list[dict] = []
+    try:
+        pages = (
+            client("dynamodb")
+            .get_paginator("query")
+            .paginate(
+                TableName=table,
+                IndexName=index,
+                KeyConditionExpression="#k = :v",
+                ExpressionAttributeNames={"#k": key_name},
+                ExpressionAttributeValues={":v": {"S": key_value}},
+            )
+        )
+        for page in pages:
+            items.extend(deserialize(item) for item in page["Items"])
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return items
 
 
 def put_objects(bucket: str, objects: Iterable[tuple[str, bytes]]) -> list[str]:

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from opentracking import compose, options, store, tokens
+from opentracking import compose, domains, options, store, tokens
 from opentracking.config import Settings
 from opentracking.errors import BadRequest, PayloadTooLarge, StorageUnavailable
 from opentracking.forms import Form
@@ -39,7 +39,7 @@ class Copy:
 class Submission:
     """Everything decided about a message before anything is stored."""
 
-    domain: store.DomainSettings
+    domain: domains.Domain
     message_id: str
     sender: str
     subject: str
@@ -88,7 +88,7 @@ def _envelope(form: Form, *, mime: bool) -> list[str]:
     return recipients
 
 
-def plan(form: Form, domain: store.DomainSettings, *, mime: bool) -> Submission:
+def plan(form: Form, domain: domains.Domain, *, mime: bool) -> Submission:
     """Validate the request and decide everything, one untracked copy per recipient. Raises BadRequest
     before anything is stored."""
     recipients = _envelope(form, mime=mime)
@@ -179,6 +179,10 @@ def _make_copies(submission: Submission, source: object, recipient_variables: di
 def track(submission: Submission, keyring: tokens.KeyRing, scheme: str) -> None:
     """Give each copy its own pixel, or record why opens are not tracked."""
     if not submission.decision.opens:
+        return
+    if not submission.domain.tracking_ready:
+        # A pixel on a host that does not resolve to us would be a broken image in every inbox.
+        submission.reason = options.REASON_CNAME_NOT_READY
         return
     for copy in submission.copies:
         token = tokens.issue_token(keyring, copy.copy_id, submission.domain.name)
@@ -323,7 +327,7 @@ def _rolled_back(settings: Settings, keys: list[str], items: list[dict]) -> Stor
 def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> dict:
     """The whole submission; returns Mailgun's response body plus `tracking`."""
     started = time.perf_counter()
-    domain = store.get_domain(settings.table_name, domain_name)
+    domain = domains.get(domain_name)
     submission = plan(form, domain, mime=mime)
     if submission.decision.opens:
         track(submission, tokens.load_keyring(settings.token_secret_name), settings.tracking_scheme)

@@ -1,0 +1,117 @@
+"""Management API: domains with their tracking CNAME, and tracking settings (Mailgun v3/v4 paths)."""
+
+import os
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from opentracking import api, domains
+from opentracking.errors import BadRequest
+from opentracking.forms import Form, parse_form
+from opentracking.observability import logger, metrics, tracer
+from opentracking.options import parse_bool
+
+app = APIGatewayHttpResolver()
+app.use(middlewares=[api.require_api_key])
+api.register_error_handlers(app)
+
+
+def _form() -> Form:
+    event = app.current_event
+    body = api.raw_body(event)
+    if not body:
+        return Form()
+    return parse_form(event.headers.get("content-type"), body)
+
+
+def _cname_target() -> str:
+    """The hostname tracking hosts must CNAME to: configured, else the host this API was called on."""
+    return (
+        os.environ.get("TRACKING_CNAME_TARGET", "").strip() or app.current_event.request_context.domain_name
+    )
+
+
+def _int_query(name: str, default: int, maximum: int) -> int:
+    raw = app.current_event.get_query_string_value(name, str(default))
+    if not raw.isdigit() or (name == "limit" and int(raw) == 0):
+        raise BadRequest(f"'{name}' must be a positive integer")
+    return min(int(raw), maximum)
+
+
+@app.post("/v3/domains")
+@app.post("/v4/domains")
+@tracer.capture_method
+def create_domain() -> dict:
+    form = _form()
+    domain = domains.create(
+        form.last("name"),
+        web_prefix=form.last("web_prefix"),
+        web_scheme=form.last("web_scheme"),
+        cname_target=_cname_target(),
+    )
+    metrics.add_metric(name="DomainCreated", unit="Count", value=1)
+    return domain.response("Domain DNS records have been created")
+
+
+@app.get("/v3/domains")
+@app.get("/v4/domains")
+@tracer.capture_method
+def list_domains() -> dict:
+    found, total = domains.list_domains(
+        limit=_int_query("limit", 100, 1000), skip=_int_query("skip", 0, 10**9)
+    )
+    return {"items": [domain.mailgun() for domain in found], "total_count": total}
+
+
+@app.get("/v3/domains/<name>")
+@app.get("/v4/domains/<name>")
+@tracer.capture_method
+def get_domain(name: str) -> dict:
+    return domains.get(name.lower()).response()
+
+
+@app.put("/v3/domains/<name>/verify")
+@app.put("/v4/domains/<name>/verify")
+@tracer.capture_method
+def verify_domain(name: str) -> dict:
+    return domains.verify(name.lower()).response("Domain DNS records have been updated")
+
+
+@app.delete("/v3/domains/<name>")
+@app.delete("/v4/domains/<name>")
+@tracer.capture_method
+def delete_domain(name: str) -> dict:
+    domains.delete(name.lower())
+    return {"message": "Domain has been deleted"}
+
+
+@app.get("/v3/domains/<name>/tracking")
+@tracer.capture_method
+def get_tracking(name: str) -> dict:
+    return domains.get(name.lower()).tracking()
+
+
+@app.put("/v3/domains/<name>/tracking/open")
+@tracer.capture_method
+def put_open_tracking(name: str) -> dict:
+    form = _form()
+    active, top = form.last("active"), form.last("place_at_the_top")
+    if active is None and top is None:
+        raise BadRequest("'active' or 'place_at_the_top' parameter is required")
+    domain = domains.set_open_tracking(
+        name.lower(),
+        active=None if active is None else bool(parse_bool("active", active)),
+        place_at_the_top=None if top is None else bool(parse_bool("place_at_the_top", top)),
+    )
+    return {
+        "message": "Domain tracking settings have been updated",
+        "open": {"active": domain.open_tracking, "place_at_the_top": domain.place_at_the_top},
+    }
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

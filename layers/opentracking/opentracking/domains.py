@@ -1,0 +1,250 @@
+"""Sending domains, their tracking CNAME and their tracking settings, in Mailgun's shapes.
+
+A domain's tracking host is `<web_prefix>.<domain>` and must be a CNAME for the hostname this deployment
+serves tracking from (`cname_target`). Its state comes from DNS checks (the domains API's `verify` and the
+scheduled checker): `cname_valid` is what Mailgun shows (valid/invalid/unknown), `tracking_ready` is the
+last definitive answer. Only a definitive answer changes readiness, so a DNS timeout neither stops nor
+starts pixel injection; a CNAME found missing or wrong does stop it, so no recipient sees a broken image.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from email.utils import formatdate
+
+from botocore.exceptions import ClientError
+
+from opentracking import dns_check, store
+from opentracking.errors import BadRequest, NotFound, StorageUnavailable
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+DEFAULT_WEB_PREFIX = "email"
+DOMAIN_LIST_KEY = "DOMAINS"
+
+
+def normalise_domain(name: str | None) -> str:
+    """A valid DNS domain name, lower-case, IDNA-encoded; BadRequest otherwise."""
+    text = (name or "").strip().rstrip(".").lower()
+    if not text:
+        raise BadRequest("'name' parameter is missing")
+    try:
+        ascii_name = text.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise BadRequest(f"'{text}' is not a valid domain name") from None
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise BadRequest(f"'{text}' is not a valid domain name")
+    return ascii_name
+
+
+def normalise_web_prefix(prefix: str | None) -> str:
+    text = (prefix or DEFAULT_WEB_PREFIX).strip().lower()
+    if not _LABEL.match(text):
+        raise BadRequest("'web_prefix' must be a single DNS label (letters, digits and hyphens)")
+    return text
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    cname_target: str
+    web_prefix: str = DEFAULT_WEB_PREFIX
+    created_at: float = field(default_factory=time.time)
+    open_tracking: bool = False
+    place_at_the_top: bool = False
+    cname_valid: str = "unknown"  # Mailgun's valid / invalid / unknown
+    tracking_ready: bool = False  # the last definitive DNS answer was "valid"
+    cname_status: str | None = None
+    cname_detail: str | None = None
+    cname_found: list[str] = field(default_factory=list)  # the CNAME chain DNS answered ("cached")
+    cname_checked_at: float | None = None
+
+    @property
+    def tracking_host(self) -> str:
+        return f"{self.web_prefix}.{self.name}"
+
+    # --- DynamoDB ---
+    def to_item(self) -> dict:
+        return {
+            "pk": f"DOMAIN#{self.name}",
+            "sk": "DOMAIN",
+            "type": "domain",
+            "gsi1pk": DOMAIN_LIST_KEY,
+            "gsi1sk": self.name,
+            **{key: value for key, value in asdict(self).items() if key != "created_at"},
+            "created_at": str(self.created_at),
+            "cname_checked_at": None if self.cname_checked_at is None else str(self.cname_checked_at),
+        }
+
+    @classmethod
+    def from_item(cls, item: dict) -> Domain:
+        def number(key: str) -> float | None:
+            return None if item.get(key) is None else float(item[key])
+
+        return cls(
+            name=item["name"],
+            cname_target=item.get("cname_target", ""),
+            web_prefix=item.get("web_prefix", DEFAULT_WEB_PREFIX),
+            created_at=number("created_at") or 0.0,
+            open_tracking=bool(item.get("open_tracking", False)),
+            place_at_the_top=bool(item.get("place_at_the_top", False)),
+            cname_valid=item.get("cname_valid", "unknown"),
+            tracking_ready=bool(item.get("tracking_ready", False)),
+            cname_status=item.get("cname_status"),
+            cname_detail=item.get("cname_detail"),
+            cname_found=list(item.get("cname_found") or []),
+            cname_checked_at=number("cname_checked_at"),
+        )
+
+    # --- Mailgun shapes ---
+    def mailgun(self) -> dict:
+        return {
+            "created_at": formatdate(self.created_at, usegmt=True),
+            "id": self.name,
+            "is_disabled": False,
+            "name": self.name,
+            "require_tls": False,
+            "skip_verification": False,
+            "smtp_login": f"postmaster@{self.name}",
+            "spam_action": "disabled",
+            "state": "active" if self.tracking_ready else "unverified",
+            "type": "custom",
+            "web_prefix": self.web_prefix,
+            "web_scheme": "https",
+            "wildcard": False,
+        }
+
+    def tracking_record(self) -> dict:
+        """The tracking CNAME as Mailgun lists a DNS record, with the last check's findings."""
+        return {
+            "record_type": "CNAME",
+            "name": self.tracking_host,
+            "value": self.cname_target,
+            "valid": self.cname_valid,
+            "is_active": self.tracking_ready,
+            "cached": list(self.cname_found),
+            "status": self.cname_status,
+            "detail": self.cname_detail,
+            "checked_at": self.cname_checked_at,
+        }
+
+    def response(self, message: str | None = None) -> dict:
+        body = {
+            "domain": self.mailgun(),
+            "receiving_dns_records": [],
+            "sending_dns_records": [self.tracking_record()],
+        }
+        if message:
+            body["message"] = message
+        return body
+
+    def tracking(self) -> dict:
+        return {
+            "tracking": {
+                "open": {"active": self.open_tracking, "place_at_the_top": self.place_at_the_top},
+                "click": {"active": False},
+                "unsubscribe": {"active": False, "html_footer": "", "text_footer": ""},
+            }
+        }
+
+    def with_check(self, check: dns_check.CnameCheck) -> Domain:
+        definitive = check.mailgun_valid != "unknown"
+        return replace(
+            self,
+            cname_valid=check.mailgun_valid,
+            tracking_ready=check.valid if definitive else self.tracking_ready,
+            cname_status=str(check.status),
+            cname_detail=check.detail,
+            cname_found=list(check.chain[1:]) if check.chain else ([check.found] if check.found else []),
+            cname_checked_at=check.checked_at,
+        )
+
+
+def _table() -> str:
+    from opentracking.config import settings
+
+    return settings().table_name
+
+
+def get(name: str) -> Domain:
+    item = store.get_item(_table(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
+    if item is None:
+        raise NotFound(f"Domain not found: {name}")
+    return Domain.from_item(item)
+
+
+def check(domain: Domain) -> Domain:
+    """Check the tracking CNAME now (bounded) and return the domain with the result."""
+    result = dns_check.check_cname(
+        domain.tracking_host, domain.cname_target, resolver=dns_check.make_resolver()
+    )
+    return domain.with_check(result)
+
+
+def create(name: str | None, *, web_prefix: str | None, web_scheme: str | None, cname_target: str) -> Domain:
+    domain_name = normalise_domain(name)
+    scheme = (web_scheme or "https").strip().lower()
+    if scheme != "https":
+        raise BadRequest("'web_scheme' must be https: tracking hosts are served over HTTPS only")
+    domain = check(
+        Domain(name=domain_name, cname_target=cname_target, web_prefix=normalise_web_prefix(web_prefix))
+    )
+    try:
+        store.put_item(_table(), domain.to_item(), condition="attribute_not_exists(pk)")
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise BadRequest(f"Domain {domain_name} already exists") from None
+        raise StorageUnavailable("The domain store is unavailable, please retry") from exc
+    return domain
+
+
+def put(domain: Domain) -> Domain:
+    """Store a domain as it is, created or replaced (imports, tests and the local stack)."""
+    store.put_item(_table(), domain.to_item())
+    return domain
+
+
+def save(domain: Domain) -> Domain:
+    """Store a changed domain, only if it still exists (a concurrent delete wins)."""
+    try:
+        store.put_item(_table(), domain.to_item(), condition="attribute_exists(pk)")
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise NotFound(f"Domain not found: {domain.name}") from None
+        raise StorageUnavailable("The domain store is unavailable, please retry") from exc
+    return domain
+
+
+def verify(name: str) -> Domain:
+    return save(check(get(name)))
+
+
+def delete(name: str) -> None:
+    get(name)
+    store.delete_item(_table(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
+
+
+def list_domains(*, limit: int = 100, skip: int = 0) -> tuple[list[Domain], int]:
+    items = store.query_index(_table(), "gsi1", "gsi1pk", DOMAIN_LIST_KEY)
+    domains = [Domain.from_item(item) for item in items]
+    return domains[skip : skip + limit], len(domains)
+
+
+def set_open_tracking(name: str, *, active: bool | None, place_at_the_top: bool | None) -> Domain:
+    """Mailgun's rule: tracking cannot be switched on while the tracking CNAME is not valid."""
+    domain = get(name)
+    if active and not domain.tracking_ready:
+        raise BadRequest(
+            f"Open tracking cannot be enabled until the tracking CNAME {domain.tracking_host} points to "
+            f"{domain.cname_target}. {domain.cname_detail or 'It has not been checked yet.'} "
+            f"Fix the record, then PUT /v3/domains/{name}/verify."
+        )
+    return save(
+        replace(
+            domain,
+            open_tracking=domain.open_tracking if active is None else active,
+            place_at_the_top=domain.place_at_the_top if place_at_the_top is None else place_at_the_top,
+        )
+    )
