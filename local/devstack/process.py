@@ -16,9 +16,12 @@ from pathlib import Path
 
 import boto3
 import requests
+from boto3.dynamodb.types import TypeDeserializer
 
 from devstack.server import DEFAULT_API_KEY
 from devstack.template import ROOT
+
+_deserializer = TypeDeserializer()
 
 
 def free_port() -> int:
@@ -28,22 +31,33 @@ def free_port() -> int:
 
 
 @dataclass
-class RunningStack:
-    process: subprocess.Popen
-    port: int
-    aws_port: int
-    api_key: str
+class StackClient:
+    """A client of a running local stack, found through the state file it writes."""
+
     state_file: Path
-    scheme: str = "http"
-    output: list[str] = field(default_factory=list)
+    api_key: str
+
+    @classmethod
+    def from_state_file(cls, state_file: Path, api_key: str) -> StackClient:
+        if not state_file.exists():
+            raise SystemExit(f"no local stack state at {state_file}: start one with `make run` first")
+        return cls(state_file=state_file, api_key=api_key)
 
     @property
     def api_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return self.state["api_url"]
 
     @property
     def aws_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.aws_port}"
+        return self.state["aws_endpoint"]
+
+    @property
+    def scheme(self) -> str:
+        return self.api_url.split(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.api_url.rsplit(":", 1)[1])
 
     @property
     def state(self) -> dict:
@@ -119,7 +133,7 @@ class RunningStack:
         found = []
         for page in pages:
             for item in page["Items"]:
-                record = {name: next(iter(value.values())) for name, value in item.items()}
+                record = {name: _deserializer.deserialize(value) for name, value in item.items()}
                 body = s3.get_object(Bucket=self.resource("MessageBucket"), Key=record["s3_key"])[
                     "Body"
                 ].read()
@@ -132,7 +146,16 @@ class RunningStack:
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
         return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
 
+
+@dataclass
+class RunningStack(StackClient):
+    """A local stack this process started (tests): a client that can also stop it."""
+
+    process: subprocess.Popen | None = None
+    output: list[str] = field(default_factory=list)
+
     def stop(self, timeout: float = 15.0) -> int:
+        assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -174,8 +197,8 @@ def start_stack(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    stack = RunningStack(process, port, aws_port, api_key, state_file, "https" if tls else "http")
-    ready = threading.Event()
+    stack = RunningStack(state_file=state_file, api_key=api_key, process=process)
+    ready = threading.Event()  # set once the server printed "ready" (the state file exists from then on)
 
     def pump() -> None:
         assert process.stdout is not None
