@@ -140,12 +140,6 @@ class StackClient:
                 found.append((record, body))
         return found
 
-    def stored_copies(self) -> dict[str, bytes]:
-        s3 = self.client("s3")
-        bucket = self.resource("MessageBucket")
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-        return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
-
 
 @dataclass
 class RunningStack(StackClient):
