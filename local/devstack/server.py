@@ -4,7 +4,8 @@ API Gateway's HTTP API in front of the in-process handlers, and the template's o
     python -m devstack.server        (what `make run` starts)
 
 Environment: PORT (3000), AWS_PORT (5000), HOST (127.0.0.1), TLS (0/1), API_KEY,
-OPENTRACKING_NAMESERVERS, DNS_PORT, TRACKING_CNAME_TARGET. It prints one line containing `ready` when it
+OPENTRACKING_NAMESERVERS, DNS_PORT, TRACKING_CNAME_TARGET, LOCAL_SCHEDULE_SECONDS (run every schedule at
+this interval instead of its rate). It prints one line containing `ready` when it
 listens.
 
 DNS: unless OPENTRACKING_NAMESERVERS names real resolvers, the stack runs its own DNS server on loopback
@@ -61,6 +62,7 @@ class Config:
     nameservers: str = ""
     dns_port: int = 0
     cname_target: str = DEFAULT_CNAME_TARGET
+    schedule_seconds: float | None = None
     state_file: Path = STATE_FILE
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -75,6 +77,9 @@ class Config:
             nameservers=os.environ.get("OPENTRACKING_NAMESERVERS", ""),
             dns_port=int(os.environ.get("DNS_PORT", "0")),
             cname_target=os.environ.get("TRACKING_CNAME_TARGET") or DEFAULT_CNAME_TARGET,
+            schedule_seconds=float(os.environ["LOCAL_SCHEDULE_SECONDS"])
+            if os.environ.get("LOCAL_SCHEDULE_SECONDS")
+            else None,
             state_file=Path(os.environ.get("OPENTRACKING_STATE_FILE", str(STATE_FILE))),
         )
 
@@ -124,7 +129,9 @@ class LocalStack:
         env = apply_environment(self.stack, self._environment_overrides())
         self.functions = functions(self.stack)
         self.routes = http_routes(self.stack)
-        self.triggers = Triggers(self.stack, self.functions, log)
+        self.triggers = Triggers(
+            self.stack, self.functions, log, schedule_seconds=self.config.schedule_seconds
+        )
         self.triggers.start()
         self._http = ThreadingHTTPServer((self.config.host, self.config.port), self._handler_class())
         self._http.daemon_threads = True

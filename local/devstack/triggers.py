@@ -65,7 +65,15 @@ def _failed_ids(response: object) -> set[str]:
 class Triggers:
     """Background pollers for every non-HTTP event source of the template."""
 
-    def __init__(self, stack: Stack, functions: dict[str, Function], log: Logger, poll_interval: float = 0.5):
+    def __init__(
+        self,
+        stack: Stack,
+        functions: dict[str, Function],
+        log: Logger,
+        poll_interval: float = 0.5,
+        schedule_seconds: float | None = None,
+    ):
+        """`schedule_seconds` replaces every schedule's rate (demos and tests cannot wait minutes)."""
         self.stack, self.functions, self.log, self.poll_interval = stack, functions, log, poll_interval
         self.schedules: dict[str, Schedule] = {}
         self._stop = threading.Event()
@@ -77,8 +85,9 @@ class Triggers:
                 if kind in ("Schedule", "ScheduleV2"):
                     expression = stack.resolve(props.get("Schedule") or props.get("ScheduleExpression"))
                     enabled = props.get("Enabled", True) and props.get("State", "ENABLED") != "DISABLED"
+                    interval = schedule_seconds or rate_seconds(expression)
                     self.schedules[logical_id] = Schedule(
-                        functions[logical_id], name, rate_seconds(expression), enabled=bool(enabled)
+                        functions[logical_id], name, interval, enabled=bool(enabled)
                     )
                 elif kind in ("DynamoDB", "SQS"):
                     self._sources.append((kind, functions[logical_id], props))

@@ -17,8 +17,12 @@ EVENT_FILES = sorted((ROOT / "events").glob("*.json"))
 
 
 def function_for(event: dict) -> str:
-    """The function whose HttpApi route produced this event."""
-    (function,) = [r.function for r in http_routes(Stack()) if r.route_key == event["routeKey"]]
+    """The function whose HttpApi route (or schedule rule) produced this event."""
+    stack = Stack()
+    if "routeKey" in event:
+        (function,) = [r.function for r in http_routes(stack) if r.route_key == event["routeKey"]]
+        return function
+    (function,) = [name for name in stack.functions() if name in event["resources"][0]]
     return function
 
 
@@ -42,6 +46,10 @@ def test_every_sample_event_runs_through_make_invoke(local_stack, event_file):
     )
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout[result.stdout.index("{\n") :])
+    if "routeKey" not in event:  # the scheduled checker reports what it checked
+        assert response["report"].startswith("health/")
+        assert response["totals"]["checked"] >= 1
+        return
     assert response["statusCode"] == 200, response
     if event["routeKey"].startswith(("GET /o/", "HEAD /o/")):
         assert response["headers"]["Content-Type"] == "image/gif"

@@ -14,6 +14,7 @@ Copies are stored in S3 under `messages/{domain}/{yyyy}/{mm}/{dd}/{submission}/{
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,15 @@ def query_index(table: str, index: str, key_name: str, key_value: str) -> list[d
     except AWS_ERRORS as exc:
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
     return items
+
+
+def put_json(bucket: str, key: str, document: object) -> None:
+    client("s3").put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(document, default=str).encode(),
+        ContentType="application/json",
+    )
 
 
 def put_objects(bucket: str, objects: Iterable[tuple[str, bytes]]) -> list[str]:

@@ -1,0 +1,119 @@
+"""The scheduled tracking-DNS health check: every domain's tracking CNAME, checked concurrently.
+
+Each run records every domain's state (Mailgun's valid/invalid/unknown, the chain DNS answered, the check
+time), logs and counts transitions (a CNAME that broke stops pixel injection for that domain; one that
+recovered resumes it), emits EMF metrics per domain and in total, and writes a JSON report to S3.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from opentracking import dns_check, domains, store
+from opentracking.errors import NotFound
+from opentracking.observability import logger, metrics
+
+REPORT_PREFIX = "health"
+
+
+@dataclass(frozen=True)
+class DomainHealth:
+    before: domains.Domain
+    after: domains.Domain
+
+    @property
+    def transition(self) -> str | None:
+        if self.before.tracking_ready and not self.after.tracking_ready:
+            return "broke"
+        if not self.before.tracking_ready and self.after.tracking_ready:
+            return "recovered"
+        return None
+
+    @property
+    def unhealthy(self) -> bool:
+        """Open tracking is switched on but pixels are not being added: what the alarm is about."""
+        return self.after.open_tracking and not self.after.tracking_ready
+
+    def as_dict(self) -> dict:
+        return {
+            "domain": self.after.name,
+            "tracking_host": self.after.tracking_host,
+            "expected": self.after.cname_target,
+            "valid": self.after.cname_valid,
+            "status": self.after.cname_status,
+            "cached": self.after.cname_found,
+            "detail": self.after.cname_detail,
+            "open_tracking": self.after.open_tracking,
+            "injecting": self.after.tracking_ready,
+            "transition": self.transition,
+            "checked_at": self.after.cname_checked_at,
+        }
+
+
+def check_all(bucket: str, *, max_workers: int = 16) -> dict:
+    started = time.time()
+    current, _total = domains.list_domains(limit=10**9)
+    checks = dns_check.check_many(
+        [(domain.tracking_host, domain.cname_target) for domain in current],
+        resolver=dns_check.make_resolver(),
+        max_workers=max_workers,
+    )
+    results: list[DomainHealth] = []
+    for domain, result in zip(current, checks, strict=True):
+        health = DomainHealth(before=domain, after=domain.with_check(result))
+        try:
+            domains.save(health.after)
+        except NotFound:
+            continue  # deleted while we were checking it
+        results.append(health)
+        _record(health)
+
+    totals = {
+        "checked": len(results),
+        "valid": sum(h.after.cname_valid == "valid" for h in results),
+        "invalid": sum(h.after.cname_valid == "invalid" for h in results),
+        "unknown": sum(h.after.cname_valid == "unknown" for h in results),
+        "unhealthy": sum(h.unhealthy for h in results),
+        "broke": sum(h.transition == "broke" for h in results),
+        "recovered": sum(h.transition == "recovered" for h in results),
+    }
+    metrics.add_metric(name="DomainsChecked", unit=MetricUnit.Count, value=totals["checked"])
+    metrics.add_metric(name="DomainsCnameInvalid", unit=MetricUnit.Count, value=totals["invalid"])
+    metrics.add_metric(name="DomainsCnameUnknown", unit=MetricUnit.Count, value=totals["unknown"])
+    metrics.add_metric(name="TrackingDomainsUnhealthy", unit=MetricUnit.Count, value=totals["unhealthy"])
+    metrics.add_metric(name="CnameBroke", unit=MetricUnit.Count, value=totals["broke"])
+    metrics.add_metric(name="CnameRecovered", unit=MetricUnit.Count, value=totals["recovered"])
+
+    finished = datetime.now(UTC)
+    report = {
+        "started_at": started,
+        "finished_at": finished.timestamp(),
+        "totals": totals,
+        "domains": [health.as_dict() for health in results],
+    }
+    key = f"{REPORT_PREFIX}/{finished:%Y/%m/%d/%H%M%S}.json"
+    store.put_json(bucket, key, report)
+    store.put_json(bucket, f"{REPORT_PREFIX}/latest.json", report)
+    logger.info("tracking DNS checked", extra={"totals": totals, "report": key})
+    return {"report": key, "totals": totals}
+
+
+def _record(health: DomainHealth) -> None:
+    domain = health.after
+    if health.transition:
+        # Domains are the customer's own names, not personal data: safe to log.
+        logger.warning(
+            f"tracking CNAME {health.transition}",
+            extra={"domain": domain.name, "status": domain.cname_status, "detail": domain.cname_detail},
+        )
+    with single_metric(
+        name="TrackingCnameValid",
+        unit=MetricUnit.Count,
+        value=1 if domain.cname_valid == "valid" else 0,
+        namespace=metrics.namespace,
+    ) as metric:
+        metric.add_dimension(name="domain", value=domain.name)
