@@ -93,3 +93,45 @@ def test_outputs_name_what_integration_tests_discover():
 def test_every_route_has_a_sample_event():
     events = {p.name for p in (ROOT / "events").glob("*.json")}
     assert {"submit_messages.json", "submit_mime.json", "pixel_get.json", "pixel_head.json"} <= events
+
+
+def _emitted_metric_names() -> set[str]:
+    import re
+
+    sources = [
+        *(ROOT / "layers" / "opentracking" / "opentracking").glob("*.py"),
+        *(ROOT / "functions").glob("*/app.py"),
+    ]
+    return {name for path in sources for name in re.findall(r'name="([A-Za-z]+)"', path.read_text())}
+
+
+def test_alarm_watches_unhealthy_domains_and_notifies_the_topic():
+    alarm = R["UnhealthyDomainsAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("OpenTracking", "TrackingDomainsUnhealthy")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "opentracking"}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+    assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    assert alarm["MetricName"] in _emitted_metric_names()
+    subscription = R["AlertEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_dashboard_is_valid_json_and_shows_only_metrics_the_code_emits():
+    import json
+    import re
+
+    body = R["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    document = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
+    shown = set()
+    for widget in document["widgets"]:
+        for metric in widget["properties"].get("metrics", []):
+            shown.update(part for part in metric[1:2] if part != ".")
+    assert shown
+    assert shown <= _emitted_metric_names()
+
+
+def test_checker_runs_on_the_schedule_parameter():
+    events = R["DnsHealthFunction"]["Properties"]["Events"]
+    (schedule,) = [e for e in events.values() if e["Type"] == "Schedule"]
+    assert schedule["Properties"]["Schedule"] == {"Ref": "HealthCheckRate"}
