@@ -6,7 +6,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import api, domains
+from opentracking import api, diagnose, domains
 from opentracking.errors import BadRequest
 from opentracking.forms import Form, parse_form
 from opentracking.observability import logger, metrics, tracer
@@ -108,6 +108,17 @@ def put_open_tracking(name: str) -> dict:
         "message": "Domain tracking settings have been updated",
         "open": {"active": domain.open_tracking, "place_at_the_top": domain.place_at_the_top},
     }
+
+
+@app.get("/v3/domains/<name>/tracking/diagnose")
+@tracer.capture_method
+def diagnose_tracking(name: str) -> dict:
+    event = app.current_event
+    return diagnose.diagnose(
+        name.lower(),
+        message_id=event.get_query_string_value("message-id") or None,
+        recipient=event.get_query_string_value("recipient") or None,
+    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

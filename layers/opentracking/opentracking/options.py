@@ -52,6 +52,7 @@ class TrackingDecision:
     opens: bool
     top: bool
     reason: str | None  # set when opens is False
+    source: str = "domain"  # which setting won: "domain" or the option/header that decided
 
 
 def decide_tracking(
@@ -75,10 +76,11 @@ def decide_tracking(
             parse_bool(name, value, allow_htmlonly=True)
 
     if explicit:
-        opens = bool(explicit[0][1])
+        source, value = explicit[0]
+        opens = bool(value)
         reason = None if opens else REASON_MESSAGE_DISABLED
     else:
-        opens = domain_active
+        source, opens = "domain", domain_active
         reason = None if opens else REASON_DOMAIN_DISABLED
 
     top = domain_top
@@ -89,7 +91,7 @@ def decide_tracking(
         if value is not None:
             top = bool(parse_bool(name, value))
             break
-    return TrackingDecision(opens=opens, top=top, reason=reason)
+    return TrackingDecision(opens=opens, top=top, reason=reason, source=source)
 
 
 def normalise_tags(raw_tags: Iterable[str]) -> list[str]:

@@ -94,6 +94,26 @@ def query_index(table: str, index: str, key_name: str, key_value: str) -> list[d
     return items
 
 
+def query_prefix(table: str, pk: str, sk_prefix: str) -> list[dict]:
+    """Every item of one partition whose sort key starts with a prefix (paginated)."""
+    items: list[dict] = []
+    try:
+        pages = (
+            client("dynamodb")
+            .get_paginator("query")
+            .paginate(
+                TableName=table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                ExpressionAttributeValues={":pk": {"S": pk}, ":prefix": {"S": sk_prefix}},
+            )
+        )
+        for page in pages:
+            items.extend(deserialize(item) for item in page["Items"])
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return items
+
+
 def put_json(bucket: str, key: str, document: object) -> None:
     client("s3").put_object(
         Bucket=bucket,

@@ -231,6 +231,9 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
             {
                 "pk": f"COPY#{copy.copy_hex}",
                 "sk": "COPY",
+                # the copies of one message, by recipient (diagnose, and the events API later)
+                "gsi1pk": f"COPIES#{submission.domain.name}#{bare_id}",
+                "gsi1sk": copy.recipient.lower(),
                 "type": "copy",
                 "s3_key": copy.s3_key,
                 "tracked": copy.tracked,
@@ -283,6 +286,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
         "user_variables": json.dumps(submission.user_variables),
         "recipient_count": len(submission.copies),
         "opens_tracked": submission.opens_tracked,
+        "tracking_source": submission.decision.source,
         "tracking_reason": submission.reason,
         "pixel_at_top": submission.decision.top,
         "testmode": submission.testmode,
@@ -342,6 +346,7 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
         extra={
             "copies": len(submission.copies),
             "opens_tracked": submission.opens_tracked,
+            "tracking_source": submission.decision.source,
             "tracking_reason": submission.reason,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         },
