@@ -4,12 +4,15 @@ transitions, injection stopping and resuming, EMF metrics and the S3 report."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from devstack.dns_server import DnsServer
 from devstack.handlers import load_event, load_handler
+from devstack.tlslab import DAY, LoopbackServer, closed_port, make_ca, make_leaf
 from opentracking import domains, tokens
 from opentracking.config import settings
 from opentracking.forms import Form
@@ -107,6 +110,7 @@ def test_checker_records_states_transitions_metrics_and_report(aws, dns_server, 
         "unhealthy": 1,
         "broke": 1,
         "recovered": 1,
+        "https_broken": 2,  # both valid hosts point at a target with no address here
     }
     assert metric_values(emf, "TrackingDomainsUnhealthy") == [({"service": "opentracking"}, 1.0)]
     assert metric_values(emf, "CnameBroke") == [({"service": "opentracking"}, 1.0)]
@@ -140,3 +144,36 @@ def test_no_domains_still_reports_zero(aws, dns_server, lambda_context, capsys):
     result, emf = run_checker(lambda_context, capsys)
     assert result["totals"]["checked"] == 0
     assert metric_values(emf, "DomainsChecked") == [({"service": "opentracking"}, 0.0)]
+
+
+def test_checker_reports_the_certificate_served_on_valid_tracking_hosts(
+    aws, dns_server, lambda_context, capsys, tmp_path, monkeypatch
+):
+    # GIVEN a tracking host that resolves to a loopback HTTPS server with a trusted 90-day certificate
+    now = int(time.time())
+    ca = make_ca("test CA", now)
+    (tmp_path / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    server = LoopbackServer(
+        cert=make_leaf(tmp_path, "leaf", ["email.tls.example"], now - DAY, now + 90 * DAY, ca)
+    )
+    server.start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("TRACKING_HTTPS_PORT", str(server.port))
+    monkeypatch.setenv("TRACKING_HTTP_PORT", str(closed_port()))
+    put("tls.example", ready=True)
+    dns_server.set_record("email.tls.example", "CNAME", TARGET)
+    dns_server.set_record(TARGET, "A", "127.0.0.1")
+    try:
+        # WHEN the checker runs
+        result, emf = run_checker(lambda_context, capsys)
+    finally:
+        server.stop()
+    # THEN the domain records the certificate, and its days left are a per-domain metric
+    domain = domains.get("tls.example")
+    assert domain.https_status == "ok"
+    assert domain.cert_days_left in (89, 90)  # 90 days from a moment ago
+    assert domain.tracking_record()["https"]["status"] == "ok"
+    assert result["totals"]["https_broken"] == 0
+    assert metric_values(emf, "TrackingCertDaysLeft") == [
+        ({"service": "opentracking", "domain": "tls.example"}, 89.0)
+    ]

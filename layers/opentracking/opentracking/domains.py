@@ -60,6 +60,9 @@ class Domain:
     cname_detail: str | None = None
     cname_found: list[str] = field(default_factory=list)  # the CNAME chain DNS answered ("cached")
     cname_checked_at: float | None = None
+    https_status: str | None = None  # the certificate served on the tracking host (scheduled checker)
+    https_detail: str | None = None
+    cert_days_left: int | None = None
 
     @property
     def tracking_host(self) -> str:
@@ -96,6 +99,9 @@ class Domain:
             cname_detail=item.get("cname_detail"),
             cname_found=list(item.get("cname_found") or []),
             cname_checked_at=number("cname_checked_at"),
+            https_status=item.get("https_status"),
+            https_detail=item.get("https_detail"),
+            cert_days_left=None if item.get("cert_days_left") is None else int(item["cert_days_left"]),
         )
 
     # --- Mailgun shapes ---
@@ -128,6 +134,11 @@ class Domain:
             "status": self.cname_status,
             "detail": self.cname_detail,
             "checked_at": self.cname_checked_at,
+            "https": {
+                "status": self.https_status,
+                "days_left": self.cert_days_left,
+                "detail": self.https_detail,
+            },
         }
 
     def response(self, message: str | None = None) -> dict:

@@ -8,12 +8,13 @@ recovered resumes it), emits EMF metrics per domain and in total, and writes a J
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from opentracking import dns_check, domains, store
+from opentracking import dns_check, domains, https_check, store
 from opentracking.errors import NotFound
 from opentracking.observability import logger, metrics
 
@@ -50,6 +51,11 @@ class DomainHealth:
             "open_tracking": self.after.open_tracking,
             "injecting": self.after.tracking_ready,
             "transition": self.transition,
+            "https": {
+                "status": self.after.https_status,
+                "days_left": self.after.cert_days_left,
+                "detail": self.after.https_detail,
+            },
             "checked_at": self.after.cname_checked_at,
         }
 
@@ -62,9 +68,11 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict:
         resolver=dns_check.make_resolver(),
         max_workers=max_workers,
     )
+    checked = [domain.with_check(result) for domain, result in zip(current, checks, strict=True)]
+    checked = _with_https(checked, max_workers=max_workers)
     results: list[DomainHealth] = []
-    for domain, result in zip(current, checks, strict=True):
-        health = DomainHealth(before=domain, after=domain.with_check(result))
+    for domain, after in zip(current, checked, strict=True):
+        health = DomainHealth(before=domain, after=after)
         try:
             domains.save(health.after)
         except NotFound:
@@ -80,6 +88,7 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict:
         "unhealthy": sum(h.unhealthy for h in results),
         "broke": sum(h.transition == "broke" for h in results),
         "recovered": sum(h.transition == "recovered" for h in results),
+        "https_broken": sum(h.after.https_status not in (None, "ok", "expiring") for h in results),
     }
     metrics.add_metric(name="DomainsChecked", unit=MetricUnit.Count, value=totals["checked"])
     metrics.add_metric(name="DomainsCnameInvalid", unit=MetricUnit.Count, value=totals["invalid"])
@@ -87,6 +96,7 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict:
     metrics.add_metric(name="TrackingDomainsUnhealthy", unit=MetricUnit.Count, value=totals["unhealthy"])
     metrics.add_metric(name="CnameBroke", unit=MetricUnit.Count, value=totals["broke"])
     metrics.add_metric(name="CnameRecovered", unit=MetricUnit.Count, value=totals["recovered"])
+    metrics.add_metric(name="DomainsHttpsBroken", unit=MetricUnit.Count, value=totals["https_broken"])
 
     finished = datetime.now(UTC)
     report = {
@@ -102,6 +112,25 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict:
     return {"report": key, "totals": totals}
 
 
+def _with_https(checked: list[domains.Domain], *, max_workers: int) -> list[domains.Domain]:
+    """The certificate each tracking host serves (the seed's HTTPS failure mode), for hosts whose CNAME
+    is valid: a host that does not resolve to us has nothing of ours to check."""
+
+    def one(domain: domains.Domain) -> domains.Domain:
+        if domain.cname_valid != "valid":
+            return replace(domain, https_status=None, https_detail=None, cert_days_left=None)
+        result = https_check.check_https(domain.tracking_host)
+        return replace(
+            domain,
+            https_status=str(result.status),
+            https_detail=result.detail,
+            cert_days_left=result.days_left,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(checked)))) as pool:
+        return list(pool.map(one, checked))
+
+
 def _record(health: DomainHealth) -> None:
     domain = health.after
     if health.transition:
@@ -110,6 +139,14 @@ def _record(health: DomainHealth) -> None:
             f"tracking CNAME {health.transition}",
             extra={"domain": domain.name, "status": domain.cname_status, "detail": domain.cname_detail},
         )
+    if domain.cert_days_left is not None:
+        with single_metric(
+            name="TrackingCertDaysLeft",
+            unit=MetricUnit.Count,
+            value=domain.cert_days_left,
+            namespace=metrics.namespace,
+        ) as metric:
+            metric.add_dimension(name="domain", value=domain.name)
     with single_metric(
         name="TrackingCnameValid",
         unit=MetricUnit.Count,
