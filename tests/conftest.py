@@ -24,12 +24,13 @@ for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
 
 
 def reset_caches() -> None:
-    from opentracking import api, aws, tokens
+    from opentracking import api, aws, tokens, webhooks
     from opentracking.config import settings
 
     aws.reset_clients()
     tokens.reset_cache()
     api.reset_cache()
+    webhooks.reset_cache()
     settings.cache_clear()
 
 

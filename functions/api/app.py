@@ -6,7 +6,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import api, diagnose, domains
+from opentracking import api, auth, diagnose, domains, reporting
+from opentracking.config import settings
 from opentracking.errors import BadRequest
 from opentracking.forms import Form, parse_form
 from opentracking.observability import logger, metrics, tracer
@@ -119,6 +120,86 @@ def diagnose_tracking(name: str) -> dict:
         message_id=event.get_query_string_value("message-id") or None,
         recipient=event.get_query_string_value("recipient") or None,
     )
+
+
+@app.get("/v1/keys")
+@tracer.capture_method
+def list_keys() -> dict:
+    query = _query()
+    return auth.list_keys(settings().table_name, domain_name=query.get("domain_name"), kind=query.get("kind"))
+
+
+@app.post("/v1/keys")
+@tracer.capture_method
+def create_key() -> dict:
+    form = _form()
+    key = auth.create_key(
+        settings().table_name,
+        kind=form.last("kind"),
+        role=form.last("role"),
+        domain_name=form.last("domain_name"),
+        description=form.last("description"),
+        expiration=form.last("expiration"),
+    )
+    metrics.add_metric(name="ApiKeyCreated", unit="Count", value=1)
+    return key
+
+
+@app.delete("/v1/keys/<key_id>")
+@tracer.capture_method
+def delete_key(key_id: str) -> dict:
+    return auth.delete_key(settings().table_name, key_id)
+
+
+def _base_url() -> str:
+    """Where paging URLs point: the scheme and host the client called."""
+    headers = app.current_event.headers
+    return f"{headers.get('x-forwarded-proto', 'https')}://{headers.get('host', '')}"
+
+
+def _query() -> dict[str, str | None]:
+    return dict(app.current_event.query_string_parameters or {})
+
+
+@app.get("/v3/<domain>/events")
+@app.get("/v3/<domain>/events/<page>")
+@tracer.capture_method
+def list_events(domain: str, page: str | None = None) -> dict:
+    name = domains.get(domain.lower()).name
+    return reporting.query_events(name, _query(), base_url=_base_url(), page=page)
+
+
+@app.get("/v3/<domain>/tags")
+@tracer.capture_method
+def list_tags(domain: str) -> dict:
+    return reporting.list_tags(domains.get(domain.lower()).name, _query(), base_url=_base_url())
+
+
+@app.get("/v3/<domain>/tags/<tag>")
+@tracer.capture_method
+def get_tag(domain: str, tag: str) -> dict:
+    return reporting.get_tag(domains.get(domain.lower()).name, tag)
+
+
+@app.get("/v3/<domain>/tags/<tag>/stats")
+@tracer.capture_method
+def tag_stats(domain: str, tag: str) -> dict:
+    name = domains.get(domain.lower()).name
+    reporting.get_tag(name, tag)
+    query = _query()
+    return reporting.stats(name, tag.lower(), _events_param(query), query)
+
+
+@app.get("/v3/<domain>/stats/total")
+@tracer.capture_method
+def total_stats(domain: str) -> dict:
+    query = _query()
+    return reporting.stats(domains.get(domain.lower()).name, None, _events_param(query), query)
+
+
+def _events_param(query: dict[str, str | None]) -> list[str]:
+    # API Gateway joins repeated query values with commas (event=accepted&event=opened).
+    return [name.strip() for name in (query.get("event") or "").split(",") if name.strip()]
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -1,10 +1,9 @@
 """GET|HEAD /o/{token}: the tracking pixel.
 
 No resolver here on purpose: this is the hot path, and every reader gets the same GIF whatever the
-path, token or headers, even when Secrets Manager or DynamoDB are down.
+path, token or headers, even when Secrets Manager or DynamoDB are down. An open that cannot be verified
+or written within the budget goes to the spill queue instead of being lost.
 """
-
-import time
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -16,24 +15,23 @@ from opentracking.observability import logger, metrics
 
 def _record(event: dict) -> None:
     config = settings()
-    token = (event.get("pathParameters") or {}).get("token") or ""
+    request = pixel.OpenRequest.from_event(event)
+    if not request.token:
+        metrics.add_metric(name="InvalidToken", unit=MetricUnit.Count, value=1)
+        return
     try:
-        claims = tokens.verify_token(tokens.load_keyring(config.token_secret_name, profile="pixel"), token)
+        keyring = tokens.load_keyring(config.token_secret_name, profile="pixel")
+        claims = tokens.verify_token(keyring, request.token)
+        pixel.record_open(config.table_name, pixel.item_for(request, claims, config.event_retention_days))
     except tokens.InvalidToken:
         metrics.add_metric(name="InvalidToken", unit=MetricUnit.Count, value=1)
         return
-    http = (event.get("requestContext") or {}).get("http") or {}
-    now = time.time()
-    item = pixel.open_item(
-        claims,
-        request_id=(event.get("requestContext") or {}).get("requestId") or f"{now:.6f}",
-        source_ip=http.get("sourceIp", ""),
-        user_agent=http.get("userAgent") or (event.get("headers") or {}).get("user-agent", ""),
-        method=http.get("method", "GET"),
-        expires_at=int(now) + config.event_retention_days * 86400,
-        now=now,
-    )
-    pixel.record_open(config.table_name, item)
+    except Exception as exc:
+        # Keys or table out of reach: keep the open for the redrive function.
+        logger.warning("open spilled", extra={"error": type(exc).__name__})
+        pixel.spill(request)
+        metrics.add_metric(name="OpenSpilled", unit=MetricUnit.Count, value=1)
+        return
     metrics.add_metric(name="OpenRecorded", unit=MetricUnit.Count, value=1)
 
 
@@ -42,7 +40,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     try:
         _record(event)
     except Exception as exc:
-        # The reader still gets the image; the failure is logged (no token, no address) and counted.
-        logger.warning("open not recorded", extra={"error": type(exc).__name__})
-        metrics.add_metric(name="OpenWriteFailed", unit=MetricUnit.Count, value=1)
+        # Not even the spill queue answered. The reader still gets the image; the loss is counted.
+        logger.error("open lost", extra={"error": type(exc).__name__})
+        metrics.add_metric(name="OpenLost", unit=MetricUnit.Count, value=1)
     return pixel.gif_response()

@@ -51,4 +51,5 @@ def send_mime(domain: str) -> dict:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    api.register_lambda_context(context)
     return app.resolve(event, context)

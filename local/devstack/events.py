@@ -30,6 +30,7 @@ def make_http_event(
     body: bytes | str | None = None,
     source_ip: str = "127.0.0.1",
     stage: str = "$default",
+    scheme: str = "https",
 ) -> dict:
     """An HTTP API (payload format 2.0) event.
 
@@ -44,6 +45,9 @@ def make_http_event(
             cookies.extend(part.strip() for part in value.split(";") if part.strip())
             continue
         merged[lowered] = f"{merged[lowered]},{value}" if lowered in merged else value
+    # API Gateway adds the forwarding headers a client did not send.
+    merged.setdefault("x-forwarded-for", source_ip)
+    merged.setdefault("x-forwarded-proto", scheme)
     query_parameters: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         query_parameters[name] = f"{query_parameters[name]},{value}" if name in query_parameters else value

@@ -5,6 +5,7 @@ the local stack calls the handlers in-process."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from typing import Any
@@ -134,7 +135,8 @@ def create_queue(
     sqs = session.client("sqs", endpoint_url=endpoint_url)
     name = props.get("QueueName") or _physical_name(stack, logical_id)
     attributes = {
-        key: (json.dumps(value) if isinstance(value, dict) else str(value))
+        # JSON for policies and booleans (SqsManagedSseEnabled: true -> "true"), as CloudFormation sends them.
+        key: (json.dumps(value) if isinstance(value, dict | bool) else str(value))
         for key, value in stack.resolve(
             {k: v for k, v in props.items() if k not in ("QueueName", "Tags")}
         ).items()
@@ -157,12 +159,53 @@ CREATORS = {
 DEPENDENT_CREATORS = {"AWS::S3::BucketPolicy": create_bucket_policy}
 
 
+def _references(value: Any) -> set[str]:
+    """Logical ids a property value points at (Ref, Fn::GetAtt, ${...} in Fn::Sub)."""
+    if isinstance(value, list):
+        return set().union(*(_references(item) for item in value))
+    if not isinstance(value, dict):
+        return set()
+    found: set[str] = set()
+    for key, arg in value.items():
+        if key == "Ref" and isinstance(arg, str):
+            found.add(arg)
+        elif key == "Fn::GetAtt":
+            found.add(arg[0] if isinstance(arg, list) else str(arg).split(".", 1)[0])
+        elif key == "Fn::Sub":
+            text = arg if isinstance(arg, str) else arg[0]
+            found.update(name.split(".", 1)[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", text))
+            found |= set() if isinstance(arg, str) else _references(arg[1])
+        else:
+            found |= _references(arg)
+    return found
+
+
+def _in_dependency_order(resources: dict[str, dict]) -> list[str]:
+    """Logical ids with every resource after those its properties reference (a dead-letter queue before
+    the queue whose RedrivePolicy names it), otherwise in template order."""
+    ordered: list[str] = []
+
+    def visit(logical_id: str, path: tuple[str, ...]) -> None:
+        if logical_id in ordered or logical_id not in resources:
+            return
+        if logical_id in path:
+            raise ValueError(f"circular reference through {' -> '.join((*path, logical_id))}")
+        for dependency in sorted(_references(resources[logical_id].get("Properties", {}))):
+            visit(dependency, (*path, logical_id))
+        ordered.append(logical_id)
+
+    for logical_id in resources:
+        visit(logical_id, ())
+    return ordered
+
+
 def provision(
     stack: Stack, session: boto3.session.Session | None = None, endpoint_url: str | None = None
 ) -> Stack:
     session = session or boto3.session.Session(region_name=stack.region)
     for creators in (CREATORS, DEPENDENT_CREATORS):
-        for logical_id, resource in stack.resources.items():
+        for logical_id in _in_dependency_order(stack.resources):
+            resource = stack.resources[logical_id]
             creator = creators.get(resource["Type"])
             if creator:
                 creator(stack, logical_id, resource.get("Properties", {}), session, endpoint_url)

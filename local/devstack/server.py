@@ -158,6 +158,8 @@ class LocalStack:
         overrides = {
             "OPENTRACKING_NAMESERVERS": self.nameservers,
             "TRACKING_CNAME_TARGET": self.config.cname_target,
+            # Locally, webhook receivers usually run on this machine; on AWS private addresses are refused.
+            "WEBHOOK_ALLOW_PRIVATE_URLS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "1"),
             # Pixel links in locally stored copies use the scheme this server speaks.
             "TRACKING_SCHEME": self.config.scheme,
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -223,6 +225,7 @@ class LocalStack:
             headers=headers,
             body=body if body or method in ("POST", "PUT", "PATCH") else None,
             source_ip=source_ip,
+            scheme=self.config.scheme,
         )
         try:
             result = self.functions[route.function].invoke(event)

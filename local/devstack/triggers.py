@@ -3,6 +3,7 @@ DynamoDB streams and SQS queues polled, with partial batch failures honoured (Re
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 import boto3
 
 from devstack.runtime import Function
+from devstack.streams import jsonable, shard_iterators
 from devstack.template import Stack
 
 _RATE = re.compile(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)")
@@ -54,6 +56,22 @@ class Schedule:
 
     def fire(self) -> object:
         return self.function.invoke(scheduled_event(self.rule_arn))
+
+
+def matches(pattern: object, value: object) -> bool:
+    """Lambda event filtering for the pattern subset templates use: nested keys, lists of exact values."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(
+            k in value and matches(p, value[k]) for k, p in pattern.items()
+        )
+    if isinstance(pattern, list):
+        return value in pattern
+    return pattern == value
+
+
+def record_filter(props: dict) -> Callable[[dict], bool]:
+    patterns = [json.loads(f["Pattern"]) for f in (props.get("FilterCriteria") or {}).get("Filters", [])]
+    return lambda record: not patterns or any(matches(p, record) for p in patterns)
 
 
 def _failed_ids(response: object) -> set[str]:
@@ -126,15 +144,8 @@ class Triggers:
         streams = boto3.client("dynamodbstreams")
         stream_arn = self.stack.resolve(props["Stream"])
         batch_size = int(props.get("BatchSize", 100))
-        shards = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
-        iterators = {
-            shard["ShardId"]: streams.get_shard_iterator(
-                StreamArn=stream_arn,
-                ShardId=shard["ShardId"],
-                ShardIteratorType=props.get("StartingPosition", "TRIM_HORIZON"),
-            )["ShardIterator"]
-            for shard in shards
-        }
+        iterators = shard_iterators(streams, stream_arn, props.get("StartingPosition", "TRIM_HORIZON"))
+        wanted = record_filter(props)
         pending: list[dict] = []
         while not self._stop.is_set():
             for shard_id, iterator in list(iterators.items()):
@@ -143,10 +154,11 @@ class Triggers:
                     iterators[shard_id] = response.get("NextShardIterator") or iterator
                     for record in response.get("Records", []):
                         record.setdefault("eventSourceARN", stream_arn)
-                        pending.append(record)
+                        if wanted(record):
+                            pending.append(record)
             if pending:
                 batch, pending = pending[:batch_size], pending[batch_size:]
-                failed = _failed_ids(function.invoke({"Records": _jsonable(batch)}))
+                failed = _failed_ids(function.invoke({"Records": jsonable(batch)}))
                 # Like Lambda: a partial failure re-delivers from the first failed record on.
                 if failed:
                     first = next(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed)
@@ -191,14 +203,3 @@ class Triggers:
                     QueueUrl=queue_url,
                     Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
                 )
-
-
-def _jsonable(value: object) -> object:
-    """Stream records from boto3 carry datetimes; Lambda delivers epoch numbers."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return value

@@ -1,5 +1,7 @@
 """A real browser opens a stored copy, as a recipient's mail client would: Debian's headless Chromium,
-with the tracking host mapped to the local stack, loads the pixel and the open is recorded."""
+with the tracking host mapped to the local stack and Apple Mail's user agent, loads the pixel; the open is
+recorded, joined into Mailgun's `opened` event that the official SDK reads back, and counted in the tag's
+stats."""
 
 from __future__ import annotations
 
@@ -11,10 +13,15 @@ from email import policy
 
 import pytest
 import requests
+from mailgun.client import Client
+
+from opentracking import bots
 
 DOMAIN = "browser.example.com"
 READER = "browser-reader@example.net"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Apple Mail on macOS renders HTML mail in WebKit and sends this user agent for images.
+APPLE_MAIL = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 
 
 def chromium_flags(user_data_dir, port: int) -> list[str]:
@@ -31,6 +38,7 @@ def chromium_flags(user_data_dir, port: int) -> list[str]:
         f"--user-data-dir={user_data_dir}",
         # The recipient's DNS would send email.<domain> to us; here the tracking host maps to the local stack.
         f"--host-resolver-rules=MAP email.{DOMAIN} 127.0.0.1:{port}",
+        f"--user-agent={APPLE_MAIL}",
         "--virtual-time-budget=5000",
         "--dump-dom",
     ]
@@ -54,6 +62,8 @@ def tracked_copy(local_stack):
     )
     assert response.status_code == 200, response.text
     ((record, data),) = local_stack.copies_of(READER)
+    # A person opens mail later than a scanner does: loads within seconds of acceptance count as machines.
+    time.sleep(max(0.0, float(record["created_at"]) + bots.SCANNER_WINDOW_SECONDS + 1 - time.time()))
     return record, email.message_from_bytes(data, policy=policy.default)
 
 
@@ -87,7 +97,35 @@ def test_chromium_loading_the_copy_records_the_open_for_that_recipient_and_tag(
     raw_open = opens[0]
     assert raw_open["method"]["S"] == "GET"
     assert raw_open["ip"]["S"] == "127.0.0.1"
-    assert "Chrome" in raw_open["user_agent"]["S"]
+    assert raw_open["user_agent"]["S"] == APPLE_MAIL
     # AND the copy it names is that recipient's, with the message's tag
     assert record["recipient"] == READER
     assert record["tags"] == ["browser"]
+
+    # AND the official SDK reads it back as Mailgun's opened event, once the stream consumer has run
+    with Client(auth=("api", local_stack.api_key), api_url=local_stack.api_url) as sdk:
+        deadline, items = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not items:
+            response = sdk.events.get(domain=DOMAIN, filters={"event": "opened", "recipient": READER})
+            assert response.status_code == 200, response.text
+            items = response.json()["items"]
+            time.sleep(0.3)
+        (event,) = items
+        assert (event["event"], event["recipient"], event["tags"]) == ("opened", READER, ["browser"])
+        assert event["client-info"] == {
+            "client-type": "email client",
+            "client-os": "Mac OS X",
+            "client-name": "Apple Mail",
+            "device-type": "desktop",
+            "user-agent": APPLE_MAIL,
+            "bot": "",
+        }
+        assert event["message"]["headers"]["message-id"] == record["message_id"]
+        # AND the tag's stats count it, total and unique
+        stats = sdk.tags_stats.get(
+            domain=DOMAIN, tag_name="browser", filters={"event": ["opened"], "duration": "1d"}
+        )
+        assert stats.status_code == 200, stats.text
+        opened = [row["opened"] for row in stats.json()["stats"]]
+        assert sum(o["total"] for o in opened) == 1
+        assert sum(o["unique"] for o in opened) == 1

@@ -1,7 +1,16 @@
 """Unit tests run in-process under moto and must not reach any network."""
 
+import json
+from urllib.parse import urlencode
+
+import boto3
 import pytest
 from pytest_socket import disable_socket, enable_socket
+
+from devstack.events import make_http_event, pixel_path
+from devstack.handlers import load_handler
+from devstack.streams import read_all
+from opentracking import domains, events
 
 
 @pytest.fixture(autouse=True)
@@ -9,3 +18,86 @@ def _no_network():
     disable_socket(allow_unix_socket=True)
     yield
     enable_socket()
+
+
+OUTLOOK = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17328; Pro)"
+
+
+@pytest.fixture
+def world(aws, lambda_context, basic_auth):
+    domains.put(
+        domains.Domain(
+            name="example.com",
+            cname_target="t.example",
+            tracking_ready=True,
+            cname_valid="valid",
+            open_tracking=True,
+        )
+    )
+    submit, pixel = load_handler("functions/submit"), load_handler("functions/pixel")
+    consumer = load_handler("functions/events")
+    table = boto3.resource("dynamodb").Table(aws.ref("DataTable"))
+
+    class World:
+        def send(self, recipients="a@example.net, b@example.net", tags=("Launch",)) -> str:
+            fields = [
+                ("from", "s@example.com"),
+                ("to", recipients),
+                ("html", "<html><body>hi</body></html>"),
+                ("v:plan", "pro"),
+                *[("o:tag", t) for t in tags],
+            ]
+            event = make_http_event(
+                "POST",
+                "/v3/example.com/messages",
+                route_key="POST /v3/{domain}/messages",
+                path_parameters={"domain": "example.com"},
+                body=urlencode(fields),
+                headers={"authorization": basic_auth, "content-type": "application/x-www-form-urlencoded"},
+            )
+            response = submit.lambda_handler(event, lambda_context)
+            assert response["statusCode"] == 200, response["body"]
+            return json.loads(response["body"])["id"].strip("<>")
+
+        def copy(self, recipient: str) -> dict:
+            return next(i for i in table.scan()["Items"] if i["sk"] == "COPY" and i["recipient"] == recipient)
+
+        def backdate(self, recipient: str, seconds: float = 3600) -> None:
+            """Accepted an hour ago, so an open now is not 'seconds after acceptance'."""
+            copy = self.copy(recipient)
+            table.update_item(
+                Key={"pk": copy["pk"], "sk": "COPY"},
+                UpdateExpression="SET created_at = :t",
+                ExpressionAttributeValues={":t": str(float(copy["created_at"]) - seconds)},
+            )
+
+        def open(self, recipient: str, *, user_agent=OUTLOOK, method="GET", ip="198.51.100.9") -> None:
+            copy = self.copy(recipient)
+            body = boto3.client("s3").get_object(Bucket=aws.ref("MessageBucket"), Key=copy["s3_key"])["Body"]
+            token = body.read().decode().split("/o/", 1)[1].split('"', 1)[0]
+            event = make_http_event(
+                method,
+                pixel_path(token),
+                route_key=f"{method} /o/{{token}}",
+                path_parameters={"token": token},
+                headers={"user-agent": user_agent},
+                source_ip=ip,
+            )
+            pixel.lambda_handler(event, lambda_context)
+
+        def consume(self) -> dict:
+            return consumer.lambda_handler(read_all(aws.get_att("DataTable", "StreamArn")), lambda_context)
+
+        def opened(self) -> list[dict]:
+            items = [i for i in table.scan()["Items"] if i.get("event") == "opened"]
+            return [json.loads(i["payload"]) for i in items]
+
+        def counters(self, tag: str = events.ALL_TAGS) -> dict[str, int]:
+            totals: dict[str, int] = {}
+            for item in table.scan()["Items"]:
+                if item["pk"].startswith(f"STATS#example.com#{tag}#"):
+                    for field in ("accepted_total", "opened_total", "opened_unique", "opened_machine_total"):
+                        totals[field] = totals.get(field, 0) + int(item.get(field, 0))
+            return totals
+
+    return World()

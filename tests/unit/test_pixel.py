@@ -45,6 +45,47 @@ def pixel_event(token: str | None, method: str = "GET", **extra) -> dict:
     )
 
 
+def spilled(stack) -> list[dict]:
+    """Messages waiting on the spill queue (left there: received with no visibility timeout)."""
+    sqs = boto3.client("sqs")
+    found: dict[str, dict] = {}
+    for _ in range(20):
+        batch = sqs.receive_message(
+            QueueUrl=stack.ref("SpillQueue"), MaxNumberOfMessages=10, VisibilityTimeout=0
+        ).get("Messages", [])
+        if not batch:
+            break
+        found.update({m["MessageId"]: m for m in batch})
+    return list(found.values())
+
+
+def redrive(stack, lambda_context, messages: list[dict] | None = None) -> dict:
+    """Run the redrive function on the spilled messages, as its SQS trigger would, deleting what succeeded."""
+    messages = spilled(stack) if messages is None else messages
+    if not messages:
+        return {"batchItemFailures": []}  # SQS never invokes with an empty batch
+    records = [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": {},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": stack.get_att("SpillQueue", "Arn"),
+            "awsRegion": "us-east-1",
+        }
+        for m in messages
+    ]
+    response = load_handler("functions/open_redrive").lambda_handler({"Records": records}, lambda_context)
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    sqs = boto3.client("sqs")
+    for m in messages:
+        if m["MessageId"] not in failed:
+            sqs.delete_message(QueueUrl=stack.ref("SpillQueue"), ReceiptHandle=m["ReceiptHandle"])
+    return response
+
+
 def opens(stack) -> list[dict]:
     table = boto3.resource("dynamodb").Table(stack.ref("DataTable"))
     return [i for i in table.scan()["Items"] if i["sk"].startswith("OPEN#")]
@@ -137,18 +178,83 @@ def test_dynamodb_down_still_serves_the_gif(aws, handler, token, lambda_context,
     assert_gif(response)
     assert time.perf_counter() - started < 5  # bounded: no unbounded retry loop
     assert opens(aws) == []
+    assert len(spilled(aws)) == 1  # kept for the redrive function
 
 
-def test_secret_unavailable_still_serves_the_gif(aws, handler, lambda_context, monkeypatch):
+def test_secret_unavailable_still_serves_the_gif_and_keeps_the_open(
+    aws, handler, token, lambda_context, monkeypatch
+):
+    # GIVEN the pixel cannot read its keys
     monkeypatch.setenv("TOKEN_SECRET_NAME", "no-such-secret")
     settings.cache_clear()
     tokens.reset_cache()
-    assert_gif(
-        handler.lambda_handler(
-            pixel_event("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), lambda_context
-        )
-    )
+    # WHEN a genuine and a forged token arrive
+    forged = "AQ" + "A" * 60
+    assert_gif(handler.lambda_handler(pixel_event(token), lambda_context))
+    assert_gif(handler.lambda_handler(pixel_event(forged), lambda_context))
+    # THEN nothing is written yet: both wait on the spill queue
     assert opens(aws) == []
+    assert len(spilled(aws)) == 2
+    # AND once the keys are back, the redrive writes the genuine one and drops the forgery
+    monkeypatch.setenv("TOKEN_SECRET_NAME", aws.ref("TokenKeysSecret"))
+    settings.cache_clear()
+    tokens.reset_cache()
+    assert redrive(aws, lambda_context) == {"batchItemFailures": []}
+    assert len(opens(aws)) == 1
+
+
+def test_count_in_equals_count_out_under_injected_write_faults(aws, handler, token, lambda_context):
+    # GIVEN DynamoDB failing every third write from the pixel
+    from opentracking.aws import client
+
+    calls = {"n": 0}
+
+    def flaky(**_kwargs):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "PutItem")
+
+    client("dynamodb", "pixel").meta.events.register("before-call.dynamodb.PutItem", flaky)
+    # WHEN 30 opens arrive
+    for _ in range(30):
+        assert_gif(handler.lambda_handler(pixel_event(token), lambda_context))
+    client("dynamodb", "pixel").meta.events.unregister("before-call.dynamodb.PutItem", flaky)
+    assert 0 < len(spilled(aws)) < 30
+    # THEN after the redrive every one of them is recorded, once
+    redrive(aws, lambda_context)
+    assert len(opens(aws)) == 30
+    redrive(aws, lambda_context)  # nothing left, nothing doubled
+    assert len(opens(aws)) == 30
+
+
+def test_redrive_retries_while_dynamodb_is_still_down(aws, handler, token, lambda_context):
+    from opentracking.aws import client
+
+    def fail(**_kwargs):
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "PutItem")
+
+    for profile in ("pixel", "default"):
+        client("dynamodb", profile).meta.events.register("before-call.dynamodb.PutItem", fail)
+    handler.lambda_handler(pixel_event(token), lambda_context)
+    messages = spilled(aws)
+    response = redrive(aws, lambda_context, messages)
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [messages[0]["MessageId"]]
+    for profile in ("pixel", "default"):
+        client("dynamodb", profile).meta.events.unregister("before-call.dynamodb.PutItem", fail)
+    redrive(aws, lambda_context, messages)
+    assert len(opens(aws)) == 1
+
+
+def test_even_with_the_spill_queue_down_the_reader_gets_the_gif(aws, handler, token, lambda_context, capsys):
+    from opentracking.aws import client
+
+    def fail(**_kwargs):
+        raise EndpointConnectionError(endpoint_url="https://unreachable")
+
+    client("dynamodb", "pixel").meta.events.register("before-call.dynamodb.PutItem", fail)
+    client("sqs", "pixel").meta.events.register("before-call.sqs.SendMessage", fail)
+    assert_gif(handler.lambda_handler(pixel_event(token), lambda_context))
+    assert '"OpenLost"' in capsys.readouterr().out  # counted, so the alarm can see it
 
 
 def test_open_item_matches_the_documented_key_layout(aws):

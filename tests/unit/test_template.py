@@ -53,7 +53,10 @@ def test_pixel_may_only_write():
     assert {next(iter(p)) for p in policies} == {
         "DynamoDBWritePolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
+        "SQSSendMessagePolicy",  # the spill queue, nothing else
     }
+    (send,) = [p["SQSSendMessagePolicy"] for p in policies if "SQSSendMessagePolicy" in p]
+    assert send == {"QueueName": {"Fn::GetAtt": ["SpillQueue", "QueueName"]}}
 
 
 def test_globals_carry_runtime_tracing_layer_and_powertools_settings():

@@ -77,13 +77,21 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
 
 
 def require_api_key(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
-    """Powertools middleware: every route of a resolver that uses it needs a valid API key."""
+    """Powertools middleware: every route of a resolver that uses it needs a valid API key, and a domain
+    sending key only reaches the sending routes of its own domain."""
+    event = app.current_event
+    config = settings()
     try:
-        auth.authenticate(app.current_event.headers.get("authorization"), settings().api_keys_secret_name)
+        principal = auth.authenticate(
+            event.headers.get("authorization"), config.api_keys_secret_name, config.table_name
+        )
+        principal.authorize(event.request_context.http.method, event.raw_path)
     except auth.Unauthorized as exc:
         response = error(401, exc.message)
         response.headers["WWW-Authenticate"] = 'Basic realm="MG API"'
         return response
+    except auth.Forbidden as exc:
+        return error(403, exc.message)
     return next_middleware(app)
 
 
@@ -131,6 +139,11 @@ def run_idempotently(table_name: str, request: dict, function, **kwargs):
         config=_IDEMPOTENCY_CONFIG,
     )(function)
     return wrapped(request=request, **kwargs)
+
+
+def register_lambda_context(context: object) -> None:
+    """Lets idempotency records expire with the invocation if it times out mid-way."""
+    _IDEMPOTENCY_CONFIG.register_lambda_context(context)
 
 
 def reset_cache() -> None:

@@ -233,7 +233,11 @@ def verify(name: str) -> Domain:
 
 
 def delete(name: str) -> None:
+    """Delete a domain and its webhooks (a domain created again later starts clean)."""
+    from opentracking import webhooks  # webhooks reads domains: import here, not at module load
+
     get(name)
+    webhooks.delete_all(name)
     store.delete_item(_table(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
 
 

@@ -8,7 +8,10 @@ are also handled.
 from __future__ import annotations
 
 import base64
+import json
+import os
 import time
+from dataclasses import asdict, dataclass
 
 from opentracking.aws import client
 from opentracking.tokens import OpenClaims
@@ -32,6 +35,57 @@ MAX_USER_AGENT = 1024
 def gif_response() -> dict:
     """The API Gateway (payload 2.0) response for every pixel request, whatever happened."""
     return {"statusCode": 200, "headers": dict(PIXEL_HEADERS), "body": _GIF_BODY, "isBase64Encoded": True}
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """What a pixel request carries that an open needs, taken from the API Gateway event."""
+
+    token: str
+    request_id: str
+    source_ip: str
+    user_agent: str
+    method: str
+    at: float
+
+    @classmethod
+    def from_event(cls, event: dict, now: float | None = None) -> OpenRequest:
+        now = time.time() if now is None else now
+        context = event.get("requestContext") or {}
+        http = context.get("http") or {}
+        agent = http.get("userAgent") or (event.get("headers") or {}).get("user-agent", "")
+        return cls(
+            token=(event.get("pathParameters") or {}).get("token") or "",
+            request_id=context.get("requestId") or f"{now:.6f}",
+            source_ip=http.get("sourceIp", ""),
+            user_agent=agent[:MAX_USER_AGENT],
+            method=http.get("method", "GET"),
+            at=now,
+        )
+
+
+def item_for(request: OpenRequest, claims: OpenClaims, retention_days: int) -> dict:
+    return open_item(
+        claims,
+        request_id=request.request_id,
+        source_ip=request.source_ip,
+        user_agent=request.user_agent,
+        method=request.method,
+        expires_at=int(request.at) + retention_days * 86400,
+        now=request.at,
+    )
+
+
+def spill(request: OpenRequest) -> None:
+    """Park an open that could not be written (or verified) on the durable spill queue. The redrive
+    function verifies and writes it later with the same key, so a late write is still one open."""
+    client("sqs", "pixel").send_message(
+        QueueUrl=os.environ["SPILL_QUEUE_URL"], MessageBody=json.dumps(asdict(request))
+    )
+
+
+def from_spill(body: str) -> OpenRequest:
+    return OpenRequest(**json.loads(body))
 
 
 def open_item(
@@ -61,6 +115,6 @@ def open_item(
     }
 
 
-def record_open(table_name: str, item: dict) -> None:
-    """One PutItem, no reads. Retried within the pixel client's budget (see opentracking.aws)."""
-    client("dynamodb", "pixel").put_item(TableName=table_name, Item=item)
+def record_open(table_name: str, item: dict, *, profile: str = "pixel") -> None:
+    """One PutItem, no reads. On the pixel, retried within its small budget (see opentracking.aws)."""
+    client("dynamodb", profile).put_item(TableName=table_name, Item=item)

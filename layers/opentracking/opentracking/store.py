@@ -95,17 +95,17 @@ def query_index(table: str, index: str, key_name: str, key_value: str) -> list[d
 
 
 def query_prefix(table: str, pk: str, sk_prefix: str) -> list[dict]:
-    """Every item of one partition whose sort key starts with a prefix (paginated)."""
+    """Every item of one partition whose sort key starts with a prefix ("" for all), paginated."""
     items: list[dict] = []
+    condition, values = "pk = :pk", {":pk": {"S": pk}}
+    if sk_prefix:
+        condition += " AND begins_with(sk, :prefix)"
+        values[":prefix"] = {"S": sk_prefix}
     try:
         pages = (
             client("dynamodb")
             .get_paginator("query")
-            .paginate(
-                TableName=table,
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-                ExpressionAttributeValues={":pk": {"S": pk}, ":prefix": {"S": sk_prefix}},
-            )
+            .paginate(TableName=table, KeyConditionExpression=condition, ExpressionAttributeValues=values)
         )
         for page in pages:
             items.extend(deserialize(item) for item in page["Items"])

@@ -1,0 +1,63 @@
+"""Mailgun domain webhooks: create, list, get, update and delete the URLs an event type is POSTed to."""
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from opentracking import api, webhooks
+from opentracking.forms import Form, parse_form
+from opentracking.observability import logger, metrics, tracer
+
+app = APIGatewayHttpResolver()
+app.use(middlewares=[api.require_api_key])
+api.register_error_handlers(app)
+
+
+def _form() -> Form:
+    event = app.current_event
+    body = api.raw_body(event)
+    if not body:
+        return Form()
+    return parse_form(event.headers.get("content-type"), body)
+
+
+@app.get("/v3/domains/<name>/webhooks")
+@tracer.capture_method
+def list_webhooks(name: str) -> dict:
+    return {"webhooks": {hook.id: hook.mailgun() for hook in webhooks.list_webhooks(name.lower())}}
+
+
+@app.post("/v3/domains/<name>/webhooks")
+@tracer.capture_method
+def create_webhook(name: str) -> dict:
+    form = _form()
+    webhook = webhooks.create(name.lower(), form.last("id"), form.all("url"))
+    metrics.add_metric(name="WebhookCreated", unit="Count", value=1)
+    return {"message": "Webhook has been created", "webhook": webhook.mailgun()}
+
+
+@app.get("/v3/domains/<name>/webhooks/<webhook_id>")
+@tracer.capture_method
+def get_webhook(name: str, webhook_id: str) -> dict:
+    return {"webhook": webhooks.get(name.lower(), webhook_id).mailgun()}
+
+
+@app.put("/v3/domains/<name>/webhooks/<webhook_id>")
+@tracer.capture_method
+def update_webhook(name: str, webhook_id: str) -> dict:
+    webhook = webhooks.update(name.lower(), webhook_id, _form().all("url"))
+    return {"message": "Webhook has been updated", "webhook": webhook.mailgun()}
+
+
+@app.delete("/v3/domains/<name>/webhooks/<webhook_id>")
+@tracer.capture_method
+def delete_webhook(name: str, webhook_id: str) -> dict:
+    webhook = webhooks.delete(name.lower(), webhook_id)
+    return {"message": "Webhook has been deleted", "webhook": webhook.mailgun()}
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

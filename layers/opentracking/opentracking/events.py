@@ -1,0 +1,244 @@
+"""The read side's writer: the DynamoDB stream consumer's logic.
+
+A raw open (one PutItem on the pixel's hot path) is joined here with its copy record into Mailgun's
+`opened` event: recipient, tags, user variables, client info, bot verdict and geolocation. Uniqueness,
+counters and webhooks happen here too, idempotently, because streams deliver at least once:
+
+- the event's id is derived from the raw open's key, and the event item is put only if absent, in the
+  same transaction as the "total" counter increments: a replay cancels the transaction and counts nothing;
+- the first human open of a copy puts a UNIQUE marker, in one transaction with the "unique" increments;
+- an `accepted` event (written by the submission) is counted once through a COUNTED marker.
+
+Counters are per domain and per tag by hour, sharded over SHARDS items so that no partition runs hot in a
+big campaign; readers sum the shards.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from botocore.exceptions import ClientError
+
+from opentracking import bots, client_info, store, webhooks
+from opentracking.aws import client
+from opentracking.config import settings
+from opentracking.observability import logger, metrics
+
+SHARDS = 4
+ALL_TAGS = "_all"
+UNKNOWN_LOCATION = {"country": "Unknown", "region": "Unknown", "city": "Unknown"}
+
+
+def stats_retention_days() -> int:
+    return int(os.environ.get("STATS_RETENTION_DAYS", "400"))
+
+
+def event_id_for(pk: str, sk: str) -> str:
+    """A stable, Mailgun-looking id (22 url-safe characters) for the event made from one raw item."""
+    digest = hashlib.sha256(f"{pk}\x00{sk}".encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def hour_bucket(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H")
+
+
+def _shard(event_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:2], "big") % SHARDS
+
+
+def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict:
+    return {"pk": {"S": f"STATS#{domain}#{tag}#{shard}"}, "sk": {"S": f"H#{hour_bucket(timestamp)}"}}
+
+
+def _counter_updates(
+    table: str, domain: str, tags: list[str], event_id: str, timestamp: float, increments: dict[str, int]
+) -> list[dict]:
+    expires = int(timestamp) + stats_retention_days() * 86400
+    names = {f"#f{i}": field for i, field in enumerate(increments)}
+    values = {f":v{i}": {"N": str(value)} for i, value in enumerate(increments.values())}
+    values[":exp"] = {"N": str(expires)}
+    add = ", ".join(f"#f{i} :v{i}" for i in range(len(increments)))
+    shard = _shard(event_id)
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": counter_key(domain, tag, shard, timestamp),
+                "UpdateExpression": f"ADD {add} SET expires_at = if_not_exists(expires_at, :exp)",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+        for tag in [ALL_TAGS, *tags]
+    ]
+
+
+def _put_if_absent(table: str, item: dict) -> dict:
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": store.serialize(item),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+
+
+def _transact(operations: list[dict]) -> bool:
+    """Run the transaction; False when its first (conditional) put found the item already there."""
+    try:
+        client("dynamodb").transact_write_items(TransactItems=operations)
+    except ClientError as exc:
+        reasons = exc.response.get("CancellationReasons") or []
+        if (
+            exc.response["Error"]["Code"] == "TransactionCanceledException"
+            and reasons
+            and (reasons[0].get("Code") == "ConditionalCheckFailed")
+        ):
+            return False
+        raise
+    return True
+
+
+def _plain(value: object) -> object:
+    """Stream images carry Decimals; events are JSON."""
+    if isinstance(value, Decimal):
+        return int(value) if value == int(value) else float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def opened_event(raw: dict, copy: dict, verdict: bots.BotVerdict, event_id: str) -> dict:
+    return {
+        "event": "opened",
+        "id": event_id,
+        "timestamp": float(raw["ts"]),
+        "log-level": "info",
+        "recipient": copy["recipient"],
+        "recipient-domain": copy.get("recipient_domain") or copy["recipient"].rpartition("@")[2].lower(),
+        "tags": list(copy.get("tags") or []),
+        "user-variables": json.loads(copy.get("user_variables") or "{}"),
+        "ip": raw.get("ip", ""),
+        "geolocation": dict(UNKNOWN_LOCATION),
+        "client-info": client_info.describe(raw.get("user_agent", ""), verdict),
+        "message": {"headers": {"message-id": copy["message_id"]}},
+        # opentracking's additions: why the open was (not) judged a bot, and how the pixel was requested
+        "bot-reason": verdict.reason,
+        "method": raw.get("method", "GET"),
+    }
+
+
+def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
+    table = settings().table_name
+    copy_pk = raw["pk"]
+    if copy_pk not in copies:
+        copies[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
+    copy = copies[copy_pk]
+    if copy is None:
+        # The copy expired or never existed (a token for a deleted message): nothing to join.
+        metrics.add_metric(name="OpenWithoutCopy", unit="Count", value=1)
+        return
+    timestamp = float(raw["ts"])
+    verdict = bots.classify(
+        method=raw.get("method", "GET"),
+        user_agent=raw.get("user_agent", ""),
+        seconds_after_accept=timestamp - float(copy.get("created_at") or timestamp),
+    )
+    event_id = event_id_for(raw["pk"], raw["sk"])
+    event = opened_event(raw, copy, verdict, event_id)
+    domain, tags = copy["domain"], list(copy.get("tags") or [])
+    item = {
+        "pk": copy_pk,
+        "sk": f"EVENT#{timestamp:017.6f}#opened#{event_id}",
+        "type": "event",
+        "event": "opened",
+        "payload": json.dumps(event),
+        "gsi1pk": f"EVENTS#{domain}",
+        "gsi1sk": f"{timestamp:017.6f}#{event_id}",
+        "domain": domain,
+        "recipient": copy["recipient"],
+        "message_id": copy["message_id"],
+        "tags": tags,
+        "bot": verdict.bot,
+        "expires_at": int(timestamp) + settings().event_retention_days * 86400,
+    }
+    machine = 1 if verdict.bot else 0
+    is_new = _transact(
+        [
+            _put_if_absent(table, item),
+            *_counter_updates(
+                table, domain, tags, event_id, timestamp, {"opened_total": 1, "opened_machine_total": machine}
+            ),
+        ]
+    )
+    if not verdict.bot:
+        # The first human open of this copy is its unique open (idempotent on its own marker).
+        marker = {
+            "pk": copy_pk,
+            "sk": "UNIQUE#opened",
+            "event_id": event_id,
+            "expires_at": item["expires_at"],
+        }
+        if _transact(
+            [
+                _put_if_absent(table, marker),
+                *_counter_updates(table, domain, tags, event_id, timestamp, {"opened_unique": 1}),
+            ]
+        ):
+            metrics.add_metric(name="UniqueOpens", unit="Count", value=1)
+    if is_new:
+        metrics.add_metric(
+            name="OpenedEvents" if not verdict.bot else "MachineOpenedEvents", unit="Count", value=1
+        )
+    # Webhooks after the event is stored; a replay enqueues again (receivers deduplicate on the id).
+    webhooks.enqueue(domain, event)
+
+
+def handle_accepted(item: dict) -> None:
+    table = settings().table_name
+    event = json.loads(item["payload"])
+    timestamp = float(event["timestamp"])
+    domain, tags = item["domain"], list(item.get("tags") or [])
+    marker = {"pk": item["pk"], "sk": f"COUNTED#{event['id']}", "expires_at": item.get("expires_at")}
+    tag_updates = [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": {"pk": {"S": f"TAGS#{domain}"}, "sk": {"S": tag}},
+                "UpdateExpression": "SET first_seen = if_not_exists(first_seen, :t), last_seen = :t, "
+                "expires_at = :exp",
+                "ExpressionAttributeValues": {
+                    ":t": {"N": str(timestamp)},
+                    ":exp": {"N": str(int(timestamp) + stats_retention_days() * 86400)},
+                },
+            }
+        }
+        for tag in tags
+    ]
+    _transact(
+        [
+            _put_if_absent(table, marker),
+            *_counter_updates(table, domain, tags, event["id"], timestamp, {"accepted_total": 1}),
+            *tag_updates,
+        ]
+    )
+
+
+def handle_image(image: dict, copies: dict[str, dict | None]) -> None:
+    """One new item from the stream: raw opens and accepted events are processed, the rest ignored."""
+    image = _plain(image)
+    kind = image.get("type")
+    if kind == "open":
+        handle_open(image, copies)
+    elif kind == "event" and image.get("event") == "accepted":
+        handle_accepted(image)
+    else:
+        logger.debug("stream record ignored", extra={"type": kind})

@@ -1,0 +1,606 @@
+"""Mailgun webhooks: each domain's webhook URLs per event type, and their signed, retried delivery.
+
+Management, in the shapes of Mailgun's v3 domain webhooks: one item per domain and webhook type,
+`DOMAIN#{domain}` / `WEBHOOK#{id}`, holding 1 to 3 http(s) URLs. Only the types this deployment produces
+events for can be configured (`SUPPORTED_WEBHOOKS`); the others Mailgun knows get a clear 400.
+
+Delivery:
+
+- `enqueue(domain, event)` (the events stream consumer) reads the domain's URLs for the event's type (one
+  DynamoDB read, cached briefly per container) and sends one SQS message per URL in one SendMessageBatch:
+  `{"url", "domain", "event", "attempt": 0, "first_attempt_at"}`.
+- `process(body)` (the sender, one SQS record) POSTs `{"signature": {timestamp, token, signature},
+  "event-data": event}` as JSON, signed as Mailgun signs: hex HMAC-SHA256 of timestamp + token, keyed with
+  the webhook signing key (`WebhookSigningKeySecret`, `{"key": "<value>"}`).
+  2xx: delivered. 406: the receiver refused it, never retried. Anything else, a timeout or a network error:
+  retried on Mailgun's schedule by sending the message again with a delay (SQS delays stop at 15 minutes,
+  so a longer wait is a chain of delays until `next_at`); once the schedule is spent the message goes to
+  the dead-letter queue, from which a redrive starts a fresh schedule.
+- Every attempt carries the event's own, stable `id`, so receivers can deduplicate; the sender also skips
+  a URL it already delivered an event to (a `WEBHOOK_SENT#{event id}` marker), which absorbs the stream's
+  at-least-once replays.
+- Targets that resolve to loopback, private or link-local addresses are refused (no retry) unless
+  WEBHOOK_ALLOW_PRIVATE_URLS is set: the sender runs inside the VPC-less Lambda sandbox, next to the
+  runtime API, and must not be a proxy into it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from functools import cache
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
+
+from opentracking import domains, store
+from opentracking.aws import client
+from opentracking.errors import BadRequest, NotFound, OpenTrackingError, StorageUnavailable
+from opentracking.observability import logger, metrics
+from opentracking.tokens import secrets_provider
+
+# Every webhook type Mailgun has; the ones this deployment produces events for can be configured.
+MAILGUN_WEBHOOKS = (
+    "accepted",
+    "clicked",
+    "complained",
+    "delivered",
+    "opened",
+    "permanent_fail",
+    "temporary_fail",
+    "unsubscribed",
+)
+SUPPORTED_WEBHOOKS = frozenset({"opened"})
+MAX_URLS = 3
+MAX_URL_LENGTH = 2048
+# Mailgun retries for about 8 hours: 5 min, 10 min, 15 min, 1 h, 2 h, 4 h (its "Automatic Retries" page).
+RETRY_SCHEDULE: tuple[int, ...] = (300, 600, 900, 3600, 7200, 14400)
+MAX_SQS_DELAY = 900
+DELIVERY_TIMEOUT = 10.0
+TARGETS_CACHE_SECONDS = 30.0
+SENT_MARKER_SECONDS = 2 * 86400  # longer than the schedule, so a late replay is still recognised
+_SEND_ROUNDS = 3
+
+
+class ConfigurationError(OpenTrackingError):
+    """A webhook environment variable is missing or malformed."""
+
+
+# --- management ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Webhook:
+    domain: str
+    id: str
+    urls: tuple[str, ...]
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_item(self) -> dict:
+        return {
+            "pk": f"DOMAIN#{self.domain}",
+            "sk": f"WEBHOOK#{self.id}",
+            "type": "webhook",
+            "domain": self.domain,
+            "webhook": self.id,
+            "urls": list(self.urls),
+            "created_at": str(self.created_at),
+            "updated_at": str(self.updated_at),
+        }
+
+    @classmethod
+    def from_item(cls, item: dict) -> Webhook:
+        return cls(
+            domain=item["domain"],
+            id=item["webhook"],
+            urls=tuple(item.get("urls") or ()),
+            created_at=float(item.get("created_at") or 0),
+            updated_at=float(item.get("updated_at") or 0),
+        )
+
+    def mailgun(self) -> dict:
+        return {"urls": list(self.urls)}
+
+
+def _table() -> str:
+    from opentracking.config import settings
+
+    return settings().table_name
+
+
+def _key(domain: str, webhook_id: str) -> dict:
+    return {"pk": f"DOMAIN#{domain}", "sk": f"WEBHOOK#{webhook_id}"}
+
+
+def normalise_id(raw: str | None) -> str:
+    """A webhook type this deployment can deliver; BadRequest for a missing, unknown or unsupported one."""
+    name = (raw or "").strip().lower()
+    if not name:
+        raise BadRequest("'id' parameter is missing")
+    if name not in MAILGUN_WEBHOOKS:
+        raise BadRequest(f"Invalid webhook id '{name}': expected one of {', '.join(MAILGUN_WEBHOOKS)}")
+    if name not in SUPPORTED_WEBHOOKS:
+        raise BadRequest(
+            f"Webhook '{name}' is not supported: this deployment produces "
+            f"{', '.join(sorted(SUPPORTED_WEBHOOKS))} events only"
+        )
+    return name
+
+
+def normalise_urls(values: Iterable[str]) -> tuple[str, ...]:
+    """1 to 3 distinct absolute http(s) URLs, in the order given."""
+    urls: list[str] = []
+    for value in values:
+        url = value.strip()
+        if url and url not in urls:
+            urls.append(url)
+    if not urls:
+        raise BadRequest("'url' parameter is missing")
+    if len(urls) > MAX_URLS:
+        raise BadRequest(f"A webhook takes at most {MAX_URLS} urls")
+    for url in urls:
+        if not _is_http_url(url):
+            raise BadRequest(f"'{url}' is not a valid http or https URL")
+    return tuple(urls)
+
+
+def _is_http_url(url: str) -> bool:
+    if len(url) > MAX_URL_LENGTH or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def list_webhooks(domain: str) -> list[Webhook]:
+    domains.get(domain)
+    items = store.query_prefix(_table(), f"DOMAIN#{domain}", "WEBHOOK#")
+    return sorted((Webhook.from_item(item) for item in items), key=lambda webhook: webhook.id)
+
+
+def get(domain: str, webhook_id: str) -> Webhook:
+    domains.get(domain)
+    name = (webhook_id or "").strip().lower()
+    item = store.get_item(_table(), _key(domain, name)) if name in MAILGUN_WEBHOOKS else None
+    if item is None:
+        raise NotFound(f"Webhook not found: {name}")
+    return Webhook.from_item(item)
+
+
+def create(domain: str, webhook_id: str | None, urls: Iterable[str]) -> Webhook:
+    domains.get(domain)
+    now = time.time()
+    webhook = Webhook(domain, normalise_id(webhook_id), normalise_urls(urls), created_at=now, updated_at=now)
+    _put(webhook, condition="attribute_not_exists(pk)", conflict=BadRequest("Webhook already exists"))
+    return webhook
+
+
+def update(domain: str, webhook_id: str, urls: Iterable[str]) -> Webhook:
+    current = get(domain, webhook_id)
+    webhook = replace(current, urls=normalise_urls(urls), updated_at=time.time())
+    _put(webhook, condition="attribute_exists(pk)", conflict=NotFound(f"Webhook not found: {webhook.id}"))
+    return webhook
+
+
+def delete(domain: str, webhook_id: str) -> Webhook:
+    webhook = get(domain, webhook_id)
+    store.delete_item(_table(), _key(domain, webhook.id))
+    _forget(domain)
+    return webhook
+
+
+def delete_all(domain: str) -> None:
+    """Remove every webhook of a domain (call it when the domain is deleted)."""
+    items = store.query_prefix(_table(), f"DOMAIN#{domain}", "WEBHOOK#")
+    store.batch_delete(_table(), [{"pk": item["pk"], "sk": item["sk"]} for item in items])
+    _forget(domain)
+
+
+def _put(webhook: Webhook, *, condition: str, conflict: OpenTrackingError) -> None:
+    try:
+        store.put_item(_table(), webhook.to_item(), condition=condition)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise conflict from None
+        raise StorageUnavailable("The webhook store is unavailable, please retry") from exc
+    _forget(webhook.domain)
+
+
+# --- enqueue (the events consumer) -----------------------------------------------------------------
+
+_targets_cache: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+_targets_lock = threading.Lock()
+
+
+def targets(domain: str, event_name: str) -> tuple[str, ...]:
+    """The URLs configured for one domain and event type: one consistent read, then cached for
+    TARGETS_CACHE_SECONDS per container (a change made elsewhere applies within that time)."""
+    key = (domain, event_name)
+    now = time.monotonic()
+    with _targets_lock:
+        cached = _targets_cache.get(key)
+    if cached and cached[0] > now:
+        return cached[1]
+    item = store.get_item(_table(), _key(domain, event_name))
+    urls = tuple(item.get("urls") or ()) if item else ()
+    with _targets_lock:
+        _targets_cache[key] = (now + TARGETS_CACHE_SECONDS, urls)
+    return urls
+
+
+def _forget(domain: str) -> None:
+    with _targets_lock:
+        for key in [key for key in _targets_cache if key[0] == domain]:
+            del _targets_cache[key]
+
+
+def reset_cache() -> None:
+    with _targets_lock:
+        _targets_cache.clear()
+    delivery_config.cache_clear()
+
+
+def _queue_url() -> str:
+    url = os.environ.get("WEBHOOK_QUEUE_URL", "").strip()
+    if not url:
+        raise ConfigurationError("environment variable WEBHOOK_QUEUE_URL is not set")
+    return url
+
+
+def enqueue(domain: str, event: dict, *, now: Callable[[], float] = time.time) -> int:
+    """Queue one delivery per URL configured for the event's type; the number queued (0: none set)."""
+    event_name = str(event.get("event") or "")
+    if event_name not in SUPPORTED_WEBHOOKS:
+        return 0
+    urls = targets(domain, event_name)
+    if not urls:
+        return 0
+    started = now()
+    bodies = [
+        Delivery(url=url, domain=domain, event=event, first_attempt_at=started).to_body() for url in urls
+    ]
+    _send_batch(_queue_url(), bodies)
+    metrics.add_metric(name="WebhooksQueued", unit=MetricUnit.Count, value=len(bodies))
+    return len(bodies)
+
+
+def _send_batch(queue_url: str, bodies: list[str]) -> None:
+    pending = {str(index): body for index, body in enumerate(bodies)}
+    sqs = client("sqs")
+    for attempt in range(_SEND_ROUNDS):
+        try:
+            response = sqs.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": id_, "MessageBody": body} for id_, body in pending.items()],
+            )
+        except store.AWS_ERRORS as exc:
+            raise StorageUnavailable("The webhook queue is unavailable, please retry") from exc
+        failed = {entry["Id"] for entry in response.get("Failed") or []}
+        pending = {id_: body for id_, body in pending.items() if id_ in failed}
+        if not pending:
+            return
+        time.sleep(0.05 * 2**attempt)
+    raise StorageUnavailable("The webhook queue kept refusing messages, please retry")
+
+
+# --- signing ---------------------------------------------------------------------------------------
+
+
+def sign(key: str, timestamp: str, token: str) -> str:
+    """Mailgun's webhook signature: hex HMAC-SHA256 of timestamp + token, keyed with the signing key."""
+    return hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+
+
+def verify(key: str, timestamp: str, token: str, signature: str) -> bool:
+    """What a receiver does with a webhook's `signature` object, in constant time."""
+    if not all(isinstance(value, str) for value in (key, timestamp, token, signature)):
+        return False
+    expected = sign(key, timestamp, token).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
+
+
+def signed_payload(key: str, event: dict, *, now: Callable[[], float] = time.time) -> dict:
+    """The POST body: a fresh timestamp and 50-character token for every attempt, and the event."""
+    timestamp, token = str(int(now())), secrets.token_hex(25)
+    return {
+        "signature": {"timestamp": timestamp, "token": token, "signature": sign(key, timestamp, token)},
+        "event-data": event,
+    }
+
+
+def signing_key(secret_name: str) -> str:
+    """The key in the signing-key secret ({"key": "<value>"}), cached by Powertools parameters."""
+    secret = secrets_provider().get(secret_name)
+    try:
+        document = json.loads(secret) if isinstance(secret, str) else None
+    except ValueError:
+        document = None
+    key = document.get("key") if isinstance(document, dict) else None
+    if not key:
+        raise ConfigurationError('the webhook signing key secret must be {"key": "<value>"}')
+    return str(key)
+
+
+# --- delivery (the sender) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One queued POST of one event to one URL (the SQS message body)."""
+
+    url: str
+    domain: str
+    event: dict
+    attempt: int = 0  # deliveries tried before this one
+    first_attempt_at: float = 0.0
+    next_at: float | None = None  # not before this time (a wait longer than SQS's 15-minute delay)
+    last_error: str | None = None  # the previous attempt's HTTP status or error type
+    dead_lettered_at: float | None = None
+
+    def to_body(self) -> str:
+        return json.dumps({key: value for key, value in asdict(self).items() if value is not None})
+
+    @classmethod
+    def from_body(cls, body: str) -> Delivery:
+        """Raise ValueError for anything that is not a delivery message."""
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        try:
+            delivery = cls(
+                url=str(document["url"]),
+                domain=str(document["domain"]),
+                event=document["event"],
+                attempt=int(document.get("attempt", 0)),
+                first_attempt_at=float(document.get("first_attempt_at", 0)),
+                next_at=None if document.get("next_at") is None else float(document["next_at"]),
+                last_error=document.get("last_error"),
+                dead_lettered_at=(
+                    None if document.get("dead_lettered_at") is None else float(document["dead_lettered_at"])
+                ),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or malformed field: {exc}") from exc
+        if not isinstance(delivery.event, dict) or delivery.attempt < 0 or not _is_http_url(delivery.url):
+            raise ValueError("malformed event, attempt or url")
+        return delivery
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # 406: the receiver does not want it; never retried
+    REFUSED = "refused"  # the URL resolves to an address the sender must not reach
+    DUPLICATE = "duplicate"  # already delivered to this URL
+    RETRY_SCHEDULED = "retry_scheduled"
+    WAITING = "waiting"  # not due yet: delayed again
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    queue_url: str
+    dead_letter_queue_url: str
+    signing_key_secret: str
+    schedule: tuple[int, ...] = RETRY_SCHEDULE
+    timeout: float = DELIVERY_TIMEOUT
+    allow_private_urls: bool = False
+
+    @classmethod
+    def from_env(cls) -> DeliveryConfig:
+        def required(name: str) -> str:
+            value = os.environ.get(name, "").strip()
+            if not value:
+                raise ConfigurationError(f"environment variable {name} is not set")
+            return value
+
+        return cls(
+            queue_url=required("WEBHOOK_QUEUE_URL"),
+            dead_letter_queue_url=required("WEBHOOK_DEAD_LETTER_QUEUE_URL"),
+            signing_key_secret=required("WEBHOOK_SIGNING_KEY_SECRET"),
+            schedule=parse_schedule(os.environ.get("WEBHOOK_RETRY_SCHEDULE", "")),
+            allow_private_urls=os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "").strip().lower()
+            in ("1", "true", "yes"),
+        )
+
+
+def parse_schedule(text: str) -> tuple[int, ...]:
+    """WEBHOOK_RETRY_SCHEDULE: comma-separated seconds between attempts; empty: Mailgun's schedule."""
+    if not text.strip():
+        return RETRY_SCHEDULE
+    try:
+        schedule = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigurationError("WEBHOOK_RETRY_SCHEDULE must be comma-separated whole seconds") from None
+    if any(seconds < 0 for seconds in schedule):
+        raise ConfigurationError("WEBHOOK_RETRY_SCHEDULE values must not be negative")
+    return schedule
+
+
+@cache
+def delivery_config() -> DeliveryConfig:
+    return DeliveryConfig.from_env()
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer like any other non-2xx: the POST is retried, never re-sent elsewhere."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def post_json(url: str, body: bytes, timeout: float) -> int:
+    """POST a JSON body; the HTTP status. Network errors and timeouts raise OSError (or HTTPException).
+
+    Credentials in the URL (`https://user:pass@host/...`) are sent as HTTP Basic auth."""
+    parts = urlsplit(url)
+    headers = {"Content-Type": "application/json", "User-Agent": "opentracking-webhooks/1.0"}
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        url = urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) only
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+    except urllib.error.URLError as exc:  # name the underlying failure (refused, timed out, unresolvable)
+        if isinstance(exc.reason, OSError):
+            raise exc.reason from None
+        raise
+
+
+def is_public_target(url: str) -> bool:
+    """Whether every address the URL's host resolves to is a global one. OSError if it does not resolve."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM):
+        try:
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        except ValueError:
+            return False
+        if not address.is_global:
+            return False
+    return True
+
+
+def _sent_key(delivery: Delivery) -> dict:
+    return {
+        "pk": f"WEBHOOK_SENT#{delivery.event.get('id')}",
+        "sk": hashlib.sha256(delivery.url.encode()).hexdigest()[:32],
+    }
+
+
+def _already_sent(delivery: Delivery) -> bool:
+    if not delivery.event.get("id"):
+        return False
+    try:
+        return store.get_item(_table(), _sent_key(delivery)) is not None
+    except OpenTrackingError:
+        return False  # when in doubt, deliver: the id lets the receiver deduplicate
+
+
+def _mark_sent(delivery: Delivery, now: float) -> None:
+    if not delivery.event.get("id"):
+        return
+    item = {**_sent_key(delivery), "type": "webhook_sent", "expires_at": int(now) + SENT_MARKER_SECONDS}
+    try:
+        store.put_item(_table(), item)
+    except (OpenTrackingError, ClientError) as exc:
+        logger.warning("webhook delivery marker not stored", extra={"error": type(exc).__name__})
+
+
+def _log_fields(delivery: Delivery) -> dict:
+    # No addresses in logs: the domain, the event id, the receiver's host, the attempt.
+    return {
+        "domain": delivery.domain,
+        "event_id": delivery.event.get("id"),
+        "webhook_host": urlsplit(delivery.url).hostname,
+        "attempt": delivery.attempt,
+    }
+
+
+def _send_one(queue_url: str, body: str, delay: float) -> None:
+    seconds = max(0, min(MAX_SQS_DELAY, math.ceil(delay)))
+    try:
+        client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=seconds)
+    except store.AWS_ERRORS as exc:
+        raise StorageUnavailable("The webhook queue is unavailable") from exc
+
+
+def process(
+    body: str,
+    *,
+    config: DeliveryConfig | None = None,
+    now: Callable[[], float] = time.time,
+    post: Callable[[str, bytes, float], int] = post_json,
+) -> Outcome:
+    """Handle one queued delivery. Raises only when the outcome could not be recorded (SQS down): the
+    message then comes back after its visibility timeout, and the queue's redrive policy bounds that."""
+    config = config or delivery_config()
+    try:
+        delivery = Delivery.from_body(body)
+    except ValueError as exc:
+        logger.error("malformed webhook delivery dead-lettered", extra={"error": str(exc)[:200]})
+        _send_one(config.dead_letter_queue_url, body, 0)
+        metrics.add_metric(name="WebhookDeadLettered", unit=MetricUnit.Count, value=1)
+        return Outcome.DEAD_LETTERED
+
+    current = now()
+    if delivery.dead_lettered_at is not None:  # redriven from the dead-letter queue: a fresh schedule
+        delivery = replace(delivery, attempt=0, first_attempt_at=current, next_at=None, dead_lettered_at=None)
+    if delivery.next_at is not None and delivery.next_at > current + 1:
+        _send_one(config.queue_url, delivery.to_body(), delivery.next_at - current)
+        return Outcome.WAITING
+    fields = _log_fields(delivery)
+    if _already_sent(delivery):
+        logger.info("webhook already delivered", extra=fields)
+        metrics.add_metric(name="WebhookDuplicate", unit=MetricUnit.Count, value=1)
+        return Outcome.DUPLICATE
+
+    status: int | None = None
+    try:
+        if not config.allow_private_urls and not is_public_target(delivery.url):
+            logger.warning("webhook target refused: not a public address", extra=fields)
+            metrics.add_metric(name="WebhookRefused", unit=MetricUnit.Count, value=1)
+            return Outcome.REFUSED
+        payload = json.dumps(signed_payload(signing_key(config.signing_key_secret), delivery.event, now=now))
+        status = post(delivery.url, payload.encode(), config.timeout)
+        error = str(status)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        error = type(exc).__name__
+
+    if status is not None and 200 <= status < 300:
+        _mark_sent(delivery, current)
+        logger.info("webhook delivered", extra={**fields, "status": status})
+        metrics.add_metric(name="WebhookDelivered", unit=MetricUnit.Count, value=1)
+        return Outcome.DELIVERED
+    if status == 406:
+        logger.warning("webhook rejected by the receiver (406): not retried", extra=fields)
+        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        return Outcome.REJECTED
+    return _retry_or_dead_letter(delivery, error, config, current)
+
+
+def _retry_or_dead_letter(delivery: Delivery, error: str, config: DeliveryConfig, now: float) -> Outcome:
+    fields = {**_log_fields(delivery), "error": error}
+    if delivery.attempt < len(config.schedule):
+        wait = config.schedule[delivery.attempt]
+        retry = replace(delivery, attempt=delivery.attempt + 1, next_at=now + wait, last_error=error)
+        _send_one(config.queue_url, retry.to_body(), wait)
+        logger.warning("webhook delivery failed: retry scheduled", extra={**fields, "retry_in": wait})
+        metrics.add_metric(name="WebhookRetryScheduled", unit=MetricUnit.Count, value=1)
+        return Outcome.RETRY_SCHEDULED
+    dead = replace(
+        delivery, attempt=delivery.attempt + 1, last_error=error, next_at=None, dead_lettered_at=now
+    )
+    _send_one(config.dead_letter_queue_url, dead.to_body(), 0)
+    logger.error("webhook delivery gave up: dead-lettered", extra=fields)
+    metrics.add_metric(name="WebhookDeadLettered", unit=MetricUnit.Count, value=1)
+    return Outcome.DEAD_LETTERED

@@ -1,0 +1,223 @@
+"""Hostile input, property-based (Hypothesis): whatever a client sends to any route of the template, no
+5xx, no exception escaping a handler, a Mailgun-shaped JSON error or the pixel's GIF, and a rejected
+submission stores nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devstack.events import make_http_event
+from devstack.routes import http_routes
+from devstack.runtime import functions
+from devstack.template import Stack
+from opentracking import domains
+from opentracking.pixel import GIF
+
+ROUTES = [route for route in http_routes(Stack())]
+# Few examples per route (there are many routes) and more where the parsing is: the suite stays quick.
+PER_ROUTE = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+
+segment = st.one_of(
+    st.sampled_from(
+        ["example.com", "EXAMPLE.COM", "..", ".", "%2e%2e", "a" * 300, "example.com%00", "ü.example"]
+    ),
+    st.text(alphabet=string.printable, min_size=1, max_size=40).filter(lambda s: "/" not in s and s.strip()),
+)
+header_value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
+headers = st.dictionaries(
+    st.sampled_from(
+        [
+            "content-type",
+            "authorization",
+            "user-agent",
+            "idempotency-key",
+            "host",
+            "x-forwarded-proto",
+            "cookie",
+            "accept",
+        ]
+    ),
+    st.one_of(
+        header_value,
+        st.sampled_from(
+            [
+                "multipart/form-data; boundary=x",
+                "application/x-www-form-urlencoded",
+                "Basic !!!",
+                "Basic " + base64.b64encode(b"api:").decode(),
+            ]
+        ),
+    ),
+    max_size=5,
+)
+form_body = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "from",
+                "to",
+                "cc",
+                "bcc",
+                "subject",
+                "text",
+                "html",
+                "o:tag",
+                "o:tracking",
+                "o:tracking-opens",
+                "h:X-Mailgun-Variables",
+                "v:x",
+                "recipient-variables",
+                "message",
+                "name",
+                "web_prefix",
+                "active",
+                "place_at_the_top",
+                "id",
+                "url",
+                "limit",
+            ]
+        ),
+        st.text(max_size=80),
+    ),
+    max_size=12,
+)
+query = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "event",
+                "limit",
+                "begin",
+                "end",
+                "ascending",
+                "tags",
+                "recipient",
+                "message-id",
+                "page",
+                "resolution",
+                "duration",
+                "start",
+                "skip",
+            ]
+        ),
+        st.text(alphabet=string.printable, max_size=30),
+    ),
+    max_size=6,
+)
+
+
+@pytest.fixture
+def stack(aws, basic_auth):
+    domains.put(
+        domains.Domain(
+            name="example.com",
+            cname_target="t.example",
+            tracking_ready=True,
+            cname_valid="valid",
+            open_tracking=True,
+        )
+    )
+    return {"functions": functions(aws), "auth": basic_auth}
+
+
+def call(stack, route, params, hdrs, body, query_text):
+    path = route.path
+    for name, value in params.items():
+        path = path.replace("{" + name + "}", value).replace("{" + name + "+}", value)
+    event = make_http_event(
+        route.method,
+        path,
+        route_key=route.route_key,
+        path_parameters=params,
+        headers=hdrs,
+        body=body,
+        query=query_text,
+    )
+    return stack["functions"][route.function].invoke(event)
+
+
+def assert_well_formed(route, response):
+    assert isinstance(response, dict), response
+    if "statusCode" not in response:  # a plain value is a 200 JSON document (SQS-style handlers do not apply)
+        json.dumps(response)
+        return
+    assert response["statusCode"] < 500, response
+    if route.function == "PixelFunction":
+        assert response["statusCode"] == 200
+        assert base64.b64decode(response["body"]) == GIF
+        return
+    body = response["body"]
+    document = json.loads(base64.b64decode(body) if response.get("isBase64Encoded") else body)
+    if response["statusCode"] >= 400:
+        assert isinstance(document.get("message"), str) and document["message"]
+
+
+def nothing_submitted(aws) -> bool:
+    bucket = aws.ref("MessageBucket")
+    objects = boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+    messages = [
+        i
+        for i in boto3.resource("dynamodb").Table(aws.ref("DataTable")).scan()["Items"]
+        if i["pk"].startswith("MSG#")
+    ]
+    return objects == 0 and not messages
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.route_key)
+@given(data=st.data())
+@PER_ROUTE
+def test_any_input_to_any_route_gets_a_well_formed_answer(stack, aws, route, data):
+    params = {name: data.draw(segment) for name in route.pattern.groupindex}
+    hdrs = data.draw(headers)
+    if data.draw(st.booleans()):
+        hdrs["authorization"] = stack["auth"]
+    raw = data.draw(st.one_of(st.none(), st.binary(max_size=300), form_body.map(lambda f: _urlencode(f))))
+    query_text = _urlencode(data.draw(query)).decode()
+    response = call(stack, route, params, hdrs, raw, query_text)
+    assert_well_formed(route, response)
+    if route.function == "SubmitFunction" and response.get("statusCode") != 200:
+        assert nothing_submitted(aws)
+
+
+@given(fields=form_body, mime=st.booleans())
+@SETTINGS
+def test_authenticated_submissions_never_fail_the_server_and_never_half_store(stack, aws, fields, mime):
+    route = next(r for r in ROUTES if r.function == "SubmitFunction" and r.path.endswith(".mime") == mime)
+    hdrs = {"authorization": stack["auth"], "content-type": "application/x-www-form-urlencoded"}
+    response = call(stack, route, {"domain": "example.com"}, hdrs, _urlencode(fields), "")
+    assert_well_formed(route, response)
+    if response["statusCode"] != 200:
+        assert nothing_submitted(aws)
+
+
+@given(message=st.binary(max_size=2000))
+@SETTINGS
+def test_any_mime_bytes_are_accepted_or_refused_cleanly(stack, aws, message):
+    route = next(r for r in ROUTES if r.path.endswith("messages.mime"))
+    boundary = "hypothesisBoundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="to"\r\n\r\nr@example.net\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="message"; filename="m.eml"\r\n'
+            f"Content-Type: message/rfc822\r\n\r\n"
+        ).encode()
+        + message
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    hdrs = {"authorization": stack["auth"], "content-type": f"multipart/form-data; boundary={boundary}"}
+    response = call(stack, route, {"domain": "example.com"}, hdrs, body, "")
+    assert_well_formed(route, response)
+
+
+def _urlencode(pairs) -> bytes:
+    from urllib.parse import urlencode
+
+    return urlencode(list(pairs)).encode()

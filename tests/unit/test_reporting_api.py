@@ -1,0 +1,195 @@
+"""The events, tags and stats API over what the stream consumer wrote, in Mailgun's shapes."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from devstack.events import make_http_event
+from devstack.handlers import load_handler
+
+
+@pytest.fixture
+def api(world, lambda_context, basic_auth):
+    handler = load_handler("functions/api")
+
+    def get(path: str, route: str, params: dict, query: dict | str | None = None) -> tuple[int, dict]:
+        query_text = query if isinstance(query, str) else urlencode(query or {}, doseq=True)
+        event = make_http_event(
+            "GET",
+            path,
+            route_key=f"GET {route}",
+            path_parameters=params,
+            query=query_text,
+            headers={"authorization": basic_auth, "host": "api.example.test"},
+        )
+        response = handler.lambda_handler(event, lambda_context)
+        return response["statusCode"], json.loads(response["body"])
+
+    return get
+
+
+@pytest.fixture
+def history(world):
+    """Two messages: one tagged launch to two recipients (one opens twice), one tagged digest (unopened)."""
+    launch = world.send("a@example.net, b@example.net", tags=("Launch",))
+    digest = world.send("c@example.net", tags=("digest",))
+    for recipient in ("a@example.net", "b@example.net"):
+        world.backdate(recipient)
+    world.open("a@example.net")
+    world.open("a@example.net")
+    world.consume()
+    return {"launch": launch, "digest": digest}
+
+
+def events(api, query=None, page=None):
+    if page:
+        return api(
+            f"/v3/example.com/events/{page}",
+            "/v3/{domain}/events/{page}",
+            {"domain": "example.com", "page": page},
+        )
+    return api("/v3/example.com/events", "/v3/{domain}/events", {"domain": "example.com"}, query)
+
+
+def page_of(url: str) -> str:
+    return urlsplit(url).path.rsplit("/", 1)[1]
+
+
+def test_events_filters(api, history):
+    status, body = events(api, {"event": "opened"})
+    assert status == 200
+    assert [e["event"] for e in body["items"]] == ["opened", "opened"]
+    assert {e["recipient"] for e in body["items"]} == {"a@example.net"}
+    assert len(events(api, {"event": "accepted"})[1]["items"]) == 3
+    assert {e["recipient"] for e in events(api, {"tags": "digest"})[1]["items"]} == {"c@example.net"}
+    assert len(events(api, {"recipient": "b@example.net"})[1]["items"]) == 1
+    by_message = events(api, {"message-id": f"<{history['launch']}>", "event": "accepted"})[1]["items"]
+    assert {e["recipient"] for e in by_message} == {"a@example.net", "b@example.net"}
+
+
+def test_events_are_newest_first_by_default_and_ascending_on_request(api, history):
+    newest_first = [e["timestamp"] for e in events(api)[1]["items"]]
+    assert newest_first == sorted(newest_first, reverse=True) and len(newest_first) == 5
+    oldest_first = [e["timestamp"] for e in events(api, {"ascending": "yes"})[1]["items"]]
+    assert oldest_first == sorted(oldest_first)
+
+
+def test_begin_and_end_in_rfc2822_and_epoch(api, history):
+    now = time.time()
+    rfc = format_datetime(datetime.fromtimestamp(now + 60, UTC))
+    assert events(api, {"begin": rfc})[1]["items"] == []  # nothing after a minute from now
+    everything = events(api, {"begin": str(now - 3600), "end": str(now + 60)})[1]["items"]
+    assert len(everything) == 5
+    assert [e["timestamp"] for e in everything] == sorted(e["timestamp"] for e in everything)  # begin < end
+
+
+def test_paging_next_and_previous_walk_the_whole_list(api, history):
+    status, first = events(api, {"limit": "2"})
+    assert status == 200
+    seen = [e["id"] for e in first["items"]]
+    page = first
+    while True:
+        _, page = events(api, page=page_of(page["paging"]["next"]))
+        if not page["items"]:
+            break
+        seen += [e["id"] for e in page["items"]]
+    assert len(seen) == len(set(seen)) == 5
+    assert first["paging"]["next"].startswith("https://api.example.test/v3/example.com/events/")
+    # previous from the second page returns the first page
+    _, second = events(api, page=page_of(first["paging"]["next"]))
+    _, back = events(api, page=page_of(second["paging"]["previous"]))
+    assert [e["id"] for e in back["items"]] == [e["id"] for e in first["items"]]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"limit": "301"}, "'limit'"),
+        ({"limit": "0"}, "'limit'"),
+        ({"begin": "someday"}, "'begin'"),
+        ({"event": "clicked-maybe"}, "'event'"),
+        ({"ascending": "sideways"}, "'ascending'"),
+    ],
+)
+def test_bad_event_queries_are_400(api, history, query, message):
+    status, body = events(api, query)
+    assert status == 400
+    assert message in body["message"]
+
+
+def test_bad_page_token_is_400(api, history):
+    assert events(api, page="not-a-token")[0] == 400
+
+
+def test_events_of_an_unknown_domain_are_404(api, history):
+    status, _ = api("/v3/nope.example/events", "/v3/{domain}/events", {"domain": "nope.example"})
+    assert status == 404
+
+
+def test_tags_list_and_get(api, history):
+    status, body = api("/v3/example.com/tags", "/v3/{domain}/tags", {"domain": "example.com"})
+    assert status == 200
+    assert [t["tag"] for t in body["items"]] == ["digest", "launch"]
+    assert set(body["items"][0]) == {"tag", "description", "first-seen", "last-seen"}
+    status, tag = api(
+        "/v3/example.com/tags/launch", "/v3/{domain}/tags/{tag}", {"domain": "example.com", "tag": "launch"}
+    )
+    assert (status, tag["tag"]) == (200, "launch")
+    status, _ = api(
+        "/v3/example.com/tags/none", "/v3/{domain}/tags/{tag}", {"domain": "example.com", "tag": "none"}
+    )
+    assert status == 404
+
+
+def test_tag_stats_count_total_and_unique(api, history):
+    status, body = api(
+        "/v3/example.com/tags/launch/stats",
+        "/v3/{domain}/tags/{tag}/stats",
+        {"domain": "example.com", "tag": "launch"},
+        "event=accepted&event=opened&duration=1d",
+    )
+    assert status == 200
+    assert body["tag"] == "launch" and body["resolution"] == "day"
+    totals = {"accepted": 0, "opened": 0, "unique": 0}
+    for row in body["stats"]:
+        totals["accepted"] += row["accepted"]["total"]
+        totals["opened"] += row["opened"]["total"]
+        totals["unique"] += row["opened"]["unique"]
+        assert row["time"].endswith("UTC")
+    assert totals == {"accepted": 2, "opened": 2, "unique": 1}
+
+
+def test_domain_stats_total_by_hour(api, history):
+    status, body = api(
+        "/v3/example.com/stats/total",
+        "/v3/{domain}/stats/total",
+        {"domain": "example.com"},
+        "event=opened&resolution=hour&duration=2h",
+    )
+    assert status == 200
+    assert "tag" not in body and body["resolution"] == "hour"
+    assert len(body["stats"]) in (3, 4)  # every hour of the window, zero-filled
+    assert sum(row["opened"]["total"] for row in body["stats"]) == 2
+    assert all("accepted" not in row for row in body["stats"])
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "'event'"),
+        ("event=opened&resolution=week", "'resolution'"),
+        ("event=opened&duration=forever", "'duration'"),
+    ],
+)
+def test_bad_stats_queries_are_400(api, history, query, message):
+    status, body = api(
+        "/v3/example.com/stats/total", "/v3/{domain}/stats/total", {"domain": "example.com"}, query
+    )
+    assert status == 400
+    assert message in body["message"]
