@@ -77,7 +77,7 @@ def test_chromium_loading_the_copy_records_the_open_for_that_recipient_and_tag(
     page.write_text(message.get_body(("html",)).get_content())
 
     # WHEN the browser renders the stored HTML copy
-    result = subprocess.run(  # noqa: S603 - Debian's chromium with fixed flags
+    result = subprocess.run(
         [*chromium_flags(tmp_path / "profile", local_stack.port), page.as_uri()],
         capture_output=True,
         text=True,

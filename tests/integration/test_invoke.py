@@ -44,7 +44,7 @@ def test_every_sample_event_runs_through_make_invoke(local_stack, event_file):
         "OPENTRACKING_STATE_FILE": str(local_stack.state_file),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
     }
-    result = subprocess.run(  # noqa: S603 - our own module
+    result = subprocess.run(
         [sys.executable, "-m", "devstack.invoke", function_for(event), str(event_file.relative_to(ROOT))],
         cwd=ROOT,
         env=env,

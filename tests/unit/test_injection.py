@@ -1189,3 +1189,11 @@ def test_large_message_is_fast():
         timings.append(time.perf_counter() - started)
     # THEN it is linear-time fast
     assert result.injected and min(timings) < 0.25
+
+
+def test_a_charset_label_with_a_nul_byte_is_treated_as_unknown():
+    # Found by the atheris fuzzer: codecs.lookup raises ValueError, not LookupError, for such labels.
+    message = b'Content-Type: text/html; charset="utf\x00-8"\r\n\r\n<html><body>x</body></html>\r\n'
+    result = inject(message, "https://email.example.com/o/T")
+    assert result.injected
+    assert result.message.count(b"https://email.example.com/o/T") == 1

@@ -277,7 +277,7 @@ def _charset_kind(charset: str | None) -> tuple[str, str | None]:
     label = _UNICODE_ALIASES.get(label, label)
     try:
         name = codecs.lookup(label).name
-    except LookupError:  # unknown or bogus label
+    except (LookupError, ValueError):  # unknown or bogus label (ValueError: a NUL in it; found by atheris)
         return "ascii", None
     try:
         compatible = _PROBE.encode(name) == _PROBE_BYTES and _PROBE_BYTES.decode(name) == _PROBE

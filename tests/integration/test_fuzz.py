@@ -1,0 +1,47 @@
+"""The coverage-guided fuzzer (atheris) on the injector and the token verifier, bounded and seeded, with
+the corpus's smaller messages as its starting points."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.template import ROOT
+
+CORPUS = Path(os.environ.get("OPENTRACKING_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+@pytest.mark.parametrize(("target", "runs"), [("injector", 20000), ("tokens", 10000)])
+def test_fuzz_target_finds_nothing(target, runs, tmp_path):
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    if target == "injector" and (CORPUS / "mime").is_dir():
+        for path in sorted((CORPUS / "mime").glob("*.eml")):
+            if path.stat().st_size <= 8192:
+                shutil.copy(path, seeds / path.name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "opentracking")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "fuzz" / "fuzz_targets.py"),
+            target,
+            f"-runs={runs}",
+            "-seed=1",
+            "-max_len=8192",
+            f"-artifact_prefix={tmp_path}/",
+            str(seeds),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Done {runs} runs" in result.stderr
