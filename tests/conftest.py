@@ -71,6 +71,55 @@ def basic_auth(api_key) -> str:
 
 
 @pytest.fixture
+def invoke(aws, basic_auth, lambda_context):
+    """Call a function's handler in-process with an HTTP API event, as API Gateway would:
+    invoke("api", "GET", "/v4/domains", route="/v4/domains") -> (status, JSON body).
+    Authenticated with the account key unless `authorization` says otherwise (None: no header)."""
+    import base64
+    import json
+    from urllib.parse import urlencode
+
+    from devstack.events import make_http_event
+    from devstack.handlers import load_handler
+
+    def call(
+        function,
+        method,
+        path,
+        *,
+        route,
+        params=None,
+        query="",
+        fields=None,
+        headers=None,
+        authorization=basic_auth,
+    ):
+        body = urlencode(fields).encode() if fields is not None else None
+        all_headers = {
+            **({"authorization": authorization} if authorization is not None else {}),
+            **(headers or {}),
+        }
+        if body is not None:
+            all_headers["content-type"] = "application/x-www-form-urlencoded"
+        event = make_http_event(
+            method,
+            path,
+            route_key=f"{method} {route}",
+            path_parameters=params,
+            query=query,
+            headers=all_headers,
+            body=body,
+        )
+        response = load_handler(f"functions/{function}").lambda_handler(event, lambda_context)
+        body = response.get("body") or ""
+        if response.get("isBase64Encoded"):
+            return response["statusCode"], base64.b64decode(body)  # the pixel's GIF
+        return response["statusCode"], json.loads(body)
+
+    return call
+
+
+@pytest.fixture
 def lambda_context():
     from devstack.events import LambdaContext
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from opentracking import api, auth, diagnose, domains, reporting
 from opentracking.config import settings
 from opentracking.errors import BadRequest
-from opentracking.forms import Form, parse_form
+from opentracking.forms import Form
 from opentracking.observability import logger, metrics, tracer
 from opentracking.options import parse_bool
 
@@ -19,11 +19,7 @@ api.register_error_handlers(app)
 
 
 def _form() -> Form:
-    event = app.current_event
-    body = api.raw_body(event)
-    if not body:
-        return Form()
-    return parse_form(event.headers.get("content-type"), body)
+    return api.request_form(app.current_event)
 
 
 def _cname_target() -> str:

@@ -5,7 +5,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import api, webhooks
-from opentracking.forms import Form, parse_form
+from opentracking.forms import Form
 from opentracking.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver()
@@ -14,11 +14,7 @@ api.register_error_handlers(app)
 
 
 def _form() -> Form:
-    event = app.current_event
-    body = api.raw_body(event)
-    if not body:
-        return Form()
-    return parse_form(event.headers.get("content-type"), body)
+    return api.request_form(app.current_event)
 
 
 @app.get("/v3/domains/<name>/webhooks")

@@ -24,6 +24,12 @@ from devstack.template import ROOT
 _deserializer = TypeDeserializer()
 
 
+def python_environment(**extra: str) -> dict[str, str]:
+    """This process's environment, with the library and devstack importable (for `python -m devstack.*`)."""
+    path = os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")])
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -171,13 +177,12 @@ def start_stack(
     port, aws_port = free_port(), free_port()
     state_file = state_dir / "stack.json"
     env = {
-        **os.environ,
+        **python_environment(),
         "PORT": str(port),
         "AWS_PORT": str(aws_port),
         "API_KEY": api_key,
         "TLS": "1" if tls else "0",
         "OPENTRACKING_STATE_FILE": str(state_file),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
+from devstack.process import python_environment
 from devstack.template import ROOT
 
 
 def run_demo(local_stack) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "OPENTRACKING_STATE_FILE": str(local_stack.state_file),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
-    }
+    env = python_environment(OPENTRACKING_STATE_FILE=str(local_stack.state_file))
     return subprocess.run(
         [sys.executable, "-m", "devstack.demo"],
         cwd=ROOT,

@@ -3,14 +3,9 @@ playing the customer's DNS provider (the seed's first failure mode: a missing or
 
 from __future__ import annotations
 
-import json
-from urllib.parse import urlencode
-
 import pytest
 
 from devstack.dns_server import DnsServer
-from devstack.events import make_http_event
-from devstack.handlers import load_handler
 
 TARGET = "track.opentracking.test"
 
@@ -23,31 +18,24 @@ def dns_server(monkeypatch):
 
 
 @pytest.fixture
-def call(aws, dns_server, lambda_context, basic_auth, monkeypatch):
+def call(dns_server, invoke, monkeypatch):
     monkeypatch.setenv("TRACKING_CNAME_TARGET", TARGET)
-    handlers = {"api": load_handler("functions/api"), "submit": load_handler("functions/submit")}
 
     def request(
         method, path, fields=None, *, route, function="api", params=None, query="", authorization=None
     ):
-        body = urlencode(fields).encode() if fields is not None else None
-        headers = {
-            "authorization": authorization if authorization is not None else basic_auth,
-            "host": "abc123.execute-api.us-east-1.amazonaws.com",
-        }
-        if body is not None:
-            headers["content-type"] = "application/x-www-form-urlencoded"
-        event = make_http_event(
+        auth = {} if authorization is None else {"authorization": authorization}
+        return invoke(
+            function,
             method,
             path,
-            route_key=f"{method} {route}",
-            path_parameters=params,
+            route=route,
+            params=params,
             query=query,
-            headers=headers,
-            body=body,
+            fields=fields,
+            headers={"host": "abc123.execute-api.us-east-1.amazonaws.com"},
+            **auth,
         )
-        response = handlers[function].lambda_handler(event, lambda_context)
-        return response["statusCode"], json.loads(response["body"])
 
     return request
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.process import python_environment
 from devstack.template import ROOT
 
 CORPUS = Path(os.environ.get("OPENTRACKING_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -24,7 +25,7 @@ def test_fuzz_target_finds_nothing(target, runs, tmp_path):
         for path in sorted((CORPUS / "mime").glob("*.eml")):
             if path.stat().st_size <= 8192:
                 shutil.copy(path, seeds / path.name)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "opentracking")}
+    env = python_environment()
     result = subprocess.run(
         [
             sys.executable,

@@ -4,12 +4,12 @@ local stack, the way `sam local invoke -e events/<file>.json` would."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from devstack.process import python_environment
 from devstack.routes import http_routes
 from devstack.template import ROOT, Stack
 
@@ -39,11 +39,7 @@ def function_for(event: dict) -> str:
 def test_every_sample_event_runs_through_make_invoke(local_stack, event_file):
     local_stack.create_tracked_domain("example.com")
     event = json.loads(event_file.read_text())
-    env = {
-        **os.environ,
-        "OPENTRACKING_STATE_FILE": str(local_stack.state_file),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
-    }
+    env = python_environment(OPENTRACKING_STATE_FILE=str(local_stack.state_file))
     result = subprocess.run(
         [sys.executable, "-m", "devstack.invoke", function_for(event), str(event_file.relative_to(ROOT))],
         cwd=ROOT,
@@ -70,11 +66,7 @@ def test_every_sample_event_runs_through_make_invoke(local_stack, event_file):
 
 
 def test_invoke_explains_a_missing_local_stack(tmp_path):
-    env = {
-        **os.environ,
-        "OPENTRACKING_STATE_FILE": str(tmp_path / "none.json"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")]),
-    }
+    env = python_environment(OPENTRACKING_STATE_FILE=str(tmp_path / "none.json"))
     result = subprocess.run(
         [sys.executable, "-m", "devstack.invoke", "PixelFunction", "events/pixel_get.json"],
         cwd=ROOT,

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import urlencode
 
 import boto3
 import pytest
 
-from devstack.events import make_http_event
-from devstack.handlers import load_handler
 from opentracking import domains
 
 
@@ -20,29 +17,15 @@ def basic(key: str) -> str:
 
 
 @pytest.fixture
-def call(aws, lambda_context, basic_auth):
+def call(aws, invoke):
     for name in ("example.com", "other.example"):
         domains.put(
             domains.Domain(name=name, cname_target="t.example", tracking_ready=True, cname_valid="valid")
         )
-    handlers = {"api": load_handler("functions/api"), "submit": load_handler("functions/submit")}
 
     def request(method, path, route, *, key=None, fields=None, params=None, function="api", query=""):
-        body = urlencode(fields).encode() if fields is not None else None
-        headers = {"authorization": basic(key) if key else basic_auth}
-        if body is not None:
-            headers["content-type"] = "application/x-www-form-urlencoded"
-        event = make_http_event(
-            method,
-            path,
-            route_key=f"{method} {route}",
-            path_parameters=params,
-            headers=headers,
-            body=body,
-            query=query,
-        )
-        response = handlers[function].lambda_handler(event, lambda_context)
-        return response["statusCode"], json.loads(response["body"])
+        auth = {"authorization": basic(key)} if key else {}
+        return invoke(function, method, path, route=route, params=params, query=query, fields=fields, **auth)
 
     return request
 

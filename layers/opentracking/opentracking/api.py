@@ -28,6 +28,7 @@ from opentracking import auth
 from opentracking.aws import client
 from opentracking.config import settings
 from opentracking.errors import BadRequest, OpenTrackingError
+from opentracking.forms import Form, parse_form
 from opentracking.observability import logger
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -103,6 +104,12 @@ def raw_body(event: APIGatewayProxyEventV2) -> bytes:
         except (binascii.Error, ValueError) as exc:
             raise BadRequest("The request body is not valid base64") from exc
     return body.encode("utf-8", "surrogateescape")
+
+
+def request_form(event: APIGatewayProxyEventV2) -> Form:
+    """The form fields of a management request (an empty form when there is no body)."""
+    body = raw_body(event)
+    return parse_form(event.headers.get("content-type"), body) if body else Form()
 
 
 def idempotency_request(event: APIGatewayProxyEventV2, body: bytes) -> dict:
