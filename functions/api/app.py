@@ -10,8 +10,9 @@ from opentracking import api, auth, diagnose, domains, reporting
 from opentracking.config import settings
 from opentracking.errors import BadRequest
 from opentracking.forms import Form
-from opentracking.observability import logger, metrics, tracer
+from opentracking.observability import logger, metrics
 from opentracking.options import parse_bool
+from opentracking.tracing import tracer
 
 app = APIGatewayHttpResolver()
 app.use(middlewares=[api.require_api_key])

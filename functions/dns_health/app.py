@@ -4,7 +4,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import health
 from opentracking.config import settings
-from opentracking.observability import logger, metrics, tracer
+from opentracking.observability import logger, metrics
+from opentracking.tracing import tracer
 
 
 @logger.inject_lambda_context

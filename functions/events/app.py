@@ -11,7 +11,8 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import events
-from opentracking.observability import logger, metrics, tracer
+from opentracking.observability import logger, metrics
+from opentracking.tracing import tracer
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 

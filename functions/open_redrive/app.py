@@ -10,7 +10,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import pixel, tokens
 from opentracking.config import settings
-from opentracking.observability import logger, metrics, tracer
+from opentracking.observability import logger, metrics
+from opentracking.tracing import tracer
 
 # Every record failing is reported like any partial failure: SQS retries exactly those messages.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

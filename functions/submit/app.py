@@ -7,7 +7,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from opentracking import api, submission
 from opentracking.config import settings
 from opentracking.forms import parse_form
-from opentracking.observability import logger, metrics, tracer
+from opentracking.observability import logger, metrics
+from opentracking.tracing import tracer
 
 app = APIGatewayHttpResolver()
 app.use(middlewares=[api.require_api_key])

@@ -9,7 +9,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import webhooks
-from opentracking.observability import logger, metrics, tracer
+from opentracking.observability import logger, metrics
+from opentracking.tracing import tracer
 
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -6,7 +6,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import api, webhooks
 from opentracking.forms import Form
-from opentracking.observability import logger, metrics, tracer
+from opentracking.observability import logger, metrics
+from opentracking.tracing import tracer
 
 app = APIGatewayHttpResolver()
 app.use(middlewares=[api.require_api_key])

@@ -10,7 +10,11 @@ from pytest_socket import disable_socket, enable_socket
 from devstack.events import make_http_event, pixel_path
 from devstack.handlers import load_handler
 from devstack.streams import read_all
-from opentracking import domains, events
+from opentracking import (
+    domains,
+    events,
+    tracing,  # noqa: F401 - X-Ray's emitter opens a UDP socket when the tracer is built
+)
 
 
 @pytest.fixture(autouse=True)

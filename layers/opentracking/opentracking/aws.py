@@ -24,11 +24,18 @@ PIXEL_CONFIG = Config(
 
 
 @cache
+def _session() -> boto3.session.Session:
+    # One session for every client: each new session loads botocore's data files again.
+    return boto3.session.Session()
+
+
+@cache
 def client(service: str, profile: str = "default"):
     config = PIXEL_CONFIG if profile == "pixel" else DEFAULT_CONFIG
-    return boto3.session.Session().client(service, config=config)
+    return _session().client(service, config=config)
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests start a fresh moto for each case)."""
+    """Forget cached clients and the session (tests start a fresh moto for each case)."""
     client.cache_clear()
+    _session.cache_clear()

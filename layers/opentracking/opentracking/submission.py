@@ -151,21 +151,25 @@ def plan(form: Form, domain: domains.Domain, *, mime: bool) -> Submission:
 
 
 def _make_copies(submission: Submission, source: object, recipient_variables: dict | None) -> list[Copy]:
+    """One copy per recipient. Without recipient-variables every copy is the same message until its pixel
+    goes in, so it is built once (building it per recipient would re-fold an N-address To header N times)."""
+    shared: bytes | None = None
+    if isinstance(source, compose.PreparedMime):
+        shared = source.message
+    elif recipient_variables is None:
+        shared = compose.build_message(source, submission.message_id)  # type: ignore[arg-type]
     copies = []
     for recipient in submission.recipients:
         own = (recipient_variables or {}).get(recipient) or {}
         if not isinstance(own, dict):
             raise BadRequest("'recipient-variables' must map each recipient to a JSON object")
-        if isinstance(source, compose.PreparedMime):
-            message = source.message
-        else:
-            # Batch sending (recipient-variables): each copy shows only its own recipient in To.
-            message = compose.build_message(
-                source,  # type: ignore[arg-type]
-                submission.message_id,
-                variables=own,
-                to_override=[recipient] if recipient_variables is not None else None,
-            )
+        # Batch sending (recipient-variables): each copy shows only its own recipient in To.
+        message = shared or compose.build_message(
+            source,  # type: ignore[arg-type]
+            submission.message_id,
+            variables=own,
+            to_override=[recipient],
+        )
         variables = {
             key: compose.substitute(value, own) if isinstance(value, str) else value
             for key, value in submission.user_variables.items()

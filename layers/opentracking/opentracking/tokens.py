@@ -145,10 +145,10 @@ def verify_token(keyring: KeyRing, token: str) -> OpenClaims:
 
 @cache
 def secrets_provider(profile: str = "default") -> parameters.SecretsProvider:
-    """Powertools' Secrets Manager provider with this package's client timeouts (cached values)."""
-    from opentracking.aws import DEFAULT_CONFIG, PIXEL_CONFIG
+    """Powertools' Secrets Manager provider on this package's client (its timeouts, its one session)."""
+    from opentracking.aws import client
 
-    return parameters.SecretsProvider(boto_config=PIXEL_CONFIG if profile == "pixel" else DEFAULT_CONFIG)
+    return parameters.SecretsProvider(boto3_client=client("secretsmanager", profile))
 
 
 def load_keyring(secret_name: str, *, profile: str = "default") -> KeyRing:
