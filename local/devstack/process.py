@@ -82,7 +82,7 @@ class StackClient:
     @property
     def verify(self) -> str | bool:
         """What requests should trust: the stack's own certificate under TLS=1."""
-        return str(self.state_file.parent / "tls" / "local.crt") if self.scheme == "https" else True
+        return str(self.state_file.parent / "tls" / "ca.crt") if self.scheme == "https" else True
 
     def call(self, method: str, path: str, **kwargs) -> requests.Response:
         """One authenticated API request (the account key)."""

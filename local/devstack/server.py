@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -113,6 +112,7 @@ class LocalStack:
         self._moto = None
         self._http: ThreadingHTTPServer | None = None
         self.dns: DnsServer | None = None
+        self.tls_pin: str | None = None  # the local CA's SPKI pin under TLS=1
 
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -136,10 +136,9 @@ class LocalStack:
         self._http = ThreadingHTTPServer((self.config.host, self.config.port), self._handler_class())
         self._http.daemon_threads = True
         if self.config.tls:
-            cert, key = tls.ensure_certificate(self.config.state_file.parent / "tls")
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(cert, key)
-            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+            certificates = tls.LocalCertificates(self.config.state_file.parent / "tls")
+            self._http.socket = certificates.server_context().wrap_socket(self._http.socket, server_side=True)
+            self.tls_pin = certificates.spki_pin()
         self._write_state(env)
 
     def _set_api_key(self) -> None:
@@ -176,6 +175,7 @@ class LocalStack:
             "aws_endpoint": self.config.aws_endpoint,
             "nameservers": self.nameservers,
             "cname_target": self.config.cname_target,
+            "tls_ca_pin": self.tls_pin,
             "environment": {**env, **aws_environment(self.config)},
             "resources": self.stack.refs,
         }

@@ -5,6 +5,7 @@ anything else that needs a tracking host with a real certificate on 127.0.0.1.""
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import socket
 import ssl
 import threading
@@ -66,6 +67,13 @@ def make_ca(common_name: str, t0: int) -> Authority:
     return Authority(key, cert)
 
 
+def _alt_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def make_leaf(
     folder: Path, label: str, names: list[str], not_before: float, not_after: float, ca: Authority | None
 ) -> tuple[Path, Path]:
@@ -81,7 +89,7 @@ def make_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(_moment(not_before))
         .not_valid_after(_moment(not_after))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_alt_name(n) for n in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

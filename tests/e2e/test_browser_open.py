@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import email
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 from email import policy
@@ -129,3 +131,68 @@ def test_chromium_loading_the_copy_records_the_open_for_that_recipient_and_tag(
         opened = [row["opened"] for row in stats.json()["stats"]]
         assert sum(o["total"] for o in opened) == 1
         assert sum(o["unique"] for o in opened) == 1
+
+
+@pytest.fixture(scope="module")
+def tls_stack(tmp_path_factory):
+    from devstack.process import start_stack
+
+    stack = start_stack(tmp_path_factory.mktemp("tls-browser"), tls=True)
+    yield stack
+    stack.stop()
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is missing: `make system-deps`")
+def test_chromium_loads_an_https_pixel_from_the_tls_local_stack(tls_stack, tmp_path):
+    # GIVEN a tracked message on the TLS local stack: its pixel link is https on the tracking host
+    domain = "tls-browser.example.com"
+    tls_stack.create_tracked_domain(domain)
+    sent = tls_stack.call(
+        "POST",
+        f"/v3/{domain}/messages",
+        data={
+            "from": f"news@{domain}",
+            "to": "tls-reader@example.net",
+            "o:tag": "tls",
+            "html": "<html><body><h1>Secure hello</h1></body></html>",
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    ((record, data),) = tls_stack.copies_of("tls-reader@example.net")
+    html = email.message_from_bytes(data, policy=policy.default).get_body(("html",)).get_content()
+    assert f'src="https://email.{domain}/o/' in html
+    page = tmp_path / "copy.html"
+    page.write_text(html)
+    # WHEN Chromium renders it, trusting only the local CA (by its key pin), with the host mapped to us
+    flags = [
+        flag for flag in chromium_flags(tmp_path / "profile", tls_stack.port) if "host-resolver" not in flag
+    ]
+    result = subprocess.run(
+        [
+            *flags,
+            f"--host-resolver-rules=MAP email.{domain} 127.0.0.1:{tls_stack.port}",
+            f"--ignore-certificate-errors-spki-list={tls_stack.state['tls_ca_pin']}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert "Secure hello" in result.stdout, result.stderr[-2000:]
+    # THEN the open is recorded over HTTPS, with a certificate made for that very host name
+    copy_id = record["pk"].removeprefix("COPY#")
+    deadline, opens = time.monotonic() + 15, []
+    while time.monotonic() < deadline and not opens:
+        opens = tls_stack.copy_items(copy_id, "OPEN#")
+        time.sleep(0.2)
+    assert len(opens) == 1
+    served = ssl.get_server_certificate(("127.0.0.1", tls_stack.port))  # no SNI: the default certificate
+    assert served.startswith("-----BEGIN CERTIFICATE-----")
+    context = ssl.create_default_context(cafile=tls_stack.verify)
+    with (
+        socket.create_connection(("127.0.0.1", tls_stack.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=f"email.{domain}") as secure,
+    ):
+        names = [value for kind, value in secure.getpeercert()["subjectAltName"] if kind == "DNS"]
+    assert names == [f"email.{domain}"]

@@ -20,7 +20,7 @@ def tls_stack(tmp_path_factory):
 
 
 def test_https_pixel_and_https_links(tls_stack):
-    certificate = str(tls_stack.state_file.parent / "tls" / "local.crt")
+    certificate = tls_stack.verify  # the local CA
     # the certificate is valid for 127.0.0.1: verification against it succeeds
     response = requests.get(f"{tls_stack.api_url}/o/anything", verify=certificate, timeout=10)
     assert (response.status_code, response.content) == (200, GIF)
