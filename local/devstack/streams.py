@@ -31,14 +31,17 @@ def shard_iterators(streams, stream_arn: str, position: str = "TRIM_HORIZON") ->
 def read_all(stream_arn: str) -> dict:
     """Every record currently in the stream, as one Lambda event (tests replay it at will)."""
     streams = boto3.client("dynamodbstreams")
-    records = []
+    by_sequence: dict[str, dict] = {}
     for iterator in shard_iterators(streams, stream_arn).values():
-        while iterator:
+        for _ in range(10_000):  # bounded; each page moves the iterator on
             response = streams.get_records(ShardIterator=iterator, Limit=1000)
-            records.extend(response.get("Records", []))
-            if not response.get("Records"):
-                break
+            page = response.get("Records", [])
+            for record in page:
+                by_sequence.setdefault(record["dynamodb"]["SequenceNumber"], record)
             iterator = response.get("NextShardIterator")
+            if len(page) < 1000 or not iterator:
+                break
+    records = list(by_sequence.values())
     for record in records:
         record.setdefault("eventSourceARN", stream_arn)
     return {"Records": jsonable(records)}
