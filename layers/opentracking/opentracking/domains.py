@@ -17,7 +17,7 @@ from email.utils import formatdate
 from botocore.exceptions import ClientError
 
 from opentracking import dns_check, store
-from opentracking.errors import BadRequest, NotFound, StorageUnavailable
+from opentracking.errors import BadRequest, NotFound, OpenTrackingError
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 DEFAULT_WEB_PREFIX = "email"
@@ -202,12 +202,14 @@ def create(name: str | None, *, web_prefix: str | None, web_scheme: str | None, 
     domain = check(
         Domain(name=domain_name, cname_target=cname_target, web_prefix=normalise_web_prefix(web_prefix))
     )
+    return _put_if(domain, "attribute_not_exists(pk)", BadRequest(f"Domain {domain_name} already exists"))
+
+
+def _put_if(domain: Domain, condition: str, conflict: OpenTrackingError) -> Domain:
     try:
-        store.put_item(_table(), domain.to_item(), condition="attribute_not_exists(pk)")
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            raise BadRequest(f"Domain {domain_name} already exists") from None
-        raise StorageUnavailable("The domain store is unavailable, please retry") from exc
+        store.put_item(_table(), domain.to_item(), condition=condition)
+    except ClientError:  # store.put_item lets only a failed condition through; the rest is StorageUnavailable
+        raise conflict from None
     return domain
 
 
@@ -219,13 +221,7 @@ def put(domain: Domain) -> Domain:
 
 def save(domain: Domain) -> Domain:
     """Store a changed domain, only if it still exists (a concurrent delete wins)."""
-    try:
-        store.put_item(_table(), domain.to_item(), condition="attribute_exists(pk)")
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            raise NotFound(f"Domain not found: {domain.name}") from None
-        raise StorageUnavailable("The domain store is unavailable, please retry") from exc
-    return domain
+    return _put_if(domain, "attribute_exists(pk)", NotFound(f"Domain not found: {domain.name}"))
 
 
 def verify(name: str) -> Domain:
