@@ -53,6 +53,23 @@ def aws(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
+def tracked_domain(aws) -> str:
+    """example.com with a valid tracking CNAME (as verify records it) and open tracking on."""
+    from opentracking import domains
+
+    domains.put(
+        domains.Domain(
+            name="example.com",
+            cname_target="t.example",
+            tracking_ready=True,
+            cname_valid="valid",
+            open_tracking=True,
+        )
+    )
+    return "example.com"
+
+
+@pytest.fixture
 def api_key(aws) -> str:
     """The account key this deployment generated (ApiKeysSecret)."""
     import json

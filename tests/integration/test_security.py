@@ -152,22 +152,15 @@ def test_no_forged_or_edited_token_is_accepted_in_100000_tries():
     assert accepted == 0
 
 
-def test_no_address_key_or_token_in_any_log_line(aws, api_key, lambda_context, capsys, caplog):
+def test_no_address_key_or_token_in_any_log_line(
+    aws, tracked_domain, api_key, lambda_context, capsys, caplog
+):
     """A full flow with the logger at DEBUG: submit, open, consume; then search every line."""
     from devstack.handlers import load_handler
     from devstack.streams import read_all
     from opentracking.observability import logger
 
     logger.setLevel("DEBUG")
-    domains.put(
-        domains.Domain(
-            name="example.com",
-            cname_target="t.example",
-            tracking_ready=True,
-            cname_valid="valid",
-            open_tracking=True,
-        )
-    )
     secret_recipient = "very.private.person@example.net"
     body = urlencode(
         [("from", "s@example.com"), ("to", secret_recipient), ("html", "<p>x</p>"), ("o:tag", "t")]

@@ -11,7 +11,6 @@ from devstack.events import make_http_event, pixel_path
 from devstack.handlers import load_handler
 from devstack.streams import read_all
 from opentracking import (
-    domains,
     events,
     tracing,  # noqa: F401 - X-Ray's emitter opens a UDP socket when the tracer is built
 )
@@ -28,16 +27,7 @@ OUTLOOK = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17328;
 
 
 @pytest.fixture
-def world(aws, lambda_context, basic_auth):
-    domains.put(
-        domains.Domain(
-            name="example.com",
-            cname_target="t.example",
-            tracking_ready=True,
-            cname_valid="valid",
-            open_tracking=True,
-        )
-    )
+def world(aws, tracked_domain, lambda_context, basic_auth):
     submit, pixel = load_handler("functions/submit"), load_handler("functions/pixel")
     consumer = load_handler("functions/events")
     table = boto3.resource("dynamodb").Table(aws.ref("DataTable"))

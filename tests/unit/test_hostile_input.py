@@ -17,7 +17,6 @@ from devstack.events import make_http_event
 from devstack.routes import http_routes
 from devstack.runtime import functions
 from devstack.template import Stack
-from opentracking import domains
 from opentracking.pixel import GIF
 
 ROUTES = [route for route in http_routes(Stack())]
@@ -115,16 +114,7 @@ query = st.lists(
 
 
 @pytest.fixture
-def stack(aws, basic_auth):
-    domains.put(
-        domains.Domain(
-            name="example.com",
-            cname_target="t.example",
-            tracking_ready=True,
-            cname_valid="valid",
-            open_tracking=True,
-        )
-    )
+def stack(aws, tracked_domain, basic_auth):
     return {"functions": functions(aws), "auth": basic_auth}
 
 
