@@ -47,6 +47,9 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         for name, value in stack.function_environment("SubmitFunction").items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+        # As the local stack runs: one shared CNAME target. Tests of per-domain certificates and custom
+        # domains switch to CustomDomains themselves.
+        monkeypatch.setenv("TRACKING_HOSTS", "SharedTarget")
         reset_caches()
         yield stack
         reset_caches()

@@ -47,6 +47,9 @@ def create_domain() -> dict:
         web_prefix=form.last("web_prefix"),
         web_scheme=form.last("web_scheme"),
         cname_target=_cname_target(),
+        # The API to map each tracking host's custom domain to: the one serving this request. (The
+        # function cannot name its own API in the template: that reference would be circular.)
+        api_id=app.current_event.request_context.api_id,
     )
     metrics.add_metric(name="DomainCreated", unit="Count", value=1)
     return domain.response("Domain DNS records have been created")

@@ -31,6 +31,7 @@ def make_http_event(
     source_ip: str = "127.0.0.1",
     stage: str = "$default",
     scheme: str = "https",
+    api_id: str = "local",
 ) -> dict:
     """An HTTP API (payload format 2.0) event.
 
@@ -61,7 +62,7 @@ def make_http_event(
         "headers": merged,
         "requestContext": {
             "accountId": "123456789012",
-            "apiId": "local",
+            "apiId": api_id,
             "domainName": merged.get("host", "localhost"),
             "domainPrefix": merged.get("host", "localhost").split(".")[0],
             "http": {

@@ -157,6 +157,9 @@ class LocalStack:
         overrides = {
             "OPENTRACKING_NAMESERVERS": self.nameservers,
             "TRACKING_CNAME_TARGET": self.config.cname_target,
+            # The local stack serves every tracking host itself (TLS=1: its own CA), so by default all of
+            # them CNAME to one target. TRACKING_HOSTS=CustomDomains runs the ACM/API Gateway flow on moto.
+            "TRACKING_HOSTS": os.environ.get("TRACKING_HOSTS", "SharedTarget"),
             # Locally, webhook receivers usually run on this machine; on AWS private addresses are refused.
             "WEBHOOK_ALLOW_PRIVATE_URLS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "1"),
             # Pixel links in locally stored copies use the scheme this server speaks.

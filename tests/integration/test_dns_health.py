@@ -111,6 +111,9 @@ def test_checker_records_states_transitions_metrics_and_report(aws, dns_server, 
         "broke": 1,
         "recovered": 1,
         "https_broken": 2,  # both valid hosts point at a target with no address here
+        "hosts_not_serving": 0,  # one shared target: no per-domain certificates to wait for
+        "validation_records_missing": 0,
+        "certificates_awaiting_deletion": 0,
     }
     assert metric_values(emf, "TrackingDomainsUnhealthy") == [({"service": "opentracking"}, 1.0)]
     assert metric_values(emf, "CnameBroke") == [({"service": "opentracking"}, 1.0)]

@@ -170,7 +170,7 @@ def test_custom_web_prefix_names_the_tracking_host(call, dns_server):
         ({}, "'name' parameter is missing"),
         ({"name": "not a domain"}, "'not a domain' is not a valid domain name"),
         ({"name": "localhost"}, "'localhost' is not a valid domain name"),
-        ({"name": "ok.example", "web_scheme": "http"}, "'web_scheme' must be https"),
+        ({"name": "ok.example", "web_scheme": "gopher"}, "'web_scheme' must be http or https"),
         ({"name": "ok.example", "web_prefix": "a.b"}, "'web_prefix' must be a single DNS label"),
     ],
 )

@@ -35,11 +35,23 @@ def test_bucket_is_private_encrypted_expiring_and_tls_only():
     )
 
 
-def test_functions_use_only_sam_policy_templates_and_explicit_routes():
+def _attached_policy(policy: dict) -> str | None:
+    """The logical id of a policy defined in this template and attached with !Ref (optionally under !If)."""
+    if "Fn::If" in policy:
+        _condition, attached, otherwise = policy["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}
+        policy = attached
+    reference = policy.get("Ref")
+    return reference if reference in R and R[reference]["Type"] == "AWS::IAM::ManagedPolicy" else None
+
+
+def test_functions_use_only_sam_policy_templates_our_own_policies_and_explicit_routes():
     for name, function in of_type("AWS::Serverless::Function").items():
         for policy in function["Properties"].get("Policies", []):
-            assert isinstance(policy, dict), f"{name}: managed policy names are not least privilege"
+            assert isinstance(policy, dict), f"{name}: AWS managed policy names are not least privilege"
             assert "Statement" not in policy, f"{name}: inline statements instead of a SAM policy template"
+            if _attached_policy(policy):
+                continue
             (template_name,) = policy
             assert template_name.endswith("Policy")
         for event in function["Properties"].get("Events", {}).values():
@@ -138,3 +150,43 @@ def test_checker_runs_on_the_schedule_parameter():
     events = R["DnsHealthFunction"]["Properties"]["Events"]
     (schedule,) = [e for e in events.values() if e["Type"] == "Schedule"]
     assert schedule["Properties"]["Schedule"] == {"Ref": "HealthCheckRate"}
+
+
+def test_our_own_policies_name_every_action_and_scope_every_resource():
+    """No wildcard action anywhere; a "*" resource only where the service has no resource-level
+    permission (ACM's RequestCertificate), and then only under conditions."""
+    policies = of_type("AWS::IAM::ManagedPolicy")
+    assert policies, "the tracking-hosts policy is defined in the template"
+    for name, policy in policies.items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all("*" not in action for action in actions), f"{name}: wildcard action {actions}"
+            if statement["Resource"] == "*":
+                assert actions == ["acm:RequestCertificate"], f"{name}: {actions} on every resource"
+                assert statement["Condition"]["StringEquals"]["acm:ValidationMethod"] == "DNS"
+
+
+def test_tracking_hosts_policy_covers_exactly_the_calls_the_code_makes():
+    """Each ACM and API Gateway call in tracking_hosts maps to an allowed action; nothing more is allowed."""
+    import re
+
+    source = (ROOT / "layers/opentracking/opentracking/tracking_hosts.py").read_text()
+    acm_calls = set(re.findall(r'client\("acm"\)\.(\w+)', source))
+    api_calls = set(re.findall(r"(?:api|client\(\"apigatewayv2\"\))\.(\w+)\(", source))
+    assert acm_calls == {"request_certificate", "describe_certificate", "delete_certificate"}
+    http_method = {"get": "GET", "create": "POST", "update": "PATCH", "delete": "DELETE"}
+    needed = {f"acm:{''.join(part.title() for part in call.split('_'))}" for call in acm_calls}
+    needed |= {f"apigateway:{http_method[call.split('_')[0]]}" for call in api_calls}
+    statements = R["TrackingHostsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    allowed = set()
+    for statement in statements:
+        allowed |= set(
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    assert needed <= allowed
+    assert allowed - needed == {"acm:AddTagsToCertificate"}  # ACM checks it for the tags on the request
+    for function in ("ApiFunction", "DnsHealthFunction"):
+        attached = [_attached_policy(p) for p in R[function]["Properties"]["Policies"]]
+        assert "TrackingHostsPolicy" in attached
+    for function in set(of_type("AWS::Serverless::Function")) - {"ApiFunction", "DnsHealthFunction"}:
+        assert not any(_attached_policy(p) for p in R[function]["Properties"].get("Policies", []))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from opentracking import bots, dns_check, domains, https_check, store
+from opentracking import bots, dns_check, domains, https_check, store, tracking_hosts
 from opentracking.aws import client
 from opentracking.config import settings
 from opentracking.errors import NotFound
@@ -28,7 +28,24 @@ class Check:
     detail: str
 
 
+def _certificate(domain: domains.Domain) -> Check:
+    """The per-domain certificate and custom domain (HTTPS on the tracking host), from the last check."""
+    host = domain.host
+    step = host.next_step(domain.name, domain.tracking_host)
+    if host.state == tracking_hosts.HostState.SHARED:
+        return Check(
+            "certificate", SKIP, "This deployment serves every tracking host from one shared target."
+        )
+    if host.state == tracking_hosts.HostState.READY and host.validation_valid != "invalid":
+        return Check("certificate", PASS, step)
+    if host.serving:  # mapped, or ready with the validation record gone (renewal will fail)
+        return Check("certificate", WARN, step)
+    return Check("certificate", FAIL, step)
+
+
 def _cname(domain: domains.Domain) -> Check:
+    if not domain.cname_target:
+        return Check("cname", FAIL, domain.host.next_step(domain.name, domain.tracking_host))
     result = dns_check.check_cname(
         domain.tracking_host, domain.cname_target, resolver=dns_check.make_resolver()
     )
@@ -192,7 +209,14 @@ def diagnose(domain_name: str, *, message_id: str | None = None, recipient: str 
         copies = [c for c in copies if c["recipient"].lower() == recipient.strip().lower()]
         if not copies:
             raise NotFound(f"No copy of {message_id} was sent to that recipient")
-    checks = [_cname(domain), _https(domain), _tracking(domain, message), _html(message), _tag(message)]
+    checks = [
+        _certificate(domain),
+        _cname(domain),
+        _https(domain),
+        _tracking(domain, message),
+        _html(message),
+        _tag(message),
+    ]
     if copies:
         checks.append(_links(domain, copies))
         checks.extend(_opens(copies))

@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 from botocore.exceptions import ClientError
 
-from opentracking import dns_check, store
+from opentracking import dns_check, store, tracking_hosts
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -63,6 +63,8 @@ class Domain:
     https_status: str | None = None  # the certificate served on the tracking host (scheduled checker)
     https_detail: str | None = None
     cert_days_left: int | None = None
+    # The per-domain certificate and custom domain (tracking_hosts); "shared" where the deployment has none.
+    host: tracking_hosts.TrackingHost = field(default_factory=tracking_hosts.TrackingHost)
 
     @property
     def tracking_host(self) -> str:
@@ -78,6 +80,7 @@ class Domain:
             "gsi1sk": self.name,
             **{key: value for key, value in asdict(self).items() if key != "created_at"},
             "created_at": str(self.created_at),
+            "host": self.host.to_item(),
             "cname_checked_at": None if self.cname_checked_at is None else str(self.cname_checked_at),
         }
 
@@ -102,6 +105,7 @@ class Domain:
             https_status=item.get("https_status"),
             https_detail=item.get("https_detail"),
             cert_days_left=None if item.get("cert_days_left") is None else int(item["cert_days_left"]),
+            host=tracking_hosts.TrackingHost.from_item(item.get("host")),
         )
 
     # --- Mailgun shapes ---
@@ -133,6 +137,7 @@ class Domain:
             "cached": list(self.cname_found),
             "status": self.cname_status,
             "detail": self.cname_detail,
+            "purpose": "tracking",
             "checked_at": self.cname_checked_at,
             "https": {
                 "status": self.https_status,
@@ -142,10 +147,12 @@ class Domain:
         }
 
     def response(self, message: str | None = None) -> dict:
+        validation = self.host.validation_record()
         body = {
             "domain": self.mailgun(),
             "receiving_dns_records": [],
-            "sending_dns_records": [self.tracking_record()],
+            "sending_dns_records": [self.tracking_record(), *([validation] if validation else [])],
+            "tracking_host": self.host.summary(self.name, self.tracking_host),
         }
         if message:
             body["message"] = message
@@ -162,10 +169,13 @@ class Domain:
 
     def with_check(self, check: dns_check.CnameCheck) -> Domain:
         definitive = check.mailgun_valid != "unknown"
+        host = tracking_hosts.with_cname(self.host, check.mailgun_valid)
         return replace(
             self,
+            host=host,
             cname_valid=check.mailgun_valid,
-            tracking_ready=check.valid if definitive else self.tracking_ready,
+            # Pixels need both: the CNAME reaching us, and (per-domain hosts) a certificate that serves it.
+            tracking_ready=host.serving and (check.valid if definitive else self.tracking_ready),
             cname_status=str(check.status),
             cname_detail=check.detail,
             cname_found=list(check.chain[1:]) if check.chain else ([check.found] if check.found else []),
@@ -186,23 +196,60 @@ def get(name: str) -> Domain:
     return Domain.from_item(item)
 
 
-def check(domain: Domain) -> Domain:
-    """Check the tracking CNAME now (bounded) and return the domain with the result."""
-    result = dns_check.check_cname(
-        domain.tracking_host, domain.cname_target, resolver=dns_check.make_resolver()
+def check(domain: Domain, *, renew: bool = False) -> Domain:
+    """Advance the tracking host's certificate and custom domain, then check its DNS records now
+    (bounded), and return the domain with the results. Never raises for AWS or DNS trouble: that is state."""
+    resolver = dns_check.make_resolver()
+    host = tracking_hosts.advance(domain.host, domain.tracking_host, renew=renew)
+    host = tracking_hosts.with_validation_check(host, resolver)
+    if host.state != tracking_hosts.HostState.SHARED:
+        domain = replace(domain, cname_target=host.target)  # the custom domain's target, once known
+    domain = replace(domain, host=host)
+    if not domain.cname_target:
+        # Nothing to compare the CNAME with yet: unknown, not invalid, and no pixels.
+        return replace(
+            domain,
+            cname_valid="unknown",
+            tracking_ready=False,
+            cname_status="no_target",
+            cname_detail=host.next_step(domain.name, domain.tracking_host),
+            cname_found=[],
+            cname_checked_at=time.time(),
+        )
+    return domain.with_check(
+        dns_check.check_cname(domain.tracking_host, domain.cname_target, resolver=resolver)
     )
-    return domain.with_check(result)
 
 
-def create(name: str | None, *, web_prefix: str | None, web_scheme: str | None, cname_target: str) -> Domain:
+def create(
+    name: str | None,
+    *,
+    web_prefix: str | None,
+    web_scheme: str | None,
+    cname_target: str,
+    api_id: str = "",
+) -> Domain:
     domain_name = normalise_domain(name)
     scheme = (web_scheme or "https").strip().lower()
-    if scheme != "https":
-        raise BadRequest("'web_scheme' must be https: tracking hosts are served over HTTPS only")
-    domain = check(
-        Domain(name=domain_name, cname_target=cname_target, web_prefix=normalise_web_prefix(web_prefix))
+    if scheme not in ("http", "https"):
+        raise BadRequest("'web_scheme' must be http or https")
+    # web_scheme=http is accepted as Mailgun accepts it, but links stay https: an HSTS policy on the
+    # customer's domain can then never break a pixel (the seed's third failure mode).
+    host = replace(tracking_hosts.initial(), api_id=api_id)
+    domain = Domain(
+        name=domain_name,
+        cname_target="" if host.state != tracking_hosts.HostState.SHARED else cname_target,
+        web_prefix=normalise_web_prefix(web_prefix),
+        host=host,
     )
-    return _put_if(domain, "attribute_not_exists(pk)", BadRequest(f"Domain {domain_name} already exists"))
+    # Claim the name first, so a duplicate request never requests a second certificate.
+    _put_if(domain, "attribute_not_exists(pk)", BadRequest(f"Domain {domain_name} already exists"))
+    checked = check(domain)
+    try:
+        return save(checked)
+    except NotFound:
+        tracking_hosts.release(checked.host, checked.tracking_host)  # deleted meanwhile: leave nothing behind
+        raise
 
 
 def _put_if(domain: Domain, condition: str, conflict: OpenTrackingError) -> Domain:
@@ -225,14 +272,17 @@ def save(domain: Domain) -> Domain:
 
 
 def verify(name: str) -> Domain:
-    return save(check(get(name)))
+    """An explicit verify also replaces a failed or expired certificate (the checker only reports one)."""
+    return save(check(get(name), renew=True))
 
 
 def delete(name: str) -> None:
     """Delete a domain and its webhooks (a domain created again later starts clean)."""
     from opentracking import webhooks  # webhooks reads domains: import here, not at module load
 
-    get(name)
+    domain = get(name)
+    # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
+    tracking_hosts.release(domain.host, domain.tracking_host)
     webhooks.delete_all(name)
     store.delete_item(_table(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
 
@@ -246,6 +296,11 @@ def list_domains(*, limit: int = 100, skip: int = 0) -> tuple[list[Domain], int]
 def set_open_tracking(name: str, *, active: bool | None, place_at_the_top: bool | None) -> Domain:
     """Mailgun's rule: tracking cannot be switched on while the tracking CNAME is not valid."""
     domain = get(name)
+    if active and not domain.tracking_ready and not domain.host.serving:
+        raise BadRequest(
+            f"Open tracking cannot be enabled until {domain.tracking_host} serves HTTPS. "
+            f"{domain.host.next_step(domain.name, domain.tracking_host)}"
+        )
     if active and not domain.tracking_ready:
         raise BadRequest(
             f"Open tracking cannot be enabled until the tracking CNAME {domain.tracking_host} points to "

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from opentracking import dns_check, domains, https_check, store
+from opentracking import domains, https_check, store, tracking_hosts
 from opentracking.errors import NotFound
 from opentracking.observability import logger, metrics
 
@@ -56,6 +56,7 @@ class DomainHealth:
                 "days_left": self.after.cert_days_left,
                 "detail": self.after.https_detail,
             },
+            "host": self.after.host.summary(self.after.name, self.after.tracking_host),
             "checked_at": self.after.cname_checked_at,
         }
 
@@ -63,13 +64,11 @@ class DomainHealth:
 def check_all(bucket: str, *, max_workers: int = 16) -> dict:
     started = time.time()
     current, _total = domains.list_domains(limit=10**9)
-    checks = dns_check.check_many(
-        [(domain.tracking_host, domain.cname_target) for domain in current],
-        resolver=dns_check.make_resolver(),
-        max_workers=max_workers,
-    )
-    checked = [domain.with_check(result) for domain, result in zip(current, checks, strict=True)]
+    # Each domain: its certificate and custom domain advanced, its validation and tracking CNAMEs checked.
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(current)))) as pool:
+        checked = list(pool.map(domains.check, current))
     checked = _with_https(checked, max_workers=max_workers)
+    certificates_waiting = tracking_hosts.retry_cleanups()
     results: list[DomainHealth] = []
     for domain, after in zip(current, checked, strict=True):
         health = DomainHealth(before=domain, after=after)
@@ -89,6 +88,9 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict:
         "broke": sum(h.transition == "broke" for h in results),
         "recovered": sum(h.transition == "recovered" for h in results),
         "https_broken": sum(h.after.https_status not in (None, "ok", "expiring") for h in results),
+        "hosts_not_serving": sum(not h.after.host.serving for h in results),
+        "validation_records_missing": sum(h.after.host.validation_valid == "invalid" for h in results),
+        "certificates_awaiting_deletion": certificates_waiting,
     }
     metrics.add_metric(name="DomainsChecked", unit=MetricUnit.Count, value=totals["checked"])
     metrics.add_metric(name="DomainsCnameInvalid", unit=MetricUnit.Count, value=totals["invalid"])
@@ -97,6 +99,12 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict:
     metrics.add_metric(name="CnameBroke", unit=MetricUnit.Count, value=totals["broke"])
     metrics.add_metric(name="CnameRecovered", unit=MetricUnit.Count, value=totals["recovered"])
     metrics.add_metric(name="DomainsHttpsBroken", unit=MetricUnit.Count, value=totals["https_broken"])
+    metrics.add_metric(
+        name="TrackingHostsNotServing", unit=MetricUnit.Count, value=totals["hosts_not_serving"]
+    )
+    metrics.add_metric(
+        name="ValidationRecordsMissing", unit=MetricUnit.Count, value=totals["validation_records_missing"]
+    )
 
     finished = datetime.now(UTC)
     report = {
