@@ -107,10 +107,18 @@ class StackClient:
         if created.status_code == 400 and "already exists" in created.text:
             return self.call("GET", f"/v3/domains/{domain}").json()
         created.raise_for_status()
-        record = created.json()["sending_dns_records"][0]
-        self.publish_dns(record["name"], "CNAME", record["value"])
-        verified = self.call("PUT", f"/v3/domains/{domain}/verify")
-        verified.raise_for_status()
+        records = created.json()["sending_dns_records"]
+        # With per-domain custom domains (TRACKING_HOSTS=CustomDomains) the tracking CNAME's value is known
+        # only once the certificate is issued and the host mapped: publish what is known, verify, repeat.
+        for _round in range(3):
+            for record in records:
+                if record["value"]:
+                    self.publish_dns(record["name"], "CNAME", record["value"])
+            verified = self.call("PUT", f"/v3/domains/{domain}/verify")
+            verified.raise_for_status()
+            records = verified.json()["sending_dns_records"]
+            if all(record["valid"] == "valid" for record in records):
+                break
         tracking = self.call(
             "PUT",
             f"/v3/domains/{domain}/tracking/open",

@@ -149,7 +149,18 @@ def create_queue(
     stack.attributes[(logical_id, "QueueUrl")] = url
 
 
+def create_http_api(
+    stack: Stack, logical_id: str, props: dict, session: boto3.session.Session, endpoint_url: str | None
+) -> None:
+    """The HTTP API itself, so that API mappings of per-domain custom domains have an API to point at.
+    Its routes are served by the local stack's own server, not by moto."""
+    api = session.client("apigatewayv2", endpoint_url=endpoint_url)
+    created = api.create_api(Name=_physical_name(stack, logical_id), ProtocolType="HTTP")
+    stack.refs[logical_id] = created["ApiId"]
+
+
 CREATORS = {
+    "AWS::Serverless::HttpApi": create_http_api,
     "AWS::DynamoDB::Table": create_table,
     "AWS::S3::Bucket": create_bucket,
     "AWS::SecretsManager::Secret": create_secret,

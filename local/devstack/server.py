@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import boto3
 from dns.exception import DNSException
 
-from devstack import tls
+from devstack import moto_fidelity, tls
 from devstack.dns_server import DnsServer
 from devstack.events import make_http_event
 from devstack.provision import provision
@@ -120,6 +120,7 @@ class LocalStack:
         # moto's werkzeug logs every AWS call; our own request log is enough.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         os.environ.update(aws_environment(self.config))
+        moto_fidelity.apply()  # custom domains report a target hostname, as on AWS
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.aws_port, verbose=False)
         self._moto.start()
         if not self.config.nameservers:
@@ -229,6 +230,7 @@ class LocalStack:
             body=body if body or method in ("POST", "PUT", "PATCH") else None,
             source_ip=source_ip,
             scheme=self.config.scheme,
+            api_id=self.stack.refs.get("HttpApi", "local"),
         )
         try:
             result = self.functions[route.function].invoke(event)
