@@ -397,3 +397,22 @@ def test_diagnose_names_the_next_step_of_each_state(world):
     world.check()
     checks = diagnose(world)
     assert checks["certificate"]["status"] == "pass" and checks["cname"]["status"] == "pass"
+
+
+def test_a_failed_renewal_is_named_with_the_days_left(world):
+    ready(world)
+    (arn,) = certificates()
+
+    def renewal_failed(parsed, **_):
+        parsed["Certificate"]["RenewalSummary"] = {"RenewalStatus": "FAILED"}  # what ACM reports then
+
+    client("acm").meta.events.register("after-call.acm.DescribeCertificate", renewal_failed)
+    world.check()
+    body = world.get()
+    assert body["tracking_host"]["state"] == "ready"
+    assert (
+        "failed to renew" in body["tracking_host"]["next_step"]
+        and "days" in body["tracking_host"]["next_step"]
+    )
+    assert records(body)[1]["certificate"]["renewal_status"] == "FAILED"
+    assert list(certificates()) == [arn]

@@ -170,7 +170,13 @@ class TrackingHost:
                 "hostname yet, so the tracking CNAME's value is unknown. It is read again on every check."
             )
         renewal = ""
-        if self.validation_valid == "invalid":
+        if self.renewal_status == "FAILED":
+            renewal = (
+                f" ACM failed to renew the certificate; restore the validation record {record} and "
+                f"{verify}, or HTTPS on the tracking host stops when it expires"
+                + (f" in {self.days_left} days." if self.days_left is not None else ".")
+            )
+        elif self.validation_valid == "invalid":
             renewal = (
                 f" Keep the validation record {record} published: without it ACM cannot renew the "
                 "certificate and HTTPS on the tracking host stops when it expires"
