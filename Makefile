@@ -18,7 +18,7 @@ LOCAL_PATH := PYTHONPATH=layers/opentracking:local
 PORT ?= 3000
 AWS_PORT ?= 5000
 
-.PHONY: help install system-deps lock lint test test-unit test-integration test-e2e run demo invoke bench build validate deploy clean
+.PHONY: help install system-deps lock lint test test-unit test-integration test-e2e run demo invoke bench apple-ranges build validate deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ invoke: $(STAMP) ## Run one function on one event against `make run`: make invok
 
 bench: $(STAMP) ## Benchmarks against baselines: table of ratios, raw figures in bench/results/latest.json (PROFILE=1: cProfile too)
 	@$(LOCAL_PATH) $(BIN)/python -m bench $(if $(PROFILE),--profile)
+
+apple-ranges: $(STAMP) ## Refresh Apple's egress ranges (bot="apple") from Apple's published list; needs network
+	$(BIN)/python scripts/refresh_apple_ranges.py
 
 build: $(STAMP) ## sam build (offline is fine: pinned wheels from the package index)
 	$(BIN)/sam build

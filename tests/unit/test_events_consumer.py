@@ -112,3 +112,18 @@ def test_a_bad_record_fails_alone(world, aws, lambda_context):
     response = load_handler("functions/events").lambda_handler(batch, lambda_context)
     assert response == {"batchItemFailures": [{"itemIdentifier": "999999999999"}]}
     assert len(world.opened()) == 1
+
+
+def test_an_open_from_an_apple_egress_address_is_an_apple_machine_open(world):
+    # GIVEN Apple Mail's own iOS user agent (a person, by the agent alone) loading from Apple's 17.0.0.0/8
+    world.send()
+    world.backdate("a@example.net")
+    world.open("a@example.net", user_agent=SAFARI_IOS, ip="17.58.63.1")
+    # WHEN the stream is consumed
+    world.consume()
+    # THEN the address decides: Mail Privacy Protection's proxy, counted as a machine open, never unique
+    (event,) = world.opened()
+    assert event["client-info"]["bot"] == "apple"
+    assert "Apple egress address (17.0.0.0/8" in event["bot-reason"]
+    counters = world.counters()
+    assert (counters["opened_machine_total"], counters["opened_unique"]) == (1, 0)

@@ -184,6 +184,7 @@ def _opens(copies: list[dict]) -> tuple[Check, Check]:
             method=raw.get("method", "GET"),
             user_agent=raw.get("user_agent", ""),
             seconds_after_accept=float(raw["ts"]) - float(copy["created_at"]),
+            ip=raw.get("ip", ""),
         )
         for copy, raw in loads
     ]

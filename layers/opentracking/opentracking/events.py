@@ -151,6 +151,7 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
         method=raw.get("method", "GET"),
         user_agent=raw.get("user_agent", ""),
         seconds_after_accept=timestamp - float(copy.get("created_at") or timestamp),
+        ip=raw.get("ip", ""),
     )
     event_id = event_id_for(raw["pk"], raw["sk"])
     event = opened_event(raw, copy, verdict, event_id)
