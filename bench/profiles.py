@@ -22,6 +22,10 @@ def _profile(call: Callable[[], object], repeat: int) -> str:
     for _ in range(repeat):
         call()
     profiler.disable()
+    return _report(profiler)
+
+
+def _report(profiler: cProfile.Profile) -> str:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out).strip_dirs()
     stats.sort_stats("cumulative").print_stats(TOP)
@@ -81,6 +85,14 @@ def cold_start(directory: Path) -> str:
     return "\n".join(lines) + out.getvalue()
 
 
+def read_side(tiny: bool) -> str:
+    """The stream consumer and the events API against moto server. Only this thread is profiled: time in
+    socket reads is waiting for moto (a stand-in for DynamoDB), the rest is ours."""
+    from bench.readside import profile
+
+    return "\n".join(f"===== {name} =====\n{_report(p)}" for name, p in profile(tiny=tiny).items())
+
+
 def write_all(directory: Path, *, tiny: bool = False) -> list[Path]:
     jobs = {
         "pixel": pixel,
@@ -88,6 +100,7 @@ def write_all(directory: Path, *, tiny: bool = False) -> list[Path]:
         "injection-5MB": lambda: injection("50 KB" if tiny else "5 MB"),
         "submission-mime-100": lambda: submission("mime", 3 if tiny else 100),
         "submission-form-100": lambda: submission("form", 3 if tiny else 100),
+        "read-side": lambda: read_side(tiny),
     }
     directory.mkdir(parents=True, exist_ok=True)
     written = []

@@ -126,6 +126,35 @@ def test_read_side_records_every_open_against_moto_server(bench_run):
     assert writes["pixel_requests"]["by_operation"] == {"dynamodb.PutItem": writes["pixel"]["items"]}
 
 
+def test_read_side_consumes_every_sampled_open_once_and_lists_it_through_the_api(bench_run):
+    raw = raw_of(bench_run, "readside")["stream consumer"]
+    records = raw["records"]
+    # every sampled raw open reached the consumer from moto's stream, and became one opened event
+    assert records == raw["events_stored"] > 0 and raw["consumer"]["failures"] == 0
+    # the sample mixes people and machines (half of its loads are Apple's proxy or a scanner's HEAD)
+    assert raw["counters"]["opened_total"] == records
+    assert 0 < raw["counters"]["opened_machine_total"] < records
+    assert raw["counters"]["opened_unique"] == raw["copies"]  # the first human open of each copy
+    # a replay stores and counts nothing new
+    assert raw["replay"]["records"] > 0
+    assert (raw["events_after_replay"], raw["counters_after_replay"]) == (records, raw["counters"])
+    # one copy read per copy in the batch, not per open; writes are transactions
+    by_operation = raw["consumer_requests"]["by_operation"]
+    assert set(by_operation) == {"dynamodb.GetItem", "dynamodb.TransactWriteItems"}
+    assert by_operation["dynamodb.GetItem"] <= raw["copies"] * raw["batches"] + 1  # + the webhook settings
+    # one transaction per record (event + total counters), one more per human open (unique marker)
+    counters = raw["counters"]
+    humans = counters["opened_total"] - counters["opened_machine_total"]
+    assert by_operation["dynamodb.TransactWriteItems"] == records + humans
+    # the bare replay of those transactions did the same writes: only repeat human opens were cancelled
+    assert raw["bare_transactions"]["transactions"] == records + humans
+    assert raw["bare_transactions"]["cancelled"] == humans - counters["opened_unique"]
+    # the events API pages through every stored event, and its baseline read the same index
+    api = raw["events_api"]
+    assert api["events_listed"] == api["events_expected"] == records == api["bare_query"]["items"]
+    assert api["pages"] > 1 and api["requests"]["writes"] == 0
+
+
 def test_cost_model_prices_what_was_measured(bench_run):
     raw = raw_of(bench_run, "cost")
     floor = raw["opens"]["floor"]
@@ -135,6 +164,19 @@ def test_cost_model_prices_what_was_measured(bench_run):
     assert all(v["total_listed"] >= floor["total_listed"] for v in raw["opens"].values())
     assert raw["sizes"]["open_item_bytes"] < 1024 and raw["sizes"]["copy_object_bytes"] > 50_000
     assert set(raw["submissions"]) == {"form/1", "form/3", "mime/1", "mime/3"}
+    # each function is priced from its own template properties: the pixel opts out of Globals' X-Ray
+    # (Tracing: PassThrough) and has its own 256 MB; the submit function keeps Globals' tracing
+    functions = raw["functions"]
+    assert functions["PixelFunction"] == {
+        "memory_mb": 256,
+        "architecture": "arm64",
+        "timeout_s": 3.0,
+        "traced": False,
+    }
+    assert functions["SubmitFunction"]["traced"] is True and functions["SubmitFunction"]["memory_mb"] == 1024
+    template = next(v for label, v in raw["opens"].items() if label.startswith("template"))
+    assert template["extras_per_million"]["X-Ray traces"] == 0
+    assert raw["storage"]["point_in_time_recovery"] is True
 
 
 def test_counter_simulation_keeps_sharded_keys_under_the_partition_limit(bench_run):
