@@ -1,6 +1,8 @@
 """Case 6: the cost model. US dollars per million opens and per million submitted recipients at AWS list
 prices (us-east-1), from the requests and CPU measured by the pixel and submission cases, item and object
-sizes measured here, and each function's MemorySize and architecture read from template.yaml.
+sizes measured here, and each function's own resolved properties in template.yaml (its MemorySize,
+Architectures, Timeout and Tracing, else Globals.Function's), the retention parameters' defaults and the
+table's billing mode and point-in-time recovery.
 
 Lambda duration is modelled, not measured (there is no AWS here): the CPU time measured on this machine,
 scaled by Lambda's CPU share (a full vCPU at 1,769 MB, proportionally less below), plus an assumed
@@ -16,7 +18,16 @@ from __future__ import annotations
 import math
 
 from bench import stubs
-from bench.env import architecture, captured_output, environment, function_env, memory_size, stub_stack
+from bench.env import (
+    architecture,
+    captured_output,
+    environment,
+    function_env,
+    memory_size,
+    stub_stack,
+    timeout_s,
+    traced,
+)
 from bench.report import at_most, row
 
 PRICES = {
@@ -45,7 +56,7 @@ ASSUMED_LATENCY_MS = {
 S3_WORKERS = 16  # opentracking.store uploads copies 16 at a time
 XRAY_SAMPLED = 0.05  # Lambda's default rule: 1 request a second, then 5% (at scale, ~5%)
 PLATFORM_LOG_BYTES = 300  # START, END and REPORT lines Lambda writes for every invocation
-RETENTION_MONTHS = 1.0  # MessageRetentionDays and EventRetentionDays default to 30
+DAYS_PER_MONTH = 30.0
 OPEN_TARGET = 1.15
 
 
@@ -148,7 +159,14 @@ def measured_sizes() -> dict:
 
 
 def open_costs(
-    pixel_raw: dict, sizes: dict, *, memory_mb: int, arch: str, tracing: bool, metric_logs: bool
+    pixel_raw: dict,
+    sizes: dict,
+    *,
+    memory_mb: int,
+    arch: str,
+    tracing: bool,
+    metric_logs: bool,
+    storage: dict,
 ) -> dict:
     """Dollars per open, by line item; `extras` are the lines outside the issue's price list."""
     requests = pixel_raw["requests_warm"]["by_operation"]
@@ -167,17 +185,15 @@ def open_costs(
         "DynamoDB reads": reads * PRICES["dynamodb_rru"],
     }
     log_bytes = PLATFORM_LOG_BYTES + (pixel_raw["log_bytes_per_open"] if metric_logs else 0)
-    storage_gb = open_bytes / 1e9 * RETENTION_MONTHS
     extras = {
         "CloudWatch Logs": log_bytes / 1e9 * PRICES["cloudwatch_logs_gb"],
         "X-Ray traces": (XRAY_SAMPLED * PRICES["xray_trace"]) if tracing else 0.0,
-        "DynamoDB storage + PITR": storage_gb
-        * (PRICES["dynamodb_gb_month"] + PRICES["dynamodb_pitr_gb_month"]),
+        "DynamoDB storage + PITR": open_bytes / 1e9 * storage["event_months"] * storage["table_gb_month"],
     }
     return {"listed": listed, "extras": extras, "billed_ms": billed, "cpu_ms_here": cpu_ms, "io_ms": io_ms}
 
 
-def open_floor(sizes: dict) -> dict:
+def open_floor(sizes: dict, storage: dict) -> dict:
     listed = {
         "HTTP API": PRICES["http_api_per_request"],
         "Lambda requests": PRICES["lambda_per_request"],
@@ -188,8 +204,8 @@ def open_floor(sizes: dict) -> dict:
         "CloudWatch Logs": PLATFORM_LOG_BYTES / 1e9 * PRICES["cloudwatch_logs_gb"],
         "DynamoDB storage + PITR": sizes["open_item_bytes"]
         / 1e9
-        * RETENTION_MONTHS
-        * (PRICES["dynamodb_gb_month"] + PRICES["dynamodb_pitr_gb_month"]),
+        * storage["event_months"]
+        * storage["table_gb_month"],
     }
     return {"listed": listed, "extras": extras}
 
@@ -200,7 +216,7 @@ def open_floor(sizes: dict) -> dict:
 
 
 def submission_costs(
-    figures: dict, n: int, sizes: dict, *, memory_mb: int, arch: str, timeout_s: float
+    figures: dict, n: int, sizes: dict, *, memory_mb: int, arch: str, timeout_s: float, storage: dict
 ) -> dict:
     """Dollars per recipient for a message to n recipients, by line item."""
     per_message = figures["requests_per_message"]
@@ -230,21 +246,21 @@ def submission_costs(
         "Lambda requests": PRICES["lambda_per_request"] / n,
         "Lambda compute": lambda_compute(memory_mb, arch, billed) / n,
         "S3 PUT": puts / n * PRICES["s3_put"],
-        "S3 storage": copy_gb * RETENTION_MONTHS * PRICES["s3_gb_month"],
+        "S3 storage": copy_gb * storage["message_months"] * PRICES["s3_gb_month"],
         "DynamoDB writes": (record_wru + message_wru / n) * PRICES["dynamodb_wru"],
         "DynamoDB reads": per_message.get("dynamodb.GetItem", 0) / n * PRICES["dynamodb_rru"],
     }
     return {"listed": listed, "billed_ms": billed, "over_timeout": billed > timeout_s * 1000, "io_ms": io_ms}
 
 
-def submission_floor(sizes: dict, n: int) -> dict[str, float]:
+def submission_floor(sizes: dict, n: int, storage: dict) -> dict[str, float]:
     """Per recipient: one S3 PUT and the copy's storage, one 1 KB write; per message one request and 1 ms."""
     return {
         "HTTP API": PRICES["http_api_per_request"] / n,
         "Lambda requests": PRICES["lambda_per_request"] / n,
         "Lambda compute": lambda_compute(128, "arm64", 1) / n,
         "S3 PUT": PRICES["s3_put"],
-        "S3 storage": sizes["copy_object_bytes"] / 1e9 * RETENTION_MONTHS * PRICES["s3_gb_month"],
+        "S3 storage": sizes["copy_object_bytes"] / 1e9 * storage["message_months"] * PRICES["s3_gb_month"],
         "DynamoDB writes": PRICES["dynamodb_wru"],
     }
 
@@ -254,6 +270,32 @@ def submission_floor(sizes: dict, n: int) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 
 
+def resolved_function(stack, logical_id: str) -> dict:
+    """What a function is billed by, from its own properties in the template, else Globals.Function's."""
+    return {
+        "memory_mb": memory_size(stack, logical_id),
+        "architecture": architecture(stack, logical_id),
+        "timeout_s": timeout_s(stack, logical_id),
+        "traced": traced(stack, logical_id),
+    }
+
+
+def table_storage(stack) -> dict:
+    """Retention and storage prices from the template: the retention parameters' defaults, the table's
+    point-in-time recovery. The price list is on-demand's, so the table must be on demand."""
+    table = stack.resources["DataTable"]["Properties"]
+    if table.get("BillingMode") != "PAY_PER_REQUEST":
+        raise ValueError("the cost model prices on-demand capacity; DataTable is not PAY_PER_REQUEST")
+    pitr = bool(table.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled"))
+    parameters = stack.template.get("Parameters", {})
+    return {
+        "message_months": float(parameters["MessageRetentionDays"]["Default"]) / DAYS_PER_MONTH,
+        "event_months": float(parameters["EventRetentionDays"]["Default"]) / DAYS_PER_MONTH,
+        "point_in_time_recovery": pitr,
+        "table_gb_month": PRICES["dynamodb_gb_month"] + (PRICES["dynamodb_pitr_gb_month"] if pitr else 0.0),
+    }
+
+
 def _fmt(parts: dict[str, float]) -> str:
     return ", ".join(f"{name} ${value:.4f}" for name, value in parts.items() if value)
 
@@ -261,33 +303,39 @@ def _fmt(parts: dict[str, float]) -> str:
 def run(*, pixel_raw: dict, submission_raw: dict, tiny: bool = False) -> dict:
     stack = stub_stack()
     sizes = measured_sizes()
-    pixel_memory, pixel_arch = memory_size(stack, "PixelFunction"), architecture(stack, "PixelFunction")
-    submit_memory, submit_arch = memory_size(stack, "SubmitFunction"), architecture(stack, "SubmitFunction")
-    submit_timeout = float(
-        stack.functions()["SubmitFunction"]["Properties"].get("Timeout")
-        or stack.template["Globals"]["Function"]["Timeout"]
-    )
+    functions = {name: resolved_function(stack, name) for name in ("PixelFunction", "SubmitFunction")}
+    pixel, submit = functions["PixelFunction"], functions["SubmitFunction"]
+    storage = table_storage(stack)
     rows = []
     raw: dict = {
         "prices": PRICES,
         "assumed_latency_ms": ASSUMED_LATENCY_MS,
         "full_vcpu_mb": FULL_VCPU_MB,
+        "functions": functions,
+        "storage": storage,
         "sizes": sizes,
         "opens": {},
         "submissions": {},
     }
 
-    floor = open_floor(sizes)
+    floor = open_floor(sizes, storage)
     floor_listed = sum(floor["listed"].values()) * 1e6
     floor_all = floor_listed + sum(floor["extras"].values()) * 1e6
+    tracing = "X-Ray on" if pixel["traced"] else "no X-Ray"
     variants = {
-        f"template ({pixel_memory} MB, tracing on, EMF metric per open)": (pixel_memory, True, True),
-        "proposed: 128 MB": (128, True, True),
-        "proposed: 128 MB, no X-Ray, no per-open metric": (128, False, False),
+        f"template ({pixel['memory_mb']} MB, {tracing}, EMF metric per open)": (pixel["memory_mb"], True),
+        "proposed: 128 MB": (128, True),
+        "proposed: 128 MB, no per-open metric": (128, False),
     }
-    for label, (memory, tracing, metric_logs) in variants.items():
+    for label, (memory, metric_logs) in variants.items():
         costs = open_costs(
-            pixel_raw, sizes, memory_mb=memory, arch=pixel_arch, tracing=tracing, metric_logs=metric_logs
+            pixel_raw,
+            sizes,
+            memory_mb=memory,
+            arch=pixel["architecture"],
+            tracing=pixel["traced"],
+            metric_logs=metric_logs,
+            storage=storage,
         )
         listed = sum(costs["listed"].values()) * 1e6
         everything = listed + sum(costs["extras"].values()) * 1e6
@@ -338,12 +386,18 @@ def run(*, pixel_raw: dict, submission_raw: dict, tiny: bool = False) -> dict:
                 continue
             n = int(n)
             costs = submission_costs(
-                figures, n, sizes, memory_mb=submit_memory, arch=submit_arch, timeout_s=submit_timeout
+                figures,
+                n,
+                sizes,
+                memory_mb=submit["memory_mb"],
+                arch=submit["architecture"],
+                timeout_s=submit["timeout_s"],
+                storage=storage,
             )
             total = sum(costs["listed"].values()) * 1e6
-            floor_total = sum(submission_floor(sizes, n).values()) * 1e6
+            floor_total = sum(submission_floor(sizes, n, storage).values()) * 1e6
             timeout_note = (
-                f"; {costs['billed_ms'] / 1000:,.1f} s modelled, over the {submit_timeout:.0f} s Timeout"
+                f"; {costs['billed_ms'] / 1000:,.1f} s modelled, over the {submit['timeout_s']:.0f} s Timeout"
                 if costs["over_timeout"]
                 else f"; {costs['billed_ms']:,} ms billed"
             )

@@ -124,15 +124,27 @@ def lambda_context(stack: Stack, logical_id: str):
     )
 
 
-def memory_size(stack: Stack, logical_id: str) -> int:
-    """The function's MemorySize, else Globals.Function.MemorySize, else Lambda's default (128)."""
-    own = stack.functions()[logical_id].get("Properties", {}).get("MemorySize")
+def function_property(stack: Stack, logical_id: str, name: str, default: object) -> object:
+    """A function's property as SAM resolves it: its own, else Globals.Function's, else Lambda's default."""
+    own = stack.functions()[logical_id].get("Properties", {}).get(name)
     if own is not None:
-        return int(own)
-    return int(stack.template.get("Globals", {}).get("Function", {}).get("MemorySize", 128))
+        return own
+    return stack.template.get("Globals", {}).get("Function", {}).get(name, default)
+
+
+def memory_size(stack: Stack, logical_id: str) -> int:
+    return int(function_property(stack, logical_id, "MemorySize", 128))
 
 
 def architecture(stack: Stack, logical_id: str) -> str:
-    own = stack.functions()[logical_id].get("Properties", {}).get("Architectures")
-    default = stack.template.get("Globals", {}).get("Function", {}).get("Architectures", ["x86_64"])
-    return (own or default)[0]
+    return function_property(stack, logical_id, "Architectures", ["x86_64"])[0]
+
+
+def timeout_s(stack: Stack, logical_id: str) -> float:
+    return float(function_property(stack, logical_id, "Timeout", 3))
+
+
+def traced(stack: Stack, logical_id: str) -> bool:
+    """Tracing: Active makes Lambda sample and send traces itself. PassThrough (Lambda's default) traces only
+    requests that arrive with a sampled trace header, and HTTP APIs send none: no traces."""
+    return function_property(stack, logical_id, "Tracing", "PassThrough") == "Active"
