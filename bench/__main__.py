@@ -96,7 +96,10 @@ def run_case(name: str, results: dict[str, dict], *, tiny: bool) -> dict:
         from bench import cost
 
         return cost.run(
-            pixel_raw=results["pixel"]["raw"], submission_raw=results["submission"]["raw"], tiny=tiny
+            pixel_raw=results["pixel"]["raw"],
+            submission_raw=results["submission"]["raw"],
+            readside_raw=results.get("readside", {}).get("raw"),
+            tiny=tiny,
         )
     if name == "counters":
         from bench import counters

@@ -300,7 +300,26 @@ def _fmt(parts: dict[str, float]) -> str:
     return ", ".join(f"{name} ${value:.4f}" for name, value in parts.items() if value)
 
 
-def run(*, pixel_raw: dict, submission_raw: dict, tiny: bool = False) -> dict:
+def read_side_costs(readside_raw: dict, *, memory_mb: int, arch: str, batch_size: int) -> dict:
+    """Dollars per open for the events function, from what the read-side case measured: its requests and
+    write units per record, and its own CPU per record (this machine), in batches of the template's size."""
+    per_record = readside_raw["requests_per_record"]
+    io_ms = sum(ASSUMED_LATENCY_MS.get(op, 5.0) * n for op, n in per_record.items())  # one after another
+    cpu_ms = readside_raw["consumer"]["cpu_ms_per_record"]
+    billed_per_batch = lambda_billed_ms(cpu_ms * batch_size, memory_mb, io_ms * batch_size)
+    listed = {
+        "Lambda requests": PRICES["lambda_per_request"] / batch_size,
+        "Lambda compute": lambda_compute(memory_mb, arch, billed_per_batch) / batch_size,
+        "DynamoDB writes": readside_raw["write_units_per_record"] * PRICES["dynamodb_wru"],
+        # strongly consistent GetItem of a copy record (< 4 KB): 1 read unit
+        "DynamoDB reads": per_record.get("dynamodb.GetItem", 0) * PRICES["dynamodb_rru"],
+    }
+    return {"listed": listed, "billed_ms_per_batch": billed_per_batch, "io_ms_per_record": io_ms}
+
+
+def run(
+    *, pixel_raw: dict, submission_raw: dict, readside_raw: dict | None = None, tiny: bool = False
+) -> dict:
     stack = stub_stack()
     sizes = measured_sizes()
     functions = {name: resolved_function(stack, name) for name in ("PixelFunction", "SubmitFunction")}
@@ -371,6 +390,44 @@ def run(*, pixel_raw: dict, submission_raw: dict, tiny: bool = False) -> dict:
             "billed_ms": costs["billed_ms"],
             "cpu_ms_measured_here": costs["cpu_ms_here"],
             "assumed_io_ms": costs["io_ms"],
+        }
+    consumer = (readside_raw or {}).get("stream consumer")
+    if consumer:
+        events_function = resolved_function(stack, "EventsFunction")
+        functions["EventsFunction"] = events_function
+        costs = read_side_costs(
+            consumer,
+            memory_mb=events_function["memory_mb"],
+            arch=events_function["architecture"],
+            batch_size=consumer["batch_size"],
+        )
+        downstream = sum(costs["listed"].values()) * 1e6
+        template_listed = next(v for k, v in raw["opens"].items() if k.startswith("template"))["total_listed"]
+        rows.append(
+            row(
+                "cost",
+                "$ per million opens, read side (events function), issue's price list",
+                downstream,
+                "USD",
+                note=f"{consumer['write_units_per_record']:.1f} WRU per open; "
+                + _fmt(_per_million(costs["listed"])),
+            )
+        )
+        rows.append(
+            row(
+                "cost",
+                "$ per million opens, pixel + read side, issue's price list",
+                template_listed + downstream,
+                "USD",
+                baseline=floor_listed,
+                note="the floor is the pixel's: one request, one invocation, one write",
+            )
+        )
+        raw["opens"]["read side"] = {
+            "listed_per_million": _per_million(costs["listed"]),
+            "total_listed": downstream,
+            "billed_ms_per_batch": costs["billed_ms_per_batch"],
+            "assumed_io_ms_per_record": costs["io_ms_per_record"],
         }
     raw["opens"]["floor"] = {
         "listed_per_million": _per_million(floor["listed"]),

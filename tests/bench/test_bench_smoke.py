@@ -177,6 +177,11 @@ def test_cost_model_prices_what_was_measured(bench_run):
     template = next(v for label, v in raw["opens"].items() if label.startswith("template"))
     assert template["extras_per_million"]["X-Ray traces"] == 0
     assert raw["storage"]["point_in_time_recovery"] is True
+    # the read side is priced from what its case measured: write units per record at on-demand prices
+    consumer = raw_of(bench_run, "readside")["stream consumer"]
+    read_side = raw["opens"]["read side"]["listed_per_million"]
+    assert read_side["DynamoDB writes"] == round(consumer["write_units_per_record"] * 0.625, 4)
+    assert consumer["write_units"]["gsi1"] > 0  # opened events are indexed for the events API
 
 
 def test_counter_simulation_keeps_sharded_keys_under_the_partition_limit(bench_run):
