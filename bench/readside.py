@@ -76,6 +76,7 @@ def _free_port() -> int:
 def moto_stack(*, tiny: bool) -> Iterator[ReadSide]:
     """moto server on 127.0.0.1 with the template's resources, and the pixel's environment pointing at it."""
     import boto3
+    import requests
     from moto.server import ThreadedMotoServer
 
     from devstack.provision import provision
@@ -87,6 +88,8 @@ def moto_stack(*, tiny: bool) -> Iterator[ReadSide]:
     access_log.setLevel(logging.ERROR)  # one line per request otherwise
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its state per process, not per server: start from nothing (a second stack in one run)
+    requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
     try:
         with environment({**BASE_ENV, "AWS_ENDPOINT_URL": endpoint}):
             stack = provision(Stack(name="opentracking-bench"), boto3.session.Session(), endpoint)
