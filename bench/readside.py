@@ -569,7 +569,7 @@ def stream_consumer_and_events_api(side: ReadSide) -> dict:
             "counters": counted,
             "counters_after_replay": counted_after_replay,
             "replay": {
-                "records": len(batches[0]["Records"]),
+                "records": len(replayed["Records"]),
                 "seconds": replay_s,
                 "requests": replay_requests,
             },
