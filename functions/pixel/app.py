@@ -19,6 +19,7 @@ def _record(event: dict) -> None:
     if not request.token:
         metrics.add_metric(name="InvalidToken", unit=MetricUnit.Count, value=1)
         return
+    claims = None
     try:
         keyring = tokens.load_keyring(config.token_secret_name, profile="pixel")
         claims = tokens.verify_token(keyring, request.token)
@@ -29,7 +30,7 @@ def _record(event: dict) -> None:
     except Exception as exc:
         # Keys or table out of reach: keep the open for the redrive function.
         logger.warning("open spilled", extra={"error": type(exc).__name__})
-        pixel.spill(request)
+        pixel.spill(pixel.scrubbed(request, claims))
         metrics.add_metric(name="OpenSpilled", unit=MetricUnit.Count, value=1)
         return
     metrics.add_metric(name="OpenRecorded", unit=MetricUnit.Count, value=1)

@@ -18,6 +18,7 @@ class Settings:
     # Pixel links are always https on AWS (API Gateway serves nothing else); the local stack may serve http.
     tracking_scheme: str = "https"
     event_retention_days: int = 30
+    stats_retention_days: int = 400
 
 
 def _require(name: str) -> str:
@@ -35,6 +36,9 @@ def settings() -> Settings:
     days = int(os.environ.get("EVENT_RETENTION_DAYS", "30"))
     if days < 1:
         raise OpenTrackingError("EVENT_RETENTION_DAYS must be at least 1")
+    stats_days = int(os.environ.get("STATS_RETENTION_DAYS", "400"))
+    if stats_days < 1:
+        raise OpenTrackingError("STATS_RETENTION_DAYS must be at least 1")
     return Settings(
         table_name=_require("TABLE_NAME"),
         bucket_name=_require("BUCKET_NAME"),
@@ -42,4 +46,5 @@ def settings() -> Settings:
         api_keys_secret_name=_require("API_KEYS_SECRET_NAME"),
         tracking_scheme=scheme,
         event_retention_days=days,
+        stats_retention_days=stats_days,
     )

@@ -18,13 +18,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from botocore.exceptions import ClientError
 
-from opentracking import bots, client_info, store, webhooks
+from opentracking import bots, client_info, privacy, store, webhooks
+from opentracking.anonymity import anonymize_ip, is_anonymized
 from opentracking.aws import client
 from opentracking.config import settings
 from opentracking.observability import logger, metrics
@@ -32,10 +32,6 @@ from opentracking.observability import logger, metrics
 SHARDS = 4
 ALL_TAGS = "_all"
 UNKNOWN_LOCATION = {"country": "Unknown", "region": "Unknown", "city": "Unknown"}
-
-
-def stats_retention_days() -> int:
-    return int(os.environ.get("STATS_RETENTION_DAYS", "400"))
 
 
 def event_id_for(pk: str, sk: str) -> str:
@@ -57,9 +53,16 @@ def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict:
 
 
 def _counter_updates(
-    table: str, domain: str, tags: list[str], event_id: str, timestamp: float, increments: dict[str, int]
+    table: str,
+    domain: str,
+    tags: list[str],
+    event_id: str,
+    timestamp: float,
+    increments: dict[str, int],
+    *,
+    stats_days: int,
 ) -> list[dict]:
-    expires = int(timestamp) + stats_retention_days() * 86400
+    expires = int(timestamp) + stats_days * 86400
     names = {f"#f{i}": field for i, field in enumerate(increments)}
     values = {f":v{i}": {"N": str(value)} for i, value in enumerate(increments.values())}
     values[":exp"] = {"N": str(expires)}
@@ -143,9 +146,17 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
         copies[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
     copy = copies[copy_pk]
     if copy is None:
-        # The copy expired or never existed (a token for a deleted message): nothing to join.
+        # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open of
+        # an erased recipient's copy must not outlive the erasure.
+        store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
         metrics.add_metric(name="OpenWithoutCopy", unit="Count", value=1)
         return
+    domain_privacy = privacy.cached(copy["domain"], copies)
+    if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
+        # A token issued before the domain switched anonymisation on: the pixel stored the full address.
+        # Truncate it in the raw open too, before anything is derived from it.
+        raw = {**raw, "ip": anonymize_ip(raw.get("ip", ""))}
+        _rewrite_ip(table, raw)
     timestamp = float(raw["ts"])
     verdict = bots.classify(
         method=raw.get("method", "GET"),
@@ -169,14 +180,21 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
         "message_id": copy["message_id"],
         "tags": tags,
         "bot": verdict.bot,
-        "expires_at": int(timestamp) + settings().event_retention_days * 86400,
+        "expires_at": int(timestamp) + domain_privacy.event_days() * 86400,
     }
     machine = 1 if verdict.bot else 0
+    stats_days = domain_privacy.stats_days()
     is_new = _transact(
         [
             _put_if_absent(table, item),
             *_counter_updates(
-                table, domain, tags, event_id, timestamp, {"opened_total": 1, "opened_machine_total": machine}
+                table,
+                domain,
+                tags,
+                event_id,
+                timestamp,
+                {"opened_total": 1, "opened_machine_total": machine},
+                stats_days=stats_days,
             ),
         ]
     )
@@ -191,7 +209,9 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
         if _transact(
             [
                 _put_if_absent(table, marker),
-                *_counter_updates(table, domain, tags, event_id, timestamp, {"opened_unique": 1}),
+                *_counter_updates(
+                    table, domain, tags, event_id, timestamp, {"opened_unique": 1}, stats_days=stats_days
+                ),
             ]
         ):
             metrics.add_metric(name="UniqueOpens", unit="Count", value=1)
@@ -203,11 +223,27 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
     webhooks.enqueue(domain, event)
 
 
-def handle_accepted(item: dict) -> None:
+def _rewrite_ip(table: str, raw: dict) -> None:
+    """Replace a raw open's address; only if the item is still there (an erasure may have removed it)."""
+    try:
+        client("dynamodb").update_item(
+            TableName=table,
+            Key={"pk": {"S": raw["pk"]}, "sk": {"S": raw["sk"]}},
+            UpdateExpression="SET ip = :ip",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":ip": {"S": raw["ip"]}},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+
+
+def handle_accepted(item: dict, cache: dict) -> None:
     table = settings().table_name
     event = json.loads(item["payload"])
     timestamp = float(event["timestamp"])
     domain, tags = item["domain"], list(item.get("tags") or [])
+    stats_days = privacy.cached(domain, cache).stats_days()
     marker = {"pk": item["pk"], "sk": f"COUNTED#{event['id']}", "expires_at": item.get("expires_at")}
     tag_updates = [
         {
@@ -218,7 +254,7 @@ def handle_accepted(item: dict) -> None:
                 "expires_at = :exp",
                 "ExpressionAttributeValues": {
                     ":t": {"N": str(timestamp)},
-                    ":exp": {"N": str(int(timestamp) + stats_retention_days() * 86400)},
+                    ":exp": {"N": str(int(timestamp) + stats_days * 86400)},
                 },
             }
         }
@@ -227,19 +263,22 @@ def handle_accepted(item: dict) -> None:
     _transact(
         [
             _put_if_absent(table, marker),
-            *_counter_updates(table, domain, tags, event["id"], timestamp, {"accepted_total": 1}),
+            *_counter_updates(
+                table, domain, tags, event["id"], timestamp, {"accepted_total": 1}, stats_days=stats_days
+            ),
             *tag_updates,
         ]
     )
 
 
 def handle_image(image: dict, copies: dict[str, dict | None]) -> None:
-    """One new item from the stream: raw opens and accepted events are processed, the rest ignored."""
+    """One new item from the stream: raw opens and accepted events are processed, the rest ignored.
+    `copies` caches what the batch has read: copy records and domains' privacy settings."""
     image = _plain(image)
     kind = image.get("type")
     if kind == "open":
         handle_open(image, copies)
     elif kind == "event" and image.get("event") == "accepted":
-        handle_accepted(image)
+        handle_accepted(image, copies)
     else:
         logger.debug("stream record ignored", extra={"type": kind})

@@ -11,8 +11,9 @@ import base64
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+from opentracking.anonymity import anonymize_ip
 from opentracking.aws import client
 from opentracking.tokens import OpenClaims
 
@@ -65,15 +66,27 @@ class OpenRequest:
 
 
 def item_for(request: OpenRequest, claims: OpenClaims, retention_days: int) -> dict:
+    """The raw open for a verified request. The token carries the domain's privacy instructions, so an
+    anonymising domain's reader address is truncated here, before the one write; `retention_days` is the
+    deployment default that a token's own retention overrides."""
+    days = claims.retention_days or retention_days
     return open_item(
         claims,
         request_id=request.request_id,
-        source_ip=request.source_ip,
+        source_ip=anonymize_ip(request.source_ip) if claims.anonymize_ip else request.source_ip,
         user_agent=request.user_agent,
         method=request.method,
-        expires_at=int(request.at) + retention_days * 86400,
+        expires_at=int(request.at) + days * 86400,
         now=request.at,
     )
+
+
+def scrubbed(request: OpenRequest, claims: OpenClaims | None) -> OpenRequest:
+    """The request as it may be parked on the spill queue: without the full address when the token
+    (already verified) asks for anonymisation. The redrive truncates the address again anyway."""
+    if claims is None or not claims.anonymize_ip:
+        return request
+    return replace(request, source_ip=anonymize_ip(request.source_ip))
 
 
 def spill(request: OpenRequest) -> None:

@@ -3,7 +3,15 @@
 A token names one message copy and its sending domain, nothing else: the recipient's address and the
 tags stay in DynamoDB. Layout before base64url (no padding):
 
-    version (1 byte) | key id (1 byte) | copy id (16 bytes) | domain (ASCII, lower case) | tag (16 bytes)
+    version 1: version | key id | copy id (16 bytes) | domain (ASCII, lower case) | tag (16 bytes)
+    version 2: version | key id | flags (1 byte) | retention days (2 bytes, big-endian) | copy id | domain
+               | tag
+
+Version 2 carries the domain's privacy instructions for the pixel, which reads nothing: bit 0 of `flags`
+asks it to anonymise the reader's IP address before its one write, and `retention days` (0: the
+deployment's default) is how long the raw open is kept. They are signed like the rest, so a reader cannot
+switch anonymisation off. A copy without instructions still gets a version 1 token (4 characters
+shorter), and both versions verify, so links already sent keep working.
 
 The tag is HMAC-SHA256 truncated to 128 bits, keyed with a per-domain key derived from the master key
 named by the key id. Per-domain keys mean one domain's tokens can never be replayed against another, and
@@ -26,12 +34,17 @@ from aws_lambda_powertools.utilities import parameters
 from opentracking.errors import OpenTrackingError
 
 TOKEN_VERSION = 1
+TOKEN_VERSION_PRIVACY = 2
 COPY_ID_BYTES = 16
 TAG_BYTES = 16
 MAX_DOMAIN_BYTES = 253
+FLAG_ANONYMIZE_IP = 0x01
+MAX_RETENTION_DAYS = 0xFFFF
+# Bytes between the version/key id and the copy id, by version.
+_OPTION_BYTES = {TOKEN_VERSION: 0, TOKEN_VERSION_PRIVACY: 3}
 # Fixed-size fields around the variable domain; anything outside these bounds is rejected before any crypto.
 _FIXED_BYTES = 2 + COPY_ID_BYTES + TAG_BYTES
-MAX_TOKEN_CHARS = (4 * (_FIXED_BYTES + MAX_DOMAIN_BYTES) + 2) // 3
+MAX_TOKEN_CHARS = (4 * (_FIXED_BYTES + max(_OPTION_BYTES.values()) + MAX_DOMAIN_BYTES) + 2) // 3
 _DOMAIN_KEY_LABEL = b"opentracking/v1/domain-key\x00"
 
 
@@ -50,6 +63,8 @@ class OpenClaims:
     copy_id: str  # hex
     domain: str
     key_id: int
+    anonymize_ip: bool = False
+    retention_days: int | None = None  # None: the deployment's EVENT_RETENTION_DAYS
 
 
 @dataclass
@@ -105,12 +120,26 @@ def _normalise_domain(domain: str) -> bytes:
     return encoded
 
 
-def issue_token(keyring: KeyRing, copy_id: bytes, domain: str) -> str:
+def issue_token(
+    keyring: KeyRing,
+    copy_id: bytes,
+    domain: str,
+    *,
+    anonymize_ip: bool = False,
+    retention_days: int | None = None,
+) -> str:
     if len(copy_id) != COPY_ID_BYTES:
         raise ValueError("copy id must be 16 bytes")
+    if retention_days is not None and not 1 <= retention_days <= MAX_RETENTION_DAYS:
+        raise ValueError("retention days out of range")
     kid = keyring.active_key_id
     domain_bytes = _normalise_domain(domain)
-    body = bytes((TOKEN_VERSION, kid)) + copy_id + domain_bytes
+    if anonymize_ip or retention_days is not None:
+        flags = FLAG_ANONYMIZE_IP if anonymize_ip else 0
+        header = bytes((TOKEN_VERSION_PRIVACY, kid, flags)) + (retention_days or 0).to_bytes(2, "big")
+    else:
+        header = bytes((TOKEN_VERSION, kid))
+    body = header + copy_id + domain_bytes
     tag = hmac.new(keyring.domain_key(kid, domain_bytes.decode()), body, hashlib.sha256).digest()[:TAG_BYTES]
     return _b64encode(body + tag)
 
@@ -126,13 +155,15 @@ def verify_token(keyring: KeyRing, token: str) -> OpenClaims:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as exc:
         raise InvalidToken("token is not base64url") from exc
-    if len(raw) <= _FIXED_BYTES or raw[0] != TOKEN_VERSION:
+    options = _OPTION_BYTES.get(raw[0]) if raw else None
+    if options is None or len(raw) <= _FIXED_BYTES + options:
         raise InvalidToken("unknown token version or too short")
     kid = raw[1]
     if kid not in keyring.master_keys:
         raise InvalidToken("unknown key id")
     body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
-    domain_bytes = body[2 + COPY_ID_BYTES :]
+    copy_start = 2 + options
+    domain_bytes = body[copy_start + COPY_ID_BYTES :]
     try:
         domain = domain_bytes.decode("ascii")
     except UnicodeDecodeError as exc:
@@ -140,7 +171,14 @@ def verify_token(keyring: KeyRing, token: str) -> OpenClaims:
     expected = hmac.new(keyring.domain_key(kid, domain), body, hashlib.sha256).digest()[:TAG_BYTES]
     if not hmac.compare_digest(expected, tag):
         raise InvalidToken("bad signature")
-    return OpenClaims(copy_id=body[2 : 2 + COPY_ID_BYTES].hex(), domain=domain, key_id=kid)
+    flags, days = (body[2], int.from_bytes(body[3:5], "big")) if options else (0, 0)
+    return OpenClaims(
+        copy_id=body[copy_start : copy_start + COPY_ID_BYTES].hex(),
+        domain=domain,
+        key_id=kid,
+        anonymize_ip=bool(flags & FLAG_ANONYMIZE_IP),
+        retention_days=days or None,
+    )
 
 
 @cache
