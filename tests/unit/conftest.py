@@ -33,13 +33,14 @@ def world(aws, tracked_domain, lambda_context, basic_auth):
     table = boto3.resource("dynamodb").Table(aws.ref("DataTable"))
 
     class World:
-        def send(self, recipients="a@example.net, b@example.net", tags=("Launch",)) -> str:
+        def send(self, recipients="a@example.net, b@example.net", tags=("Launch",), extra=()) -> str:
             fields = [
                 ("from", "s@example.com"),
                 ("to", recipients),
                 ("html", "<html><body>hi</body></html>"),
                 ("v:plan", "pro"),
                 *[("o:tag", t) for t in tags],
+                *extra,
             ]
             event = make_http_event(
                 "POST",
@@ -51,7 +52,8 @@ def world(aws, tracked_domain, lambda_context, basic_auth):
             )
             response = submit.lambda_handler(event, lambda_context)
             assert response["statusCode"] == 200, response["body"]
-            return json.loads(response["body"])["id"].strip("<>")
+            self.last_response = json.loads(response["body"])
+            return self.last_response["id"].strip("<>")
 
         def copy(self, recipient: str) -> dict:
             return next(i for i in table.scan()["Items"] if i["sk"] == "COPY" and i["recipient"] == recipient)

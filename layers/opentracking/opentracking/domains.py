@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 from botocore.exceptions import ClientError
 
-from opentracking import dns_check, store, tracking_hosts
+from opentracking import dns_check, privacy, store, suppressions, tracking_hosts
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -277,13 +277,16 @@ def verify(name: str) -> Domain:
 
 
 def delete(name: str) -> None:
-    """Delete a domain and its webhooks (a domain created again later starts clean)."""
+    """Delete a domain, its webhooks, privacy settings and suppression list (a domain created again
+    later starts clean)."""
     from opentracking import webhooks  # webhooks reads domains: import here, not at module load
 
     domain = get(name)
     # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
     tracking_hosts.release(domain.host, domain.tracking_host)
     webhooks.delete_all(name)
+    privacy.delete(name)
+    suppressions.delete_all(name)
     store.delete_item(_table(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
 
 

@@ -92,18 +92,34 @@ def _put_if_absent(table: str, item: dict) -> dict:
     }
 
 
+class CopyErased(Exception):
+    """The copy record went away (an erasure) between the join and the write."""
+
+
+def _copy_exists(table: str, copy_pk: str) -> dict:
+    # Derived items are written only while their copy exists and no erasure has started on it (erasure
+    # marks the copy first, then deletes), so an erasure racing the consumer never leaves an event behind.
+    return {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": {"pk": {"S": copy_pk}, "sk": {"S": "COPY"}},
+            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(erasing)",
+        }
+    }
+
+
 def _transact(operations: list[dict]) -> bool:
-    """Run the transaction; False when its first (conditional) put found the item already there."""
+    """Run the transaction; False when its first (conditional) put found the item already there, and
+    CopyErased when a later condition (the copy's existence) failed."""
     try:
         client("dynamodb").transact_write_items(TransactItems=operations)
     except ClientError as exc:
         reasons = exc.response.get("CancellationReasons") or []
-        if (
-            exc.response["Error"]["Code"] == "TransactionCanceledException"
-            and reasons
-            and (reasons[0].get("Code") == "ConditionalCheckFailed")
-        ):
-            return False
+        if exc.response["Error"]["Code"] == "TransactionCanceledException" and reasons:
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            if any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons[1:]):
+                raise CopyErased from None
         raise
     return True
 
@@ -145,12 +161,25 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
     if copy_pk not in copies:
         copies[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
     copy = copies[copy_pk]
-    if copy is None:
-        # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open of
-        # an erased recipient's copy must not outlive the erasure.
-        store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
-        metrics.add_metric(name="OpenWithoutCopy", unit="Count", value=1)
+    if copy is None or copy.get("erasing"):
+        _drop_orphan(table, raw)
         return
+    try:
+        _derive_open(table, raw, copy, copies)
+    except CopyErased:
+        copies[copy_pk] = None
+        _drop_orphan(table, raw)
+
+
+def _drop_orphan(table: str, raw: dict) -> None:
+    # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open of an
+    # erased recipient's copy must not outlive the erasure.
+    store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
+    metrics.add_metric(name="OpenWithoutCopy", unit="Count", value=1)
+
+
+def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
+    copy_pk = raw["pk"]
     domain_privacy = privacy.cached(copy["domain"], copies)
     if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
         # A token issued before the domain switched anonymisation on: the pixel stored the full address.
@@ -196,6 +225,7 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
                 {"opened_total": 1, "opened_machine_total": machine},
                 stats_days=stats_days,
             ),
+            _copy_exists(table, copy_pk),
         ]
     )
     if not verdict.bot:
@@ -212,6 +242,7 @@ def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
                 *_counter_updates(
                     table, domain, tags, event_id, timestamp, {"opened_unique": 1}, stats_days=stats_days
                 ),
+                _copy_exists(table, copy_pk),
             ]
         ):
             metrics.add_metric(name="UniqueOpens", unit="Count", value=1)

@@ -94,7 +94,7 @@ def query_index(table: str, index: str, key_name: str, key_value: str) -> list[d
     return items
 
 
-def query_prefix(table: str, pk: str, sk_prefix: str) -> list[dict]:
+def query_prefix(table: str, pk: str, sk_prefix: str, *, consistent: bool = False) -> list[dict]:
     """Every item of one partition whose sort key starts with a prefix ("" for all), paginated."""
     items: list[dict] = []
     condition, values = "pk = :pk", {":pk": {"S": pk}}
@@ -105,7 +105,12 @@ def query_prefix(table: str, pk: str, sk_prefix: str) -> list[dict]:
         pages = (
             client("dynamodb")
             .get_paginator("query")
-            .paginate(TableName=table, KeyConditionExpression=condition, ExpressionAttributeValues=values)
+            .paginate(
+                TableName=table,
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ConsistentRead=consistent,
+            )
         )
         for page in pages:
             items.extend(deserialize(item) for item in page["Items"])
@@ -211,3 +216,39 @@ def transact_put(table: str, items: list[dict]) -> list[list[dict]]:
 def log_rollback_failure(what: str, exc: Exception) -> None:
     # No addresses or keys in logs: only what kind of cleanup failed.
     logger.error("rollback failed", extra={"what": what, "error": type(exc).__name__})
+
+
+def batch_put(table: str, items: list[dict]) -> None:
+    """Put items in BatchWriteItem chunks of 25 (unconditional, so a retry rewrites the same items)."""
+    ddb = client("dynamodb")
+    try:
+        for start in range(0, len(items), _BATCH_SIZE):
+            requests = [
+                {"PutRequest": {"Item": serialize(item)}} for item in items[start : start + _BATCH_SIZE]
+            ]
+            _write_batch(ddb, table, requests)
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+
+
+def batch_get(table: str, keys: list[dict]) -> list[dict]:
+    """The items that exist among `keys` (BatchGetItem in chunks of 100, unprocessed keys retried)."""
+    ddb = client("dynamodb")
+    found: list[dict] = []
+    try:
+        for start in range(0, len(keys), 100):
+            pending = {
+                table: {"Keys": [serialize(key) for key in keys[start : start + 100]], "ConsistentRead": True}
+            }
+            for attempt in range(_MAX_BATCH_ROUNDS):
+                response = ddb.batch_get_item(RequestItems=pending)
+                found.extend(deserialize(item) for item in response["Responses"].get(table, []))
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                raise StorageUnavailable("DynamoDB kept throttling the read, please retry")
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return found

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from opentracking import compose, domains, options, store, tokens
+from opentracking import compose, domains, erasure, options, privacy, store, suppressions, tokens
 from opentracking.config import Settings
 from opentracking.errors import BadRequest, PayloadTooLarge, StorageUnavailable
 from opentracking.forms import Form
@@ -29,6 +29,7 @@ class Copy:
     user_variables: dict
     s3_key: str = ""
     tracked: bool = False
+    untracked_reason: str | None = None  # why this copy alone has no pixel (the recipient opted out)
 
     @property
     def copy_hex(self) -> str:
@@ -50,6 +51,7 @@ class Submission:
     testmode: bool
     copies: list[Copy] = field(default_factory=list)
     reason: str | None = None  # why opens are not tracked, when they are not
+    privacy: privacy.PrivacySettings = field(default_factory=privacy.PrivacySettings)
 
     @property
     def opens_tracked(self) -> bool:
@@ -57,7 +59,11 @@ class Submission:
 
 
 def reason_text(code: str) -> str:
-    return options.TRACKING_REASON_TEXT.get(code) or REASON_TEXT.get(code, code)
+    return (
+        options.TRACKING_REASON_TEXT.get(code)
+        or suppressions.REASON_TEXT.get(code)
+        or REASON_TEXT.get(code, code)
+    )
 
 
 def _control_headers(form: Form, mime_headers: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -180,8 +186,15 @@ def _make_copies(submission: Submission, source: object, recipient_variables: di
     return copies
 
 
-def track(submission: Submission, keyring: tokens.KeyRing, scheme: str) -> None:
-    """Give each copy its own pixel, or record why opens are not tracked."""
+def track(
+    submission: Submission,
+    keyring: tokens.KeyRing,
+    scheme: str,
+    *,
+    suppressed: frozenset[str] = frozenset(),
+) -> None:
+    """Give each copy its own pixel, or record why opens are not tracked. `suppressed`: the lower-cased
+    recipients on the domain's tracking suppression list, whose copies get no pixel."""
     if not submission.decision.opens:
         return
     if not submission.domain.tracking_ready:
@@ -189,7 +202,16 @@ def track(submission: Submission, keyring: tokens.KeyRing, scheme: str) -> None:
         submission.reason = options.REASON_CNAME_NOT_READY
         return
     for copy in submission.copies:
-        token = tokens.issue_token(keyring, copy.copy_id, submission.domain.name)
+        if copy.recipient.lower() in suppressed:
+            copy.untracked_reason = suppressions.REASON_SUPPRESSED
+            continue
+        token = tokens.issue_token(
+            keyring,
+            copy.copy_id,
+            submission.domain.name,
+            anonymize_ip=submission.privacy.anonymize_ip,
+            retention_days=submission.privacy.event_retention_days,
+        )
         url = f"{scheme}://{submission.domain.tracking_host}/o/{token}"
         result = inject(copy.message, url, top=submission.decision.top)
         if not result.injected:
@@ -200,6 +222,8 @@ def track(submission: Submission, keyring: tokens.KeyRing, scheme: str) -> None:
             return
         copy.message = result.message
         copy.tracked = True
+    if submission.copies and all(copy.untracked_reason for copy in submission.copies):
+        submission.reason = suppressions.REASON_SUPPRESSED
 
 
 def _storage_prefix(submission_id: str, domain: str, now: datetime) -> str:
@@ -211,7 +235,9 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
     the submission. Any failure rolls back what was written and raises StorageUnavailable."""
     now = datetime.now(UTC)
     timestamp = now.timestamp()
-    expires_at = int(timestamp) + settings.event_retention_days * 86400
+    expires_at = (
+        int(timestamp) + (submission.privacy.event_retention_days or settings.event_retention_days) * 86400
+    )
     submission_id = uuid.uuid4().hex
     prefix = _storage_prefix(submission_id, submission.domain.name, now)
     for copy in submission.copies:
@@ -241,6 +267,10 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
                 "type": "copy",
                 "s3_key": copy.s3_key,
                 "tracked": copy.tracked,
+                "untracked_reason": copy.untracked_reason,
+                "anonymize_ip": submission.privacy.anonymize_ip,
+                # every copy of one recipient in a domain, for erasure (gsi2 holds keys only)
+                "gsi2pk": erasure.recipient_key(submission.domain.name, copy.recipient),
                 "created_at": str(timestamp),
                 **common,
             }
@@ -337,14 +367,30 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
     started = time.perf_counter()
     domain = domains.get(domain_name)
     submission = plan(form, domain, mime=mime)
+    submission.privacy = privacy.get(domain.name)
     if submission.decision.opens:
-        track(submission, tokens.load_keyring(settings.token_secret_name), settings.tracking_scheme)
+        suppressed = (
+            suppressions.suppressed_among(domain.name, submission.recipients)
+            if domain.tracking_ready
+            else frozenset()
+        )
+        track(
+            submission,
+            tokens.load_keyring(settings.token_secret_name),
+            settings.tracking_scheme,
+            suppressed=suppressed,
+        )
     store_submission(submission, settings)
 
     metrics.add_metric(name="MessagesAccepted", unit="Count", value=1)
     metrics.add_metric(name="CopiesStored", unit="Count", value=len(submission.copies))
+    suppressed_copies = sum(1 for copy in submission.copies if copy.untracked_reason)
     if submission.opens_tracked:
-        metrics.add_metric(name="CopiesTracked", unit="Count", value=len(submission.copies))
+        metrics.add_metric(
+            name="CopiesTracked", unit="Count", value=len(submission.copies) - suppressed_copies
+        )
+    if suppressed_copies:
+        metrics.add_metric(name="CopiesSuppressed", unit="Count", value=suppressed_copies)
     logger.info(
         "message accepted",
         extra={
@@ -355,12 +401,11 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
-    return {
-        "id": submission.message_id,
-        "message": QUEUED,
-        "tracking": {
-            "opens": submission.opens_tracked,
-            "reason": submission.reason,
-            "detail": reason_text(submission.reason) if submission.reason else None,
-        },
+    tracking = {
+        "opens": submission.opens_tracked,
+        "reason": submission.reason,
+        "detail": reason_text(submission.reason) if submission.reason else None,
     }
+    if suppressed_copies:
+        tracking["suppressed"] = suppressed_copies  # copies without a pixel: their recipients opted out
+    return {"id": submission.message_id, "message": QUEUED, "tracking": tracking}

@@ -1,0 +1,76 @@
+"""Privacy controls: per-domain IP anonymisation and retention, the tracking suppression list, and
+per-recipient erasure. Recipient addresses arrive in form bodies only, never in paths or query strings,
+so no access log, trace or paging URL carries them."""
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from opentracking import api, domains, erasure, privacy, suppressions
+from opentracking.forms import Form
+from opentracking.observability import logger, metrics
+from opentracking.tracing import tracer
+
+app = APIGatewayHttpResolver()
+app.use(middlewares=[api.require_api_key])
+api.register_error_handlers(app)
+
+
+def _form() -> Form:
+    return api.request_form(app.current_event)
+
+
+def _domain(name: str) -> str:
+    """The stored domain's name; 404 for an unknown one, before anything else is read or written."""
+    return domains.get(name.lower()).name
+
+
+def _base_url() -> str:
+    headers = app.current_event.headers
+    return f"{headers.get('x-forwarded-proto', 'https')}://{headers.get('host', '')}"
+
+
+@app.get("/v3/domains/<name>/tracking/privacy")
+@tracer.capture_method
+def get_privacy(name: str) -> dict:
+    return privacy.get(_domain(name)).response()
+
+
+@app.put("/v3/domains/<name>/tracking/privacy")
+@tracer.capture_method
+def put_privacy(name: str) -> dict:
+    domain = _domain(name)
+    updated = privacy.update(domain, _form())
+    return {"message": "Domain privacy settings have been updated", **updated.response()}
+
+
+@app.get("/v3/<domain>/tracking-suppressions")
+@tracer.capture_method
+def list_suppressions(domain: str) -> dict:
+    query = dict(app.current_event.query_string_parameters or {})
+    return suppressions.list_page(_domain(domain), query, base_url=_base_url())
+
+
+@app.post("/v3/<domain>/tracking-suppressions")
+@tracer.capture_method
+def add_suppressions(domain: str) -> dict:
+    return suppressions.add(_domain(domain), _form())
+
+
+@app.delete("/v3/<domain>/tracking-suppressions")
+@tracer.capture_method
+def delete_suppressions(domain: str) -> dict:
+    return suppressions.remove(_domain(domain), _form())
+
+
+@app.post("/v3/<domain>/erasures")
+@tracer.capture_method
+def erase_recipient(domain: str) -> dict:
+    return erasure.erase(_domain(domain), _form())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)
