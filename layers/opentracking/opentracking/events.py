@@ -291,15 +291,21 @@ def handle_accepted(item: dict, cache: dict) -> None:
         }
         for tag in tags
     ]
-    _transact(
-        [
-            _put_if_absent(table, marker),
-            *_counter_updates(
-                table, domain, tags, event["id"], timestamp, {"accepted_total": 1}, stats_days=stats_days
-            ),
-            *tag_updates,
-        ]
-    )
+    try:
+        _transact(
+            [
+                _put_if_absent(table, marker),
+                *_counter_updates(
+                    table, domain, tags, event["id"], timestamp, {"accepted_total": 1}, stats_days=stats_days
+                ),
+                *tag_updates,
+                _copy_exists(table, item["pk"]),
+            ]
+        )
+    except CopyErased:
+        # A replay after the recipient was erased (or an erasure before the first count): the marker
+        # must not come back into the erased partition.
+        metrics.add_metric(name="AcceptedAfterErasure", unit="Count", value=1)
 
 
 def handle_image(image: dict, copies: dict[str, dict | None]) -> None:
