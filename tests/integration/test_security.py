@@ -155,7 +155,8 @@ def test_no_forged_or_edited_token_is_accepted_in_100000_tries():
 def test_no_address_key_or_token_in_any_log_line(
     aws, tracked_domain, api_key, lambda_context, capsys, caplog
 ):
-    """A full flow with the logger at DEBUG: submit, open, consume; then search every line."""
+    """A full flow with the logger at DEBUG: submit, open, consume, suppress, erase; then search every
+    line."""
     from devstack.handlers import load_handler
     from devstack.streams import read_all
     from opentracking.observability import logger
@@ -199,6 +200,28 @@ def test_no_address_key_or_token_in_any_log_line(
         ),
         lambda_context,
     )
+    privacy_function = load_handler("functions/privacy")
+    for method, route, form in (  # the privacy routes take the address in their bodies
+        ("POST", "/v3/{domain}/tracking-suppressions", [("address", secret_recipient)]),
+        ("GET", "/v3/{domain}/tracking-suppressions", None),
+        ("POST", "/v3/{domain}/erasures", [("address", secret_recipient)]),
+        ("DELETE", "/v3/{domain}/tracking-suppressions", [("address", secret_recipient)]),
+    ):
+        answer = privacy_function.lambda_handler(
+            make_http_event(
+                method,
+                route.replace("{domain}", "example.com"),
+                route_key=f"{method} {route}",
+                path_parameters={"domain": "example.com"},
+                body=urlencode(form) if form else None,
+                headers={
+                    "authorization": basic(api_key),
+                    "content-type": "application/x-www-form-urlencoded",
+                },
+            ),
+            lambda_context,
+        )
+        assert answer["statusCode"] == 200, answer["body"]
     logs = capsys.readouterr()
     text = logs.out + logs.err + caplog.text
     assert text.strip(), "the flow logged nothing: the test would prove nothing"
