@@ -184,3 +184,15 @@ def test_addresses_are_kept_out_of_keys(suppressions, aws):
     suppressions("POST", [("address", "a@example.net")])
     (item,) = [i for i in table_items(aws) if i["pk"] == "SUPPRESS#example.com"]
     assert "@" not in json.dumps({"pk": item["pk"], "sk": item["sk"]})
+
+
+def test_diagnose_names_the_opt_out(world, suppressions, aws):
+    from opentracking import diagnose, domains
+
+    suppressions("POST", [("address", "b@example.net")])
+    world.send(recipients="a@example.net, b@example.net")
+    copies = [world.copy("a@example.net"), world.copy("b@example.net")]
+    check = diagnose._opted_out(domains.get("example.com"), copies)
+    assert (check.check, check.status) == ("recipient_opted_out", diagnose.FAIL)
+    assert check.detail.startswith("1 of 2 copies got no pixel")
+    assert diagnose._opted_out(domains.get("example.com"), copies[:1]) is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from opentracking import bots, dns_check, domains, https_check, store, tracking_hosts
+from opentracking import bots, dns_check, domains, https_check, store, suppressions, tracking_hosts
 from opentracking.aws import client
 from opentracking.config import settings
 from opentracking.errors import NotFound
@@ -105,6 +105,8 @@ def _tracking(domain: domains.Domain, message: dict | None) -> Check:
         return Check("tracking_enabled", PASS, f"Opens were tracked for this message ({decided} decided).")
     if reason in TRACKING_REASON_TEXT:
         return Check("tracking_enabled", FAIL, f"{TRACKING_REASON_TEXT[reason]} ({decided} decided).")
+    if reason in suppressions.REASON_TEXT:
+        return Check("tracking_enabled", FAIL, suppressions.REASON_TEXT[reason])
     return Check("tracking_enabled", PASS, f"Tracking was asked for ({decided} decided).")
 
 
@@ -164,6 +166,20 @@ def _links(domain: domains.Domain, copies: list[dict]) -> Check:
     )
 
 
+def _opted_out(domain: domains.Domain, copies: list[dict]) -> Check | None:
+    """Copies that got no pixel because their recipient is on the tracking suppression list."""
+    suppressed = [c for c in copies if c.get("untracked_reason") == suppressions.REASON_SUPPRESSED]
+    if not suppressed:
+        return None
+    return Check(
+        "recipient_opted_out",
+        FAIL,
+        f"{len(suppressed)} of {len(copies)} copies got no pixel: their recipients are on the domain's "
+        f"tracking suppression list, so their opens cannot be seen. Only if they agreed to tracking, lift "
+        f"it with DELETE /v3/{domain.name}/tracking-suppressions.",
+    )
+
+
 def _opens(copies: list[dict]) -> tuple[Check, Check]:
     loads: list[tuple[dict, dict]] = []
     for copy in copies:
@@ -220,6 +236,9 @@ def diagnose(domain_name: str, *, message_id: str | None = None, recipient: str 
     ]
     if copies:
         checks.append(_links(domain, copies))
+        opted_out = _opted_out(domain, copies)
+        if opted_out:
+            checks.append(opted_out)
         checks.extend(_opens(copies))
     else:
         checks.append(
