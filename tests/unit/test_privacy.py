@@ -142,6 +142,7 @@ def test_settings_default_to_the_deployment_and_can_be_changed_and_reset(configu
         {"event_retention_days": "-3"},
         {"stats_retention_days": "3651"},
         {"stats_retention_days": "ten"},
+        {"stats_retention_days": "²"},  # a digit to str.isdigit(), not to int()
         {"anonymize_ip": "yes", "event_retention_days": "1.5"},  # one bad field: nothing changes
     ],
 )

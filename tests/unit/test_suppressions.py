@@ -104,7 +104,7 @@ def test_bad_input_is_a_400_and_changes_nothing(suppressions, aws, method, field
     assert table_items(aws) == before
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "page=not-a-digest"])
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "limit=%C2%B2", "page=not-a-digest"])
 def test_bad_list_parameters_are_a_400(suppressions, query):
     status, body = suppressions("GET", query=query)
     assert (status, set(body)) == (400, {"message"})

@@ -86,7 +86,8 @@ def _days(name: str, value: str) -> int | None:
     text = value.strip().lower()
     if text in ("", "default"):
         return None
-    if not text.isdigit() or not 1 <= int(text) <= MAX_RETENTION_DAYS:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_RETENTION_DAYS:
         raise BadRequest(f"'{name}' must be a number of days from 1 to {MAX_RETENTION_DAYS}, or 'default'")
     return int(text)
 

@@ -242,7 +242,7 @@ def batch_get(table: str, keys: list[dict]) -> list[dict]:
             }
             for attempt in range(_MAX_BATCH_ROUNDS):
                 response = ddb.batch_get_item(RequestItems=pending)
-                found.extend(deserialize(item) for item in response["Responses"].get(table, []))
+                found.extend(deserialize(item) for item in response.get("Responses", {}).get(table, []))
                 pending = response.get("UnprocessedKeys") or {}
                 if not pending:
                     break

@@ -115,7 +115,10 @@ def suppressed_among(domain: str, recipients: list[str]) -> frozenset[str]:
 def list_page(domain: str, params: dict[str, str | None], *, base_url: str) -> dict:
     """One page of the list, in digest order. The `page` cursor is the last digest seen, never an address."""
     raw_limit = params.get("limit")
-    if raw_limit is not None and (not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT):
+    valid = raw_limit is None or (
+        raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT
+    )
+    if not valid:
         raise BadRequest(f"'limit' must be between 1 and {MAX_LIMIT}")
     limit = int(raw_limit) if raw_limit else DEFAULT_LIMIT
     pivot = params.get("page") or ""
