@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 import requests
 
 DOMAIN = "privacy.example.com"
-READER = "reader@example.net"
-OPTED_OUT = "opted.out@example.net"
+# The local stack is shared by the whole session: addresses no other test uses.
+_RUN = uuid.uuid4().hex[:12]
+READER = f"reader.{_RUN}@example.net"
+OPTED_OUT = f"opted.out.{_RUN}@example.net"
 
 
 def eventually(check, *, timeout: float = 30.0):
@@ -99,6 +102,11 @@ def test_anonymise_suppress_open_and_erase_end_to_end(stack):
     assert READER not in everything(stack)
     assert len(stack.copies_of(OPTED_OUT)) == 1
     assert opened() == []
+
+    # AND lifting the opt-out takes the address in a DELETE body
+    response = stack.call("DELETE", f"/v3/{DOMAIN}/tracking-suppressions", data={"address": OPTED_OUT})
+    assert response.status_code == 200, response.text
+    assert stack.call("GET", f"/v3/{DOMAIN}/tracking-suppressions").json()["items"] == []
 
 
 def test_privacy_routes_need_the_api_key(stack):
