@@ -4,13 +4,14 @@ pixel, and the events consumer that applies them again."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import time
 
 import boto3
 import pytest
 
-from opentracking import privacy, tokens
+from opentracking import anonymity, privacy, tokens
 from opentracking.anonymity import anonymize_ip, is_anonymized
 from opentracking.config import settings
 from tests.unit.test_pixel import pixel_event, spilled
@@ -271,3 +272,35 @@ def test_without_overrides_the_deployment_defaults_apply(world, aws):
     assert events and counters
     assert all(29.9 < (int(i["expires_at"]) - started) / DAY < 30.1 for i in events)
     assert all(399.9 < (int(i["expires_at"]) - started) / DAY < 400.1 for i in counters)
+
+
+def test_every_apple_range_is_wider_than_what_anonymisation_keeps():
+    # An anonymised address stays inside any range at least as wide as its kept prefix, so bot
+    # classification by Apple egress address gives the same verdict with or without anonymisation. A
+    # refresh of the ranges file that brings narrower ranges (Private Relay publishes /64s) must first
+    # teach the classifier to match truncated networks.
+    import csv
+    from importlib import resources
+
+    from opentracking import bots
+
+    text = resources.files("opentracking").joinpath(bots.APPLE_RANGES_FILE).read_text()
+    rows = list(
+        csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    )
+    assert rows
+    kept = {4: anonymity.IPV4_PREFIX, 6: anonymity.IPV6_PREFIX}
+    for row in rows:  # every network of the file, also those merged into a neighbour for lookups
+        network = ipaddress.ip_network(row["network"].strip())
+        assert network.prefixlen <= kept[network.version], network
+
+
+def test_an_anonymised_apple_load_is_still_an_apple_load(world, configure):
+    configure(anonymize_ip="yes")
+    world.send(recipients="a@example.net")
+    world.backdate("a@example.net")
+    world.open("a@example.net", ip="17.58.101.77")  # an ordinary user agent, from Apple's 17.0.0.0/8
+    world.consume()
+    (event,) = world.opened()
+    assert event["ip"] == "17.58.101.0"
+    assert event["client-info"]["bot"] == "apple"
