@@ -32,7 +32,7 @@ def _cname_target() -> str:
 
 def _int_query(name: str, default: int, maximum: int) -> int:
     raw = app.current_event.get_query_string_value(name, str(default))
-    if not raw.isdigit() or (name == "limit" and int(raw) == 0):
+    if not (raw.isascii() and raw.isdigit()) or (name == "limit" and int(raw) == 0):
         raise BadRequest(f"'{name}' must be a positive integer")
     return min(int(raw), maximum)
 

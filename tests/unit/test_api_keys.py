@@ -116,6 +116,7 @@ def test_an_expired_key_stops_working(call, aws):
         ({"kind": "domain", "domain_name": "unknown.example"}, 404, "Domain not found"),
         ({"kind": "user", "role": "sending"}, 400, "role"),
         ({"kind": "user", "expiration": "soon"}, 400, "'expiration'"),
+        ({"kind": "user", "expiration": "²"}, 400, "'expiration'"),  # str.isdigit() says yes, int() no
     ],
 )
 def test_bad_key_requests(call, fields, status, message):

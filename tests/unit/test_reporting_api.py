@@ -112,6 +112,7 @@ def test_paging_next_and_previous_walk_the_whole_list(api, history):
     [
         ({"limit": "301"}, "'limit'"),
         ({"limit": "0"}, "'limit'"),
+        ({"limit": "²"}, "'limit'"),  # a digit to str.isdigit(), not to int()
         ({"begin": "someday"}, "'begin'"),
         ({"event": "clicked-maybe"}, "'event'"),
         ({"ascending": "sideways"}, "'ascending'"),
@@ -185,6 +186,7 @@ def test_domain_stats_total_by_hour(api, history):
         ("", "'event'"),
         ("event=opened&resolution=week", "'resolution'"),
         ("event=opened&duration=forever", "'duration'"),
+        ("event=opened&duration=%C2%B2d", "'duration'"),  # "²d"
     ],
 )
 def test_bad_stats_queries_are_400(api, history, query, message):
@@ -193,3 +195,8 @@ def test_bad_stats_queries_are_400(api, history, query, message):
     )
     assert status == 400
     assert message in body["message"]
+
+
+def test_list_limits_take_ascii_digits_only(api, history):
+    status, body = api("/v4/domains", "/v4/domains", {}, {"limit": "²"})
+    assert status == 400 and "'limit'" in body["message"]

@@ -149,7 +149,7 @@ def create_key(
         domain = domains.get(domains.normalise_domain(domain_name)).name
     expires_at = None
     if expiration:
-        if not expiration.strip().isdigit() or int(expiration) == 0:
+        if not (expiration.strip().isascii() and expiration.strip().isdigit()) or int(expiration) == 0:
             raise BadRequest("'expiration' must be a number of seconds")
         expires_at = int(time.time()) + int(expiration)
     secret = "key-" + secrets.token_hex(24)

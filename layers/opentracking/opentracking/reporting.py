@@ -63,7 +63,8 @@ def _yes_no(name: str, value: str | None) -> bool | None:
 def _limit(value: str | None, maximum: int) -> int:
     if value is None:
         return min(DEFAULT_LIMIT, maximum)
-    if not value.strip().isdigit() or not 1 <= int(value) <= maximum:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+    if not (value.strip().isascii() and value.strip().isdigit()) or not 1 <= int(value) <= maximum:
         raise BadRequest(f"'limit' must be between 1 and {maximum}")
     return int(value)
 
@@ -239,7 +240,7 @@ def get_tag(domain: str, tag: str) -> dict:
 def _duration(text: str) -> timedelta:
     units = {"h": "hours", "d": "days", "m": "days"}
     number, unit = text[:-1], text[-1:].lower()
-    if not number.isdigit() or unit not in units:
+    if not (number.isascii() and number.isdigit()) or unit not in units:
         raise BadRequest("'duration' must look like 24h, 7d or 1m")
     value = int(number) * (30 if unit == "m" else 1)
     return timedelta(**{units[unit]: value})
