@@ -212,3 +212,107 @@ def reset_cache() -> None:
     _last_keyring = (None, None)
     secrets_provider.cache_clear()
     parameters.clear_caches()
+
+
+# --- click tokens -----------------------------------------------------------------------------------
+#
+# A click token names the copy like a pixel token and also carries the link's URL, sealed: the redirect
+# must work with no read at all (DynamoDB or S3 may be down), so the URL travels in the token; and a URL
+# may name the recipient (`?email=...` after batch substitution), so it is encrypted, not just signed.
+# Layout before base64url:
+#
+#     version 2 | key id | copy id (16) | domain length (1) | domain | SIV (16) | URL XOR keystream
+#
+# The construction is SIV (Rogaway and Shrimpton's deterministic authenticated encryption) built from the
+# HMAC-SHA256 the pixel tokens already use, so the hot path needs no new dependency: the SIV is the MAC of
+# the header and the URL (it authenticates both), and the keystream is HMAC-SHA256(enc key, SIV | counter).
+# Both keys are derived from the per-domain key. The same copy and URL always give the same token.
+
+CLICK_TOKEN_VERSION = 2
+MAX_CLICK_URL_BYTES = 2048  # longer links are left untracked: a longer token would outgrow what proxies pass
+_CLICK_FIXED_BYTES = 2 + COPY_ID_BYTES + 1 + TAG_BYTES
+MAX_CLICK_TOKEN_CHARS = (4 * (_CLICK_FIXED_BYTES + MAX_DOMAIN_BYTES + MAX_CLICK_URL_BYTES) + 2) // 3
+_CLICK_MAC_LABEL = b"opentracking/v2/click-mac"
+_CLICK_ENC_LABEL = b"opentracking/v2/click-enc"
+
+
+@dataclass(frozen=True)
+class ClickClaims:
+    """What a verified click token identifies: the copy, its domain, and the link's original URL."""
+
+    copy_id: str  # hex
+    domain: str
+    key_id: int
+    url: str
+
+
+def _click_keys(keyring: KeyRing, key_id: int, domain: str) -> tuple[bytes, bytes]:
+    domain_key = keyring.domain_key(key_id, domain)
+    return (
+        hmac.new(domain_key, _CLICK_MAC_LABEL, hashlib.sha256).digest(),
+        hmac.new(domain_key, _CLICK_ENC_LABEL, hashlib.sha256).digest(),
+    )
+
+
+def _keystream(enc_key: bytes, siv: bytes, length: int) -> bytes:
+    blocks = (length + 31) // 32
+    return b"".join(
+        hmac.new(enc_key, siv + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks)
+    )[:length]
+
+
+def _xor(data: bytes, stream: bytes) -> bytes:
+    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
+
+
+def issue_click_token(keyring: KeyRing, copy_id: bytes, domain: str, url: str) -> str:
+    """Seal `url` for one copy; ValueError when the URL is too long to travel in a link."""
+    if len(copy_id) != COPY_ID_BYTES:
+        raise ValueError("copy id must be 16 bytes")
+    url_bytes = url.encode("utf-8")
+    if not url_bytes or len(url_bytes) > MAX_CLICK_URL_BYTES:
+        raise ValueError("URL is empty or too long to seal")
+    kid = keyring.active_key_id
+    domain_bytes = _normalise_domain(domain)
+    header = bytes((CLICK_TOKEN_VERSION, kid)) + copy_id + bytes((len(domain_bytes),)) + domain_bytes
+    mac_key, enc_key = _click_keys(keyring, kid, domain_bytes.decode())
+    siv = hmac.new(mac_key, header + url_bytes, hashlib.sha256).digest()[:TAG_BYTES]
+    return _b64encode(header + siv + _xor(url_bytes, _keystream(enc_key, siv, len(url_bytes))))
+
+
+def verify_click_token(keyring: KeyRing, token: str) -> ClickClaims:
+    """The claims of a genuine click token; InvalidToken for anything else (forged, edited, truncated,
+    a pixel token, an unknown key). The SIV comparison is constant-time."""
+    if not token or len(token) > MAX_CLICK_TOKEN_CHARS:
+        raise InvalidToken("token length out of range")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidToken("token is not base64url") from exc
+    if len(raw) <= _CLICK_FIXED_BYTES or raw[0] != CLICK_TOKEN_VERSION:
+        raise InvalidToken("unknown token version or too short")
+    kid = raw[1]
+    if kid not in keyring.master_keys:
+        raise InvalidToken("unknown key id")
+    domain_end = 2 + COPY_ID_BYTES + 1 + raw[2 + COPY_ID_BYTES]
+    if len(raw) <= domain_end + TAG_BYTES:
+        raise InvalidToken("token too short for its domain")
+    header, siv, sealed = (
+        raw[:domain_end],
+        raw[domain_end : domain_end + TAG_BYTES],
+        raw[domain_end + TAG_BYTES :],
+    )
+    try:
+        domain = header[2 + COPY_ID_BYTES + 1 :].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise InvalidToken("domain is not ASCII") from exc
+    mac_key, enc_key = _click_keys(keyring, kid, domain)
+    url_bytes = _xor(sealed, _keystream(enc_key, siv, len(sealed)))
+    expected = hmac.new(mac_key, header + url_bytes, hashlib.sha256).digest()[:TAG_BYTES]
+    if not hmac.compare_digest(expected, siv):
+        raise InvalidToken("bad signature")
+    try:
+        url = url_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:  # only reachable with a genuine key: never issued so
+        raise InvalidToken("sealed URL is not UTF-8") from exc
+    return ClickClaims(copy_id=header[2 : 2 + COPY_ID_BYTES].hex(), domain=domain, key_id=kid, url=url)
