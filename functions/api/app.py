@@ -11,7 +11,7 @@ from opentracking.config import settings
 from opentracking.errors import BadRequest
 from opentracking.forms import Form
 from opentracking.observability import logger, metrics
-from opentracking.options import parse_bool
+from opentracking.options import click_mode, parse_bool
 from opentracking.tracing import tracer
 
 app = APIGatewayHttpResolver()
@@ -109,6 +109,21 @@ def put_open_tracking(name: str) -> dict:
         "message": "Domain tracking settings have been updated",
         "open": {"active": domain.open_tracking, "place_at_the_top": domain.place_at_the_top},
     }
+
+
+@app.put("/v3/domains/<name>/tracking/click")
+@tracer.capture_method
+def put_click_tracking(name: str) -> dict:
+    form = _form()
+    active, implies_open = form.last("active"), form.last("implies_open")
+    if active is None and implies_open is None:
+        raise BadRequest("'active' parameter is required")
+    domain = domains.set_click_tracking(
+        name.lower(),
+        active=None if active is None else click_mode(parse_bool("active", active, allow_htmlonly=True)),
+        implies_open=None if implies_open is None else bool(parse_bool("implies_open", implies_open)),
+    )
+    return {"message": "Domain tracking settings have been updated", "click": domain.click_setting()}
 
 
 @app.get("/v3/domains/<name>/tracking/diagnose")

@@ -54,6 +54,8 @@ class Domain:
     created_at: float = field(default_factory=time.time)
     open_tracking: bool = False
     place_at_the_top: bool = False
+    click_tracking: str = "no"  # yes (HTML and text links), htmlonly, no
+    click_implies_open: bool = True  # a human click with no open recorded also records a derived open
     cname_valid: str = "unknown"  # Mailgun's valid / invalid / unknown
     tracking_ready: bool = False  # the last definitive DNS answer was "valid"
     cname_status: str | None = None
@@ -96,6 +98,8 @@ class Domain:
             created_at=number("created_at") or 0.0,
             open_tracking=bool(item.get("open_tracking", False)),
             place_at_the_top=bool(item.get("place_at_the_top", False)),
+            click_tracking=item.get("click_tracking", "no"),
+            click_implies_open=bool(item.get("click_implies_open", True)),
             cname_valid=item.get("cname_valid", "unknown"),
             tracking_ready=bool(item.get("tracking_ready", False)),
             cname_status=item.get("cname_status"),
@@ -162,10 +166,15 @@ class Domain:
         return {
             "tracking": {
                 "open": {"active": self.open_tracking, "place_at_the_top": self.place_at_the_top},
-                "click": {"active": False},
+                "click": self.click_setting(),
                 "unsubscribe": {"active": False, "html_footer": "", "text_footer": ""},
             }
         }
+
+    def click_setting(self) -> dict:
+        """Mailgun's shape (`active`: true, false or "htmlonly") plus opentracking's `implies_open`."""
+        active = {"yes": True, "no": False}.get(self.click_tracking, self.click_tracking)
+        return {"active": active, "implies_open": self.click_implies_open}
 
     def with_check(self, check: dns_check.CnameCheck) -> Domain:
         definitive = check.mailgun_valid != "unknown"
@@ -315,5 +324,24 @@ def set_open_tracking(name: str, *, active: bool | None, place_at_the_top: bool 
             domain,
             open_tracking=domain.open_tracking if active is None else active,
             place_at_the_top=domain.place_at_the_top if place_at_the_top is None else place_at_the_top,
+        )
+    )
+
+
+def set_click_tracking(name: str, *, active: str | None, implies_open: bool | None) -> Domain:
+    """`active` is yes, no or htmlonly. As for opens, clicks cannot be switched on while the tracking
+    CNAME is not valid: every link would point at a host that does not reach us."""
+    domain = get(name)
+    if active not in (None, "no") and not domain.tracking_ready:
+        raise BadRequest(
+            f"Click tracking cannot be enabled until the tracking CNAME {domain.tracking_host} points to "
+            f"{domain.cname_target}. {domain.cname_detail or 'It has not been checked yet.'} "
+            f"Fix the record, then PUT /v3/domains/{name}/verify."
+        )
+    return save(
+        replace(
+            domain,
+            click_tracking=domain.click_tracking if active is None else active,
+            click_implies_open=domain.click_implies_open if implies_open is None else implies_open,
         )
     )

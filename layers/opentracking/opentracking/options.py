@@ -2,6 +2,8 @@
 
 Precedence for opens, most specific first (DESIGN 3.1, the seed's "How do I enable tracking?"):
     o:tracking-opens  >  o:tracking  >  X-Mailgun-Track-Opens  >  X-Mailgun-Track  >  domain setting
+and for clicks, the same way (`o:tracking` and `X-Mailgun-Track` switch on opens and clicks):
+    o:tracking-clicks >  o:tracking  >  X-Mailgun-Track-Clicks >  X-Mailgun-Track  >  domain setting
 """
 
 from __future__ import annotations
@@ -24,11 +26,19 @@ _FALSE = frozenset({"no", "false"})
 REASON_DOMAIN_DISABLED = "tracking-disabled"
 REASON_MESSAGE_DISABLED = "disabled-by-message"
 REASON_CNAME_NOT_READY = "tracking-cname-invalid"
+REASON_CLICKS_DOMAIN_DISABLED = "click-tracking-disabled"
+REASON_CLICKS_MESSAGE_DISABLED = "clicks-disabled-by-message"
+# Click tracking modes: links in HTML and text parts, in HTML parts only, or none.
+CLICKS_YES, CLICKS_HTMLONLY, CLICKS_NO = "yes", "htmlonly", "no"
 TRACKING_REASON_TEXT = {
     REASON_DOMAIN_DISABLED: "Open tracking is off for this domain and the message did not ask for it "
     "(o:tracking-opens=yes, o:tracking=yes, X-Mailgun-Track-Opens: yes or X-Mailgun-Track: yes).",
     REASON_MESSAGE_DISABLED: "The message switched open tracking off (o:tracking-opens, o:tracking or "
     "an X-Mailgun-Track header set to no).",
+    REASON_CLICKS_DOMAIN_DISABLED: "Click tracking is off for this domain and the message did not ask for "
+    "it (o:tracking-clicks=yes or htmlonly, o:tracking=yes, X-Mailgun-Track-Clicks or X-Mailgun-Track).",
+    REASON_CLICKS_MESSAGE_DISABLED: "The message switched click tracking off (o:tracking-clicks, o:tracking "
+    "or an X-Mailgun-Track header set to no).",
     REASON_CNAME_NOT_READY: "The domain's tracking CNAME is missing or does not point to this service, so "
     "no pixel was added (it would be a broken image). Fix the record, then PUT /v3/domains/<domain>/verify.",
 }
@@ -53,13 +63,27 @@ class TrackingDecision:
     top: bool
     reason: str | None  # set when opens is False
     source: str = "domain"  # which setting won: "domain" or the option/header that decided
+    clicks: str = CLICKS_NO  # yes (HTML and text links), htmlonly, no
+    clicks_source: str = "domain"
+
+
+def click_mode(value: bool | str) -> str:
+    """A parsed click value as a mode: True -> yes, False -> no, "htmlonly" stays."""
+    if value == CLICKS_HTMLONLY:
+        return CLICKS_HTMLONLY
+    return CLICKS_YES if value else CLICKS_NO
 
 
 def decide_tracking(
-    options: Mapping[str, str], headers: Mapping[str, str], *, domain_active: bool, domain_top: bool
+    options: Mapping[str, str],
+    headers: Mapping[str, str],
+    *,
+    domain_active: bool,
+    domain_top: bool,
+    domain_clicks: str = CLICKS_NO,
 ) -> TrackingDecision:
-    """Decide open tracking and pixel placement. `options` holds o: fields (last value wins), `headers`
-    the X-Mailgun-* control headers by lower-case name."""
+    """Decide open tracking, pixel placement and click tracking. `options` holds o: fields (last value
+    wins), `headers` the X-Mailgun-* control headers by lower-case name."""
     candidates = (
         ("o:tracking-opens", options.get("o:tracking-opens")),
         ("o:tracking", options.get("o:tracking")),
@@ -67,14 +91,6 @@ def decide_tracking(
         ("X-Mailgun-Track", headers.get("x-mailgun-track")),
     )
     explicit = [(name, parse_bool(name, value)) for name, value in candidates if value is not None]
-    # Clicks are tracked by a later feature, but a bad value is still bad input now.
-    for name, value in (
-        ("o:tracking-clicks", options.get("o:tracking-clicks")),
-        ("X-Mailgun-Track-Clicks", headers.get("x-mailgun-track-clicks")),
-    ):
-        if value is not None:
-            parse_bool(name, value, allow_htmlonly=True)
-
     if explicit:
         source, value = explicit[0]
         opens = bool(value)
@@ -82,6 +98,20 @@ def decide_tracking(
     else:
         source, opens = "domain", domain_active
         reason = None if opens else REASON_DOMAIN_DISABLED
+
+    click_candidates = (
+        ("o:tracking-clicks", options.get("o:tracking-clicks"), True),
+        ("o:tracking", options.get("o:tracking"), False),
+        ("X-Mailgun-Track-Clicks", headers.get("x-mailgun-track-clicks"), True),
+        ("X-Mailgun-Track", headers.get("x-mailgun-track"), False),
+    )
+    # Every given value is validated, also those a more specific one overrides.
+    click_explicit = [
+        (name, click_mode(parse_bool(name, value, allow_htmlonly=htmlonly)))
+        for name, value, htmlonly in click_candidates
+        if value is not None
+    ]
+    clicks_source, clicks = click_explicit[0] if click_explicit else ("domain", domain_clicks)
 
     top = domain_top
     for name, value in (
@@ -91,7 +121,9 @@ def decide_tracking(
         if value is not None:
             top = bool(parse_bool(name, value))
             break
-    return TrackingDecision(opens=opens, top=top, reason=reason, source=source)
+    return TrackingDecision(
+        opens=opens, top=top, reason=reason, source=source, clicks=clicks, clicks_source=clicks_source
+    )
 
 
 def normalise_tags(raw_tags: Iterable[str]) -> list[str]:

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from opentracking import compose, domains, erasure, options, privacy, store, suppressions, tokens
+from opentracking import compose, domains, erasure, links, options, privacy, store, suppressions, tokens
 from opentracking.config import Settings
 from opentracking.errors import BadRequest, PayloadTooLarge, StorageUnavailable
 from opentracking.forms import Form
@@ -30,6 +30,7 @@ class Copy:
     s3_key: str = ""
     tracked: bool = False
     untracked_reason: str | None = None  # why this copy alone has no pixel (the recipient opted out)
+    links: int = 0  # links rewritten to click-tracking redirects
 
     @property
     def copy_hex(self) -> str:
@@ -52,10 +53,19 @@ class Submission:
     copies: list[Copy] = field(default_factory=list)
     reason: str | None = None  # why opens are not tracked, when they are not
     privacy: privacy.PrivacySettings = field(default_factory=privacy.PrivacySettings)
+    click_reason: str | None = None  # why clicks are not tracked, when they are not
 
     @property
     def opens_tracked(self) -> bool:
         return self.decision.opens and self.reason is None
+
+    @property
+    def clicks_tracked(self) -> bool:
+        return self.decision.clicks != options.CLICKS_NO and self.click_reason is None
+
+    @property
+    def links(self) -> int:
+        return max((copy.links for copy in self.copies), default=0)
 
 
 def reason_text(code: str) -> str:
@@ -123,7 +133,11 @@ def plan(form: Form, domain: domains.Domain, *, mime: bool) -> Submission:
     option_values = {name: value for name, value in form.fields if name.startswith("o:")}
     last_header = {name: values[-1] for name, values in control.items()}
     decision = options.decide_tracking(
-        option_values, last_header, domain_active=domain.open_tracking, domain_top=domain.place_at_the_top
+        option_values,
+        last_header,
+        domain_active=domain.open_tracking,
+        domain_top=domain.place_at_the_top,
+        domain_clicks=domain.click_tracking,
     )
     testmode = (
         bool(options.parse_bool("o:testmode", option_values["o:testmode"]))
@@ -151,6 +165,7 @@ def plan(form: Form, domain: domains.Domain, *, mime: bool) -> Submission:
         decision=decision,
         testmode=testmode,
         reason=decision.reason,
+        click_reason=_click_reason(decision),
     )
     submission.copies = _make_copies(submission, source, recipient_variables)
     return submission
@@ -186,6 +201,14 @@ def _make_copies(submission: Submission, source: object, recipient_variables: di
     return copies
 
 
+def _click_reason(decision: options.TrackingDecision) -> str | None:
+    if decision.clicks != options.CLICKS_NO:
+        return None
+    if decision.clicks_source == "domain":
+        return options.REASON_CLICKS_DOMAIN_DISABLED
+    return options.REASON_CLICKS_MESSAGE_DISABLED
+
+
 def track(
     submission: Submission,
     keyring: tokens.KeyRing,
@@ -193,13 +216,19 @@ def track(
     *,
     suppressed: frozenset[str] = frozenset(),
 ) -> None:
-    """Give each copy its own pixel, or record why opens are not tracked. `suppressed`: the lower-cased
-    recipients on the domain's tracking suppression list, whose copies get no pixel."""
-    if not submission.decision.opens:
-        return
+    """Point each copy's links at click-tracking redirects and give it its own pixel, as decided; or
+    record why not. `suppressed`: the lower-cased recipients on the domain's tracking suppression list,
+    whose copies get no pixel."""
     if not submission.domain.tracking_ready:
-        # A pixel on a host that does not resolve to us would be a broken image in every inbox.
-        submission.reason = options.REASON_CNAME_NOT_READY
+        # A pixel or a link on a host that does not resolve to us would be a broken image or a dead link.
+        if submission.decision.opens:
+            submission.reason = options.REASON_CNAME_NOT_READY
+        if submission.clicks_tracked:
+            submission.click_reason = options.REASON_CNAME_NOT_READY
+        return
+    if submission.clicks_tracked:
+        _rewrite_links(submission, keyring, scheme)
+    if not submission.decision.opens:
         return
     for copy in submission.copies:
         if copy.recipient.lower() in suppressed:
@@ -224,6 +253,29 @@ def track(
         copy.tracked = True
     if submission.copies and all(copy.untracked_reason for copy in submission.copies):
         submission.reason = suppressions.REASON_SUPPRESSED
+
+
+def _rewrite_links(submission: Submission, keyring: tokens.KeyRing, scheme: str) -> None:
+    domain = submission.domain
+    text = submission.decision.clicks == options.CLICKS_YES
+    for copy in submission.copies:
+
+        def link_url(url: str, copy_id: bytes = copy.copy_id) -> str | None:
+            try:
+                token = tokens.issue_click_token(keyring, copy_id, domain.name, url)
+            except ValueError:
+                return None  # too long to seal: the link stays as it was
+            return f"{scheme}://{domain.tracking_host}/c/{token}"
+
+        result = links.rewrite(copy.message, link_url, text=text, tracking_host=domain.tracking_host)
+        if result.reason is not None:
+            # Signed or encrypted content is a property of the message: no copy is rewritten.
+            submission.click_reason = result.reason
+            for other in submission.copies:
+                other.links = 0
+            return
+        copy.message = result.message
+        copy.links = result.links
 
 
 def _storage_prefix(submission_id: str, domain: str, now: datetime) -> str:
@@ -271,6 +323,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
                 "anonymize_ip": submission.privacy.anonymize_ip,
                 # every copy of one recipient in a domain, for erasure (gsi2 holds keys only)
                 "gsi2pk": erasure.recipient_key(submission.domain.name, copy.recipient),
+                "links": copy.links,
                 "created_at": str(timestamp),
                 **common,
             }
@@ -323,6 +376,11 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
         "tracking_source": submission.decision.source,
         "tracking_reason": submission.reason,
         "pixel_at_top": submission.decision.top,
+        "clicks_tracked": submission.clicks_tracked,
+        "click_mode": submission.decision.clicks,
+        "click_source": submission.decision.clicks_source,
+        "click_reason": submission.click_reason,
+        "links": submission.links,
         "testmode": submission.testmode,
         "storage_prefix": prefix,
         "created_at": str(timestamp),
@@ -368,7 +426,7 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
     domain = domains.get(domain_name)
     submission = plan(form, domain, mime=mime)
     submission.privacy = privacy.get(domain.name)
-    if submission.decision.opens:
+    if submission.decision.opens or submission.clicks_tracked:
         suppressed = (
             suppressions.suppressed_among(domain.name, submission.recipients)
             if domain.tracking_ready
@@ -398,6 +456,8 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
             "opens_tracked": submission.opens_tracked,
             "tracking_source": submission.decision.source,
             "tracking_reason": submission.reason,
+            "clicks_tracked": submission.clicks_tracked,
+            "links": submission.links,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
@@ -405,6 +465,13 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
         "opens": submission.opens_tracked,
         "reason": submission.reason,
         "detail": reason_text(submission.reason) if submission.reason else None,
+        # opentracking's addition for clicks: the mode, links rewritten per copy, or why not
+        "clicks": {
+            "mode": submission.decision.clicks if submission.clicks_tracked else options.CLICKS_NO,
+            "links": submission.links,
+            "reason": submission.click_reason,
+            "detail": reason_text(submission.click_reason) if submission.click_reason else None,
+        },
     }
     if suppressed_copies:
         tracking["suppressed"] = suppressed_copies  # copies without a pixel: their recipients opted out
