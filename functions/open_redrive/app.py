@@ -1,4 +1,5 @@
-"""SQS consumer of the pixel's spill queue: verify and write the opens the pixel could not write.
+"""SQS consumer of the spill queue: verify and write the opens (and clicks) the pixel (and the click
+redirect) could not write.
 
 The write has the same key the pixel would have used, so an open written twice is still one item.
 A message that keeps failing is retried by SQS and, after maxReceiveCount, moved to the dead-letter
@@ -8,7 +9,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import pixel, tokens
+from opentracking import clicks, pixel, tokens
 from opentracking.config import settings
 from opentracking.observability import logger, metrics
 from opentracking.tracing import tracer
@@ -20,6 +21,19 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 def record_handler(record: SQSRecord) -> None:
     config = settings()
     request = pixel.from_spill(record.body)
+    if request.kind == "click":
+        try:
+            claims = tokens.verify_click_token(tokens.load_keyring(config.token_secret_name), request.token)
+        except tokens.InvalidToken:
+            metrics.add_metric(name="InvalidClickToken", unit="Count", value=1)
+            return
+        pixel.record_open(
+            config.table_name,
+            clicks.item_for(request, claims, config.event_retention_days),
+            profile="default",
+        )
+        metrics.add_metric(name="ClickRedriven", unit="Count", value=1)
+        return
     try:
         claims = tokens.verify_token(tokens.load_keyring(config.token_secret_name), request.token)
     except tokens.InvalidToken:

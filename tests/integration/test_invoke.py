@@ -58,6 +58,10 @@ def test_every_sample_event_runs_through_make_invoke(local_stack, event_file):
         assert response["report"].startswith("health/")
         assert response["totals"]["checked"] >= 1
         return
+    if event["routeKey"].startswith("GET /c/"):  # the sample token is not signed here: it leads nowhere
+        assert response["statusCode"] == 404, response
+        assert "This link is not valid" in response["body"]
+        return
     assert response["statusCode"] == 200, response
     if event["routeKey"].startswith(("GET /o/", "HEAD /o/")):
         assert response["headers"]["Content-Type"] == "image/gif"

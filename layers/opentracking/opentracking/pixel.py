@@ -40,7 +40,8 @@ def gif_response() -> dict:
 
 @dataclass(frozen=True)
 class OpenRequest:
-    """What a pixel request carries that an open needs, taken from the API Gateway event."""
+    """What a pixel (or click) request carries that an open (or click) needs, from the API Gateway event.
+    Clicks share the spill queue and its redrive, so `kind` says which of the two a spilled one is."""
 
     token: str
     request_id: str
@@ -48,9 +49,10 @@ class OpenRequest:
     user_agent: str
     method: str
     at: float
+    kind: str = "open"  # or "click"; spilled opens from before clicks existed have no kind
 
     @classmethod
-    def from_event(cls, event: dict, now: float | None = None) -> OpenRequest:
+    def from_event(cls, event: dict, now: float | None = None, kind: str = "open") -> OpenRequest:
         now = time.time() if now is None else now
         context = event.get("requestContext") or {}
         http = context.get("http") or {}
@@ -62,6 +64,7 @@ class OpenRequest:
             user_agent=agent[:MAX_USER_AGENT],
             method=http.get("method", "GET"),
             at=now,
+            kind=kind,
         )
 
 
