@@ -205,6 +205,20 @@ def tag_stats(domain: str, tag: str) -> dict:
     return reporting.stats(name, tag.lower(), _events_param(query), query)
 
 
+@app.get("/v3/<domain>/tags/<tag>/stats/aggregates/urls")
+@tracer.capture_method
+def tag_url_aggregates(domain: str, tag: str) -> dict:
+    name = domains.get(domain.lower()).name
+    reporting.get_tag(name, tag)
+    return reporting.url_aggregates(name, tag.lower())
+
+
+@app.get("/v3/<domain>/stats/aggregates/urls")
+@tracer.capture_method
+def url_aggregates(domain: str) -> dict:
+    return reporting.url_aggregates(domains.get(domain.lower()).name, None)
+
+
 @app.get("/v3/<domain>/stats/total")
 @tracer.capture_method
 def total_stats(domain: str) -> dict:

@@ -1,4 +1,5 @@
-"""DynamoDB stream consumer: raw opens -> Mailgun `opened` events, unique opens, counters, webhooks.
+"""DynamoDB stream consumer: raw opens and clicks -> Mailgun `opened` and `clicked` events, unique opens
+and clicks, derived opens, counters, webhooks.
 
 Powertools batch processing reports partial failures, so one bad record is retried alone and the rest
 of the batch is not processed twice."""
@@ -21,7 +22,7 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    copies: dict = {}  # copy records read in this batch: many opens of one copy cost one read
+    copies: dict = {}  # items read in this batch: many opens or clicks of one copy cost one read
 
     def record_handler(record: DynamoDBRecord) -> None:
         if record.event_name == DynamoDBRecordEventName.INSERT and record.dynamodb:

@@ -9,6 +9,12 @@ counters and webhooks happen here too, idempotently, because streams deliver at 
 - the first human open of a copy puts a UNIQUE marker, in one transaction with the "unique" increments;
 - an `accepted` event (written by the submission) is counted once through a COUNTED marker.
 
+Raw clicks (the click redirect's one PutItem) are joined the same way into Mailgun's `clicked` event,
+with its `url`; they are counted per domain and tag (total, unique per copy, machine) and per URL. A human
+click on a copy with no human open recorded also records a derived `opened` event (marked `derived`),
+unless the domain switched that off (`click_implies_open`): a click proves the message was opened even
+when its images were blocked. Privacy settings and erasure apply to clicks as to opens.
+
 Counters are per domain and per tag by hour, sharded over SHARDS items so that no partition runs hot in a
 big campaign; readers sum the shards.
 """
@@ -269,6 +275,235 @@ def _rewrite_ip(table: str, raw: dict) -> None:
             raise
 
 
+def clicked_event(raw: dict, copy: dict, verdict: bots.BotVerdict, event_id: str) -> dict:
+    """Mailgun's `clicked` event: the `opened` shape plus the `url` that was followed."""
+    return {**opened_event(raw, copy, verdict, event_id), "event": "clicked", "url": raw["url"]}
+
+
+def click_verdict(raw: dict, copy: dict) -> bots.BotVerdict:
+    """The open rules, read for a link: prefetchers that fetch images (Apple's bare `Mozilla/5.0`,
+    Gmail's prefetch) do not follow links, so on a link those agents are scanners."""
+    timestamp = float(raw["ts"])
+    verdict = bots.classify(
+        method=raw.get("method", "GET"),
+        user_agent=raw.get("user_agent", ""),
+        seconds_after_accept=timestamp - float(copy.get("created_at") or timestamp),
+        ip=raw.get("ip", ""),
+    )
+    if verdict.bot in ("apple", "gmail"):
+        return bots.BotVerdict("generic", f"{verdict.reason}; on a link, a scanner")
+    return verdict
+
+
+def url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def url_counter_key(domain: str, tag: str, shard: int, url: str) -> dict:
+    return {"pk": {"S": f"URLSTATS#{domain}#{tag}#{shard}"}, "sk": {"S": url_key(url)}}
+
+
+def _url_counter_updates(
+    table: str,
+    domain: str,
+    tags: list[str],
+    event_id: str,
+    url: str,
+    timestamp: float,
+    field: str,
+    *,
+    stats_days: int,
+) -> list[dict]:
+    """Per-URL click counters (per domain and tag, sharded like the hourly ones), kept while clicks come."""
+    expires = int(timestamp) + stats_days * 86400
+    shard = _shard(event_id)
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": url_counter_key(domain, tag, shard, url),
+                "UpdateExpression": "ADD #f :one SET #url = :url, expires_at = :exp",
+                "ExpressionAttributeNames": {"#f": field, "#url": "url"},
+                "ExpressionAttributeValues": {
+                    ":one": {"N": "1"},
+                    ":url": {"S": url},
+                    ":exp": {"N": str(expires)},
+                },
+            }
+        }
+        for tag in [ALL_TAGS, *tags]
+    ]
+
+
+def handle_click(raw: dict, cache: dict[str, dict | None]) -> None:
+    table = settings().table_name
+    copy_pk = raw["pk"]
+    if copy_pk not in cache:
+        cache[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
+    copy = cache[copy_pk]
+    if copy is None or copy.get("erasing"):
+        _drop_orphan_click(table, raw)
+        return
+    try:
+        _derive_click(table, raw, copy, cache)
+    except CopyErased:
+        cache[copy_pk] = None
+        _drop_orphan_click(table, raw)
+
+
+def _drop_orphan_click(table: str, raw: dict) -> None:
+    # As for opens: a click on an expired, erased or unknown copy is not kept.
+    store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
+    metrics.add_metric(name="ClickWithoutCopy", unit="Count", value=1)
+
+
+def _derive_click(table: str, raw: dict, copy: dict, cache: dict) -> None:
+    copy_pk = raw["pk"]
+    domain_privacy = privacy.cached(copy["domain"], cache)
+    if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
+        # A token issued before the domain switched anonymisation on: truncate the stored address too.
+        raw = {**raw, "ip": anonymize_ip(raw.get("ip", ""))}
+        _rewrite_ip(table, raw)
+    timestamp, url = float(raw["ts"]), raw["url"]
+    verdict = click_verdict(raw, copy)
+    event_id = event_id_for(raw["pk"], raw["sk"])
+    event = clicked_event(raw, copy, verdict, event_id)
+    domain, tags = copy["domain"], list(copy.get("tags") or [])
+    expires_at = int(timestamp) + domain_privacy.event_days() * 86400
+    stats_days = domain_privacy.stats_days()
+    item = {
+        "pk": copy_pk,
+        "sk": f"EVENT#{timestamp:017.6f}#clicked#{event_id}",
+        "type": "event",
+        "event": "clicked",
+        "payload": json.dumps(event),
+        "gsi1pk": f"EVENTS#{domain}",
+        "gsi1sk": f"{timestamp:017.6f}#{event_id}",
+        "domain": domain,
+        "recipient": copy["recipient"],
+        "message_id": copy["message_id"],
+        "tags": tags,
+        "url": url,
+        "bot": verdict.bot,
+        "expires_at": expires_at,
+    }
+    machine = 1 if verdict.bot else 0
+    is_new = _transact(
+        [
+            _put_if_absent(table, item),
+            *_counter_updates(
+                table,
+                domain,
+                tags,
+                event_id,
+                timestamp,
+                {"clicked_total": 1, "clicked_machine_total": machine},
+                stats_days=stats_days,
+            ),
+            *_url_counter_updates(
+                table, domain, tags, event_id, url, timestamp, "clicked_total", stats_days=stats_days
+            ),
+            _copy_exists(table, copy_pk),
+        ]
+    )
+    if not verdict.bot:
+        # Unique clicks: the first human click of a copy, and of a copy's URL (each on its own marker).
+        for marker_sk, updates in (
+            (
+                "UNIQUE#clicked",
+                _counter_updates(
+                    table, domain, tags, event_id, timestamp, {"clicked_unique": 1}, stats_days=stats_days
+                ),
+            ),
+            (
+                f"UNIQUE#clicked#{url_key(url)}",
+                _url_counter_updates(
+                    table, domain, tags, event_id, url, timestamp, "clicked_unique", stats_days=stats_days
+                ),
+            ),
+        ):
+            marker = {"pk": copy_pk, "sk": marker_sk, "event_id": event_id, "expires_at": expires_at}
+            if (
+                _transact([_put_if_absent(table, marker), *updates, _copy_exists(table, copy_pk)])
+                and marker_sk == "UNIQUE#clicked"
+            ):
+                metrics.add_metric(name="UniqueClicks", unit="Count", value=1)
+        domain_item = _cached_item(cache, f"DOMAIN#{domain}", "DOMAIN")
+        if domain_item is None or domain_item.get("click_implies_open", True):
+            _implied_open(table, raw, copy, verdict, event_id, expires_at, stats_days)
+    if is_new:
+        metrics.add_metric(
+            name="ClickedEvents" if not verdict.bot else "MachineClickedEvents", unit="Count", value=1
+        )
+    webhooks.enqueue(domain, event)
+
+
+def _cached_item(cache: dict, pk: str, sk: str) -> dict | None:
+    """One read per item per batch (the domain record, for its click settings)."""
+    if pk not in cache:
+        cache[pk] = store.get_item(settings().table_name, {"pk": pk, "sk": sk})
+    return cache[pk]
+
+
+def _implied_open(
+    table: str,
+    raw: dict,
+    copy: dict,
+    verdict: bots.BotVerdict,
+    click_id: str,
+    expires_at: int,
+    stats_days: int,
+) -> None:
+    """A human click on a copy with no human open yet: record the open it proves, marked `derived`. It
+    takes the copy's unique-open marker, so a pixel load that arrives later is a repeat open, not a new
+    unique one, and a replayed click finds the marker and derives nothing again."""
+    timestamp = float(raw["ts"])
+    open_id = event_id_for(raw["pk"], raw["sk"] + "#derived-open")
+    event = {**opened_event(raw, copy, verdict, open_id), "derived": True, "derived-from": click_id}
+    domain, tags = copy["domain"], list(copy.get("tags") or [])
+    item = {
+        "pk": raw["pk"],
+        "sk": f"EVENT#{timestamp:017.6f}#opened#{open_id}",
+        "type": "event",
+        "event": "opened",
+        "payload": json.dumps(event),
+        "gsi1pk": f"EVENTS#{domain}",
+        "gsi1sk": f"{timestamp:017.6f}#{open_id}",
+        "domain": domain,
+        "recipient": copy["recipient"],
+        "message_id": copy["message_id"],
+        "tags": tags,
+        "bot": "",
+        "derived": True,
+        "expires_at": expires_at,
+    }
+    marker = {
+        "pk": raw["pk"],
+        "sk": "UNIQUE#opened",
+        "event_id": open_id,
+        "derived": True,
+        "expires_at": expires_at,
+    }
+    if _transact(
+        [
+            _put_if_absent(table, marker),
+            {"Put": {"TableName": table, "Item": store.serialize(item)}},
+            *_counter_updates(
+                table,
+                domain,
+                tags,
+                open_id,
+                timestamp,
+                {"opened_total": 1, "opened_unique": 1, "opened_derived_total": 1},
+                stats_days=stats_days,
+            ),
+            _copy_exists(table, raw["pk"]),
+        ]
+    ):
+        metrics.add_metric(name="DerivedOpens", unit="Count", value=1)
+        webhooks.enqueue(domain, event)
+
+
 def handle_accepted(item: dict, cache: dict) -> None:
     table = settings().table_name
     event = json.loads(item["payload"])
@@ -309,12 +544,14 @@ def handle_accepted(item: dict, cache: dict) -> None:
 
 
 def handle_image(image: dict, copies: dict[str, dict | None]) -> None:
-    """One new item from the stream: raw opens and accepted events are processed, the rest ignored.
-    `copies` caches what the batch has read: copy records and domains' privacy settings."""
+    """One new item from the stream: raw opens, raw clicks and accepted events are processed, the rest
+    ignored. `copies` caches what the batch has read: copy records, domains and their privacy settings."""
     image = _plain(image)
     kind = image.get("type")
     if kind == "open":
         handle_open(image, copies)
+    elif kind == "click":
+        handle_click(image, copies)
     elif kind == "event" and image.get("event") == "accepted":
         handle_accepted(image, copies)
     else:

@@ -1,6 +1,6 @@
 """What users read: the events API, tags and stats, in Mailgun's shapes.
 
-Events come from the `EVENTS#{domain}` partition of `gsi1` (accepted and opened events, ordered by
+Events come from the `EVENTS#{domain}` partition of `gsi1` (accepted, opened and clicked events, ordered by
 time), filtered by event type, recipient, tag and message id. Paging URLs carry an opaque token that
 names the last item seen, the direction and the filters, so `next` and `previous` work from any page.
 Stats sum the hourly counters the stream consumer keeps (sharded; see `opentracking.events`).
@@ -23,8 +23,17 @@ from opentracking.errors import BadRequest, NotFound
 MAX_LIMIT = 300
 DEFAULT_LIMIT = 100
 _MAX_PAGES_SCANNED = 50  # bounds the work one request can cause when filters match little
-SUPPORTED_EVENTS = ("accepted", "opened")
+SUPPORTED_EVENTS = ("accepted", "opened", "clicked")
 RESOLUTIONS = ("hour", "day", "month")
+COUNTER_FIELDS = (
+    "accepted_total",
+    "opened_total",
+    "opened_unique",
+    "opened_machine_total",
+    "clicked_total",
+    "clicked_unique",
+    "clicked_machine_total",
+)
 
 
 def parse_time(name: str, value: str | None) -> float | None:
@@ -300,6 +309,12 @@ def stats(domain: str, tag: str | None, event_names: list[str], params: dict[str
                 "unique": totals.get("opened_unique", 0),
                 "machine": totals.get("opened_machine_total", 0),
             }
+        if "clicked" in event_names:
+            row["clicked"] = {
+                "total": totals.get("clicked_total", 0),
+                "unique": totals.get("clicked_unique", 0),
+                "machine": totals.get("clicked_machine_total", 0),
+            }
         rows.append(row)
         bucket = following
     body = {
@@ -333,6 +348,23 @@ def _hourly_counters(domain: str, tag: str, start: datetime, end: datetime) -> d
                 item = store.deserialize(raw)
                 hour = datetime.strptime(item["sk"][2:], "%Y-%m-%dT%H").replace(tzinfo=UTC)
                 counters = hourly.setdefault(hour, {})
-                for field in ("accepted_total", "opened_total", "opened_unique", "opened_machine_total"):
+                for field in COUNTER_FIELDS:
                     counters[field] = counters.get(field, 0) + int(item.get(field, 0))
     return hourly
+
+
+def url_aggregates(domain: str, tag: str | None) -> dict:
+    """Clicks per URL (opentracking's addition, in the shape of Mailgun's tag aggregates): each URL
+    followed from the domain's (or the tag's) messages, with its total and unique clicks."""
+    urls: dict[str, dict[str, int]] = {}
+    for shard in range(events.SHARDS):
+        for item in store.query_prefix(
+            settings().table_name, f"URLSTATS#{domain}#{tag or events.ALL_TAGS}#{shard}", ""
+        ):
+            counts = urls.setdefault(item["url"], {"clicked": 0, "unique_clicked": 0})
+            counts["clicked"] += int(item.get("clicked_total", 0))
+            counts["unique_clicked"] += int(item.get("clicked_unique", 0))
+    body: dict = {"urls": dict(sorted(urls.items(), key=lambda entry: (-entry[1]["clicked"], entry[0])))}
+    if tag:
+        body["tag"] = tag
+    return body

@@ -66,7 +66,7 @@ MAILGUN_WEBHOOKS = (
     "temporary_fail",
     "unsubscribed",
 )
-SUPPORTED_WEBHOOKS = frozenset({"opened"})
+SUPPORTED_WEBHOOKS = frozenset({"opened", "clicked"})
 MAX_URLS = 3
 MAX_URL_LENGTH = 2048
 # Mailgun retries for about 8 hours: 5 min, 10 min, 15 min, 1 h, 2 h, 4 h (its "Automatic Retries" page).
