@@ -1,5 +1,6 @@
 """Hostile input, property-based (Hypothesis): whatever a client sends to any route of the template, no
-5xx, no exception escaping a handler, a Mailgun-shaped JSON error or the pixel's GIF, and a rejected
+5xx, no exception escaping a handler, a Mailgun-shaped JSON error, the pixel's GIF or the click route's
+page (never a redirect for a token this deployment did not issue), and a rejected
 submission stores nothing."""
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ def assert_well_formed(route, response):
     if route.function == "PixelFunction":
         assert response["statusCode"] == 200
         assert base64.b64decode(response["body"]) == GIF
+        return
+    if route.function == "ClickFunction":  # a browser's route: a page, never a redirect for these inputs
+        assert response["statusCode"] in (404, 503) and "Location" not in response["headers"]
+        assert response["headers"]["Content-Type"] == "text/html; charset=utf-8"
         return
     body = response["body"]
     document = json.loads(base64.b64decode(body) if response.get("isBase64Encoded") else body)

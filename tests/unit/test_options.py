@@ -90,3 +90,50 @@ def test_variables_header_must_be_a_json_object(header):
 def test_variables_over_16kb_are_rejected():
     with pytest.raises(BadRequest, match="16 kB"):
         collect_variables([("blob", "x" * 17000)], [])
+
+
+@pytest.mark.parametrize(
+    ("options", "headers", "domain_clicks", "clicks", "source"),
+    [
+        ({}, {}, "no", "no", "domain"),
+        ({}, {}, "htmlonly", "htmlonly", "domain"),
+        # o:tracking and X-Mailgun-Track switch on opens AND clicks (the seed: "Enable both")
+        ({"o:tracking": "yes"}, {}, "no", "yes", "o:tracking"),
+        ({}, {"x-mailgun-track": "true"}, "no", "yes", "X-Mailgun-Track"),
+        ({"o:tracking": "no"}, {}, "yes", "no", "o:tracking"),
+        # the specific option beats the general one, in both directions
+        ({"o:tracking": "yes", "o:tracking-clicks": "htmlonly"}, {}, "no", "htmlonly", "o:tracking-clicks"),
+        ({"o:tracking": "no", "o:tracking-clicks": "yes"}, {}, "no", "yes", "o:tracking-clicks"),
+        (
+            {},
+            {"x-mailgun-track": "yes", "x-mailgun-track-clicks": "no"},
+            "no",
+            "no",
+            "X-Mailgun-Track-Clicks",
+        ),
+        ({}, {"x-mailgun-track-clicks": "HtmlOnly"}, "yes", "htmlonly", "X-Mailgun-Track-Clicks"),
+        # API parameters beat headers; o:tracking-opens says nothing about clicks
+        ({"o:tracking-clicks": "no"}, {"x-mailgun-track-clicks": "yes"}, "yes", "no", "o:tracking-clicks"),
+        ({"o:tracking": "yes"}, {"x-mailgun-track-clicks": "no"}, "no", "yes", "o:tracking"),
+        ({"o:tracking-opens": "yes"}, {}, "htmlonly", "htmlonly", "domain"),
+    ],
+)
+def test_click_tracking_precedence(options, headers, domain_clicks, clicks, source):
+    decision = decide_tracking(
+        options, headers, domain_active=False, domain_top=False, domain_clicks=domain_clicks
+    )
+    assert (decision.clicks, decision.clicks_source) == (clicks, source)
+
+
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [
+        ({"o:tracking": "htmlonly"}, {}),  # htmlonly is a click value only
+        ({}, {"x-mailgun-track-clicks": "sometimes"}),
+        # a value a more specific option overrides is still checked
+        ({"o:tracking-clicks": "yes"}, {"x-mailgun-track-clicks": "maybe"}),
+    ],
+)
+def test_bad_click_values_are_bad_input(options, headers):
+    with pytest.raises(BadRequest):
+        decide_tracking(options, headers, domain_active=True, domain_top=False)

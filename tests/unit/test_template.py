@@ -71,6 +71,18 @@ def test_pixel_may_only_write():
     assert send == {"QueueName": {"Fn::GetAtt": ["SpillQueue", "QueueName"]}}
 
 
+def test_click_redirect_has_the_pixels_rights_and_nothing_more():
+    click, pixel = R["ClickFunction"]["Properties"], R["PixelFunction"]["Properties"]
+    assert click["Policies"] == pixel["Policies"]  # write the table, read the keys, spill; no reads
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in click["Events"].values()}
+    assert routes == {("GET", "/c/{token}"), ("HEAD", "/c/{token}")}
+
+
+def test_stream_consumer_receives_raw_clicks():
+    filters = R["EventsFunction"]["Properties"]["Events"]["Stream"]["Properties"]["FilterCriteria"]["Filters"]
+    assert any('"click"' in f["Pattern"] for f in filters)
+
+
 def test_globals_carry_runtime_tracing_layer_and_powertools_settings():
     function = T["Globals"]["Function"]
     assert function["Runtime"] == "python3.13"
@@ -107,7 +119,13 @@ def test_outputs_name_what_integration_tests_discover():
 
 def test_every_route_has_a_sample_event():
     events = {p.name for p in (ROOT / "events").glob("*.json")}
-    assert {"submit_messages.json", "submit_mime.json", "pixel_get.json", "pixel_head.json"} <= events
+    assert {
+        "submit_messages.json",
+        "submit_mime.json",
+        "pixel_get.json",
+        "pixel_head.json",
+        "click_get.json",
+    } <= events
 
 
 def _emitted_metric_names() -> set[str]:
