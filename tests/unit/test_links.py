@@ -303,3 +303,17 @@ def test_a_7bit_line_never_passes_998_octets():
 def test_unchanged_messages_come_back_as_they_were():
     message = alternative(b"no links here", b"<p>none here either</p>")
     assert rewrite(message, Recorder(), text=True, tracking_host=HOST).message == message
+
+
+def test_quoted_printable_href_spanning_lines_is_rewritten_and_still_decodes():
+    # GIVEN an href value broken over two lines (browsers drop the line break from the URL)
+    html = '<p>before</p>\n<a href="https://a.example/long\npath">x</a>\n<p>after</p>\n'
+    body = binascii.b2a_qp(html.encode(), istext=True).replace(b"\n", b"\r\n")
+    recorder = Recorder()
+    result = rewrite(mime(body, cte="quoted-printable"), recorder, tracking_host=HOST)
+    # THEN the URL a browser follows is sealed, and the part decodes to the original with that value replaced
+    assert recorder.urls == ["https://a.example/longpath"]
+    new_body = result.message[result.message.index(b"\r\n\r\n") + 4 :]
+    assert new_body.startswith(b"<p>before</p>\r\n") and new_body.endswith(b"<p>after</p>\r\n")
+    expected = html.replace("https://a.example/long\npath", f"https://{HOST}/c/T1")
+    assert decoded_html(result.message).replace("\r\n", "\n") == expected

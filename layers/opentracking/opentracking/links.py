@@ -387,69 +387,83 @@ def _filtered(link_url: LinkUrl, skip: frozenset[str], tracking_host: str) -> Li
 # Content-Transfer-Encodings
 # --------------------------------------------------------------------------------------
 
-_QP_SAFE = frozenset(range(33, 127)) - {ord("=")}
-_QP_MAX = 76
+_LINES = re.compile(rb"[^\n]*\n|[^\n]+")
 
 
 def _qp_encode_line(line: bytes, eol: bytes) -> bytes:
-    """Quoted-printable for one hard line (no line ending), soft breaks keeping lines within 76."""
-    out, col = [], 0
-    for i, byte in enumerate(line):
-        last = i == len(line) - 1
-        token = bytes((byte,)) if byte in _QP_SAFE or (byte in (9, 32) and not last) else b"=%02X" % byte
-        if col + len(token) > _QP_MAX - 1:  # leave room for the "=" of a soft break
-            out.append(b"=" + eol)
-            col = 0
-        out.append(token)
-        col += len(token)
-    return b"".join(out)
+    """Quoted-printable for one decoded line (its line ending kept as is), soft breaks within 76."""
+    content = line.rstrip(b"\r\n")
+    encoded = binascii.b2a_qp(content, istext=False)
+    if eol != b"\n":
+        encoded = encoded.replace(b"=\n", b"=" + eol)
+    return encoded + line[len(content) :]
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the common prefix, by binary search over slice comparisons (done in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _rewrite_qp(body: bytes, transform: Callable[[bytes], Edited | None]) -> Edited | None:
-    """Decode, transform, and re-encode only the hard lines that changed; the rest stays byte for byte."""
+    """Decode, transform, and re-encode only the lines that changed; the rest stays byte for byte."""
     decoded = binascii.a2b_qp(body)
     edited = transform(decoded)
     if edited is None or not edited[1]:
         return None if edited is None else (body, 0)
     new_decoded, count = edited
+    eol = b"\r\n" if b"\r\n" in body else b"\n"
     # Hard lines: physical lines joined while they end in a soft break ("=").
     hard: list[tuple[bytes, bytes]] = []  # (encoded, decoded)
     current = b""
-    for physical in body.splitlines(keepends=True):
+    for physical in _LINES.findall(body):
         current += physical
         if not physical.rstrip(b"\r\n").rstrip(b" \t").endswith(b"="):
             hard.append((current, binascii.a2b_qp(current)))
             current = b""
     if current:
         hard.append((current, binascii.a2b_qp(current)))
-    if b"".join(d for _e, d in hard) != decoded:
+    old_lines, new_lines = _LINES.findall(decoded), _LINES.findall(new_decoded)
+    if len(old_lines) == len(new_lines) == len(hard) and all(
+        line == dec for line, (_e, dec) in zip(old_lines, hard, strict=True)
+    ):
+        # The usual case: URLs hold no line breaks, so line i is still line i.
+        new_body = b"".join(
+            encoded if old == new else _qp_encode_line(new, eol)
+            for (encoded, _d), old, new in zip(hard, old_lines, new_lines, strict=True)
+        )
+    elif b"".join(d for _e, d in hard) == decoded:
+        # Line breaks moved (an href value held one): re-encode from the first to the last changed line.
+        prefix = _common_prefix(decoded, new_decoded)
+        suffix = min(
+            _common_prefix(decoded[::-1], new_decoded[::-1]), min(len(decoded), len(new_decoded)) - prefix
+        )
+        first = last = 0
+        offset = 0
+        for index, (_encoded, dec) in enumerate(hard):
+            if offset <= prefix:
+                first = index
+            if offset < len(decoded) - suffix:
+                last = index
+            offset += len(dec)
+        head = sum(len(d) for _e, d in hard[:first])
+        tail = sum(len(d) for _e, d in hard[last + 1 :])
+        middle = _LINES.findall(new_decoded[head : len(new_decoded) - tail])
+        new_body = b"".join(
+            [
+                *(e for e, _d in hard[:first]),
+                *(_qp_encode_line(line, eol) for line in middle),
+                *(e for e, _d in hard[last + 1 :]),
+            ]
+        )
+    else:
         return None  # the line-by-line view disagrees with the whole: do not risk it
-    # The common prefix and suffix of the old and new text bound the hard lines that must change.
-    limit = min(len(decoded), len(new_decoded))
-    prefix = 0
-    while prefix < limit and decoded[prefix] == new_decoded[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and decoded[-1 - suffix] == new_decoded[-1 - suffix]:
-        suffix += 1
-    first = last = None
-    offset = 0
-    for index, (_encoded, dec) in enumerate(hard):
-        if first is None and offset + len(dec) > prefix:
-            first = index
-        if offset < len(decoded) - suffix:
-            last = index
-        offset += len(dec)
-    if first is None or last is None or last < first:
-        return None
-    head = sum(len(d) for _e, d in hard[:first])
-    tail = sum(len(d) for _e, d in hard[last + 1 :])
-    eol = b"\r\n" if b"\r\n" in body else b"\n"
-    middle = []
-    for line in new_decoded[head : len(new_decoded) - tail].splitlines(keepends=True):
-        content = line.rstrip(b"\r\n")
-        middle.append(_qp_encode_line(content, eol) + line[len(content) :])
-    new_body = b"".join([*(e for e, _d in hard[:first]), *middle, *(e for e, _d in hard[last + 1 :])])
     if binascii.a2b_qp(new_body) != new_decoded:
         return None
     return new_body, count
