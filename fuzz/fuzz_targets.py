@@ -1,12 +1,15 @@
-"""Coverage-guided fuzzing (atheris) of the two parsers that see raw attacker input: the MIME injector
-and the token verifier.
+"""Coverage-guided fuzzing (atheris) of the parsers that see raw attacker input: the MIME injector, the
+link rewriter and the pixel and click token verifiers.
 
     python fuzz/fuzz_targets.py injector -runs=20000 -seed=1
+    python fuzz/fuzz_targets.py links -runs=20000 -seed=1
     python fuzz/fuzz_targets.py tokens -runs=20000 -seed=1
+    python fuzz/fuzz_targets.py click_tokens -runs=20000 -seed=1
 
 A target fails (non-zero exit, with the crashing input saved) when the code raises anything it does not
 promise to raise, or breaks a promise: the injector returns the input unchanged when it does not inject,
-and puts exactly one pixel in when it does; the verifier only ever raises InvalidToken.
+and puts exactly one pixel in when it does; the rewriter changes the message exactly when it rewrote a
+link; the verifiers only ever raise InvalidToken.
 """
 
 import sys
@@ -16,6 +19,7 @@ import atheris
 with atheris.instrument_imports():
     from opentracking import tokens
     from opentracking.injection import inject
+    from opentracking.links import rewrite
 
 PIXEL = "https://email.example.com/o/FUZZ"
 KEYRING = tokens.KeyRing.from_secret({"active": "1", "1": "k" * 48})
@@ -41,7 +45,30 @@ def token_verifier(data: bytes) -> None:
     raise AssertionError(f"a made-up token was accepted: {text!r}")
 
 
-TARGETS = {"injector": injector, "tokens": token_verifier}
+def link_rewriter(data: bytes) -> None:
+    provider = atheris.FuzzedDataProvider(data)
+    text = provider.ConsumeBool()
+    message = provider.ConsumeBytes(provider.remaining_bytes())
+    result = rewrite(message, lambda _url: "https://email.example.com/c/FUZZ", text=text)
+    if (result.message != message) != (result.links > 0):
+        raise AssertionError("the message changed exactly when no link was rewritten, or the reverse")
+
+
+def click_token_verifier(data: bytes) -> None:
+    text = atheris.FuzzedDataProvider(data).ConsumeUnicodeNoSurrogates(400)
+    try:
+        tokens.verify_click_token(KEYRING, text)
+    except tokens.InvalidToken:
+        return
+    raise AssertionError(f"a made-up click token was accepted: {text!r}")
+
+
+TARGETS = {
+    "injector": injector,
+    "links": link_rewriter,
+    "tokens": token_verifier,
+    "click_tokens": click_token_verifier,
+}
 
 if __name__ == "__main__":
     target = TARGETS[sys.argv.pop(1)]

@@ -1,5 +1,5 @@
-"""The coverage-guided fuzzer (atheris) on the injector and the token verifier, bounded and seeded, with
-the corpus's smaller messages as its starting points."""
+"""The coverage-guided fuzzer (atheris) on the injector, the link rewriter and the token verifiers, bounded
+and seeded, with the corpus's smaller messages as its starting points."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from devstack.template import ROOT
 CORPUS = Path(os.environ.get("OPENTRACKING_CORPUS", ROOT.parent / "shared" / "corpus"))
 
 
-@pytest.mark.parametrize(("target", "runs"), [("injector", 20000), ("tokens", 10000)])
+@pytest.mark.parametrize(
+    ("target", "runs"), [("injector", 20000), ("links", 5000), ("tokens", 10000), ("click_tokens", 10000)]
+)
 def test_fuzz_target_finds_nothing(target, runs, tmp_path):
     seeds = tmp_path / "seeds"
     seeds.mkdir()
-    if target == "injector" and (CORPUS / "mime").is_dir():
+    if target in ("injector", "links") and (CORPUS / "mime").is_dir():
         for path in sorted((CORPUS / "mime").glob("*.eml")):
             if path.stat().st_size <= 8192:
                 shutil.copy(path, seeds / path.name)
