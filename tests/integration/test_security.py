@@ -155,8 +155,8 @@ def test_no_forged_or_edited_token_is_accepted_in_100000_tries():
 def test_no_address_key_or_token_in_any_log_line(
     aws, tracked_domain, api_key, lambda_context, capsys, caplog
 ):
-    """A full flow with the logger at DEBUG: submit, open, consume, suppress, erase; then search every
-    line."""
+    """A full flow with the logger at DEBUG: submit, open, click, consume, suppress, erase; then search
+    every line."""
     from devstack.handlers import load_handler
     from devstack.streams import read_all
     from opentracking.observability import logger
@@ -164,7 +164,13 @@ def test_no_address_key_or_token_in_any_log_line(
     logger.setLevel("DEBUG")
     secret_recipient = "very.private.person@example.net"
     body = urlencode(
-        [("from", "s@example.com"), ("to", secret_recipient), ("html", "<p>x</p>"), ("o:tag", "t")]
+        [
+            ("from", "s@example.com"),
+            ("to", secret_recipient),
+            ("html", f'<p>x</p><a href="https://shop.example/?who={secret_recipient}">shop</a>'),
+            ("o:tag", "t"),
+            ("o:tracking", "yes"),
+        ]
     )
     response = load_handler("functions/submit").lambda_handler(
         make_http_event(
@@ -188,6 +194,15 @@ def test_no_address_key_or_token_in_any_log_line(
         make_http_event("GET", f"/o/{token}", route_key="GET /o/{token}", path_parameters={"token": token}),
         lambda_context,
     )
+    click_token = data.decode().split("/c/", 1)[1].split('"', 1)[0]
+    # a genuine click (its URL names the reader), and a forged one
+    for candidate in (click_token, click_token[:-3] + "AAA"):
+        load_handler("functions/click").lambda_handler(
+            make_http_event(
+                "GET", f"/c/{candidate}", route_key="GET /c/{token}", path_parameters={"token": candidate}
+            ),
+            lambda_context,
+        )
     load_handler("functions/events").lambda_handler(
         read_all(aws.get_att("DataTable", "StreamArn")), lambda_context
     )
@@ -225,7 +240,7 @@ def test_no_address_key_or_token_in_any_log_line(
     logs = capsys.readouterr()
     text = logs.out + logs.err + caplog.text
     assert text.strip(), "the flow logged nothing: the test would prove nothing"
-    for secret in (secret_recipient, "very.private.person", api_key, token, token[:20]):
+    for secret in (secret_recipient, "very.private.person", api_key, token, token[:20], click_token[:20]):
         assert secret not in text
     json_lines = [json.loads(line) for line in logs.out.splitlines() if line.startswith("{")]
     assert json_lines
