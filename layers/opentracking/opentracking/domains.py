@@ -305,20 +305,27 @@ def list_domains(*, limit: int = 100, skip: int = 0) -> tuple[list[Domain], int]
     return domains[skip : skip + limit], len(domains)
 
 
+def _require_tracking_host(domain: Domain, what: str) -> None:
+    """BadRequest, naming the next step, while the tracking host does not serve us yet."""
+    if domain.tracking_ready:
+        return
+    if not domain.host.serving:
+        raise BadRequest(
+            f"{what} cannot be enabled until {domain.tracking_host} serves HTTPS. "
+            f"{domain.host.next_step(domain.name, domain.tracking_host)}"
+        )
+    raise BadRequest(
+        f"{what} cannot be enabled until the tracking CNAME {domain.tracking_host} points to "
+        f"{domain.cname_target}. {domain.cname_detail or 'It has not been checked yet.'} "
+        f"Fix the record, then PUT /v3/domains/{domain.name}/verify."
+    )
+
+
 def set_open_tracking(name: str, *, active: bool | None, place_at_the_top: bool | None) -> Domain:
     """Mailgun's rule: tracking cannot be switched on while the tracking CNAME is not valid."""
     domain = get(name)
-    if active and not domain.tracking_ready and not domain.host.serving:
-        raise BadRequest(
-            f"Open tracking cannot be enabled until {domain.tracking_host} serves HTTPS. "
-            f"{domain.host.next_step(domain.name, domain.tracking_host)}"
-        )
-    if active and not domain.tracking_ready:
-        raise BadRequest(
-            f"Open tracking cannot be enabled until the tracking CNAME {domain.tracking_host} points to "
-            f"{domain.cname_target}. {domain.cname_detail or 'It has not been checked yet.'} "
-            f"Fix the record, then PUT /v3/domains/{name}/verify."
-        )
+    if active:
+        _require_tracking_host(domain, "Open tracking")
     return save(
         replace(
             domain,
@@ -329,15 +336,11 @@ def set_open_tracking(name: str, *, active: bool | None, place_at_the_top: bool 
 
 
 def set_click_tracking(name: str, *, active: str | None, implies_open: bool | None) -> Domain:
-    """`active` is yes, no or htmlonly. As for opens, clicks cannot be switched on while the tracking
-    CNAME is not valid: every link would point at a host that does not reach us."""
+    """`active` is yes, no or htmlonly. As for opens, clicks cannot be switched on until the tracking host
+    serves us: every link would point at a host that does not reach us."""
     domain = get(name)
-    if active not in (None, "no") and not domain.tracking_ready:
-        raise BadRequest(
-            f"Click tracking cannot be enabled until the tracking CNAME {domain.tracking_host} points to "
-            f"{domain.cname_target}. {domain.cname_detail or 'It has not been checked yet.'} "
-            f"Fix the record, then PUT /v3/domains/{name}/verify."
-        )
+    if active not in (None, "no"):
+        _require_tracking_host(domain, "Click tracking")
     return save(
         replace(
             domain,
