@@ -132,6 +132,16 @@ def test_truncated_and_extended_click_tokens_are_rejected():
             verify_click_token(RING, edited)
 
 
+def test_every_character_edit_of_a_click_token_is_rejected_even_in_the_padding_bits():
+    token = issue_click_token(RING, COPY, "example.com", "https://a.example/x")
+    for index, char in enumerate(token):
+        for replacement in set(string.ascii_letters + string.digits + "-_") - {char}:
+            with pytest.raises(InvalidToken):
+                verify_click_token(RING, token[:index] + replacement + token[index + 1 :])
+    with pytest.raises(InvalidToken):
+        verify_click_token(RING, token + "==")
+
+
 def test_pixel_and_click_tokens_are_not_interchangeable():
     with pytest.raises(InvalidToken):
         verify_click_token(RING, issue_token(RING, COPY, "example.com"))

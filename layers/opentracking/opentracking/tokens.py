@@ -289,6 +289,10 @@ def verify_click_token(keyring: KeyRing, token: str) -> ClickClaims:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as exc:
         raise InvalidToken("token is not base64url") from exc
+    if _b64encode(raw) != token:
+        # Only the canonical spelling: an edit of the last character's unused bits (or padding) decodes to
+        # the same bytes, and a tampered link should never redirect, not even to where it would have gone.
+        raise InvalidToken("token is not canonical base64url")
     if len(raw) <= _CLICK_FIXED_BYTES or raw[0] != CLICK_TOKEN_VERSION:
         raise InvalidToken("unknown token version or too short")
     kid = raw[1]
