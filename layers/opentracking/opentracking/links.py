@@ -120,6 +120,10 @@ _ATTRIBUTE = re.compile(
     rb"""[\s/]*+(?P<name>[^\s/>][^\s/>=]*+)(?:\s*+=\s*+(?:"(?P<dq>[^"]*+)"|'(?P<sq>[^']*+)'|(?P<uq>[^\s>]*+)))?"""
 )
 _TAG_REST = re.compile(rb"[\s/]*+>")
+# The same tokenization in one possessive match, for the tags whose attributes do not matter: their end.
+_SKIP_ATTRIBUTES = re.compile(
+    rb"""(?:[\s/]++|[^\s/>][^\s/>=]*+(?:\s*+=\s*+(?:"[^"]*+"|'[^']*+'|[^\s>]*+))?)*+>"""
+)
 _CONDITIONAL_START = re.compile(rb"<!--\[if[^\]]*\]>")
 _COMMENT_END = re.compile(rb"--!?>")
 
@@ -136,6 +140,14 @@ def _tag_hrefs(lower: bytes, pos: int, end: int, *, vml: bool) -> tuple[int, _Hr
     assert name_match is not None
     name = name_match.group()
     cursor = name_match.end()
+    if name not in _LINK_TAGS and not (vml and name.startswith(b"v:")):
+        skipped = _SKIP_ATTRIBUTES.match(lower, cursor, end)
+        if skipped is None:
+            return end, None  # cut off by the end of input: not a tag
+        if name in _RAWTEXT:  # script, style, ...: text up to the matching end tag
+            close = re.compile(rb"</" + re.escape(name) + rb"(?=[\s/>])").search(lower, skipped.end(), end)
+            return (close.start() if close else end), None
+        return skipped.end(), None
     attributes: dict[bytes, tuple[int, int, bytes | None]] = {}
     while True:
         end_match = _TAG_REST.match(lower, cursor, end)
@@ -153,11 +165,6 @@ def _tag_hrefs(lower: bytes, pos: int, end: int, *, vml: bool) -> tuple[int, _Hr
             span = (m.end(), m.end(), None)
         attributes.setdefault(m.group("name"), span)  # the first occurrence wins, as in browsers
         cursor = m.end()
-    if name in _RAWTEXT:  # script, style, ...: text up to the matching end tag
-        close = re.compile(rb"</" + re.escape(name) + rb"(?=[\s/>])").search(lower, cursor, end)
-        return (close.start() if close else end), None
-    if name not in _LINK_TAGS and not (vml and name.startswith(b"v:")):
-        return cursor, None
     if b"href" not in attributes or _marked_untracked(attributes):
         return cursor, None
     start, stop, _value = attributes[b"href"]
@@ -420,25 +427,24 @@ def _rewrite_qp(body: bytes, transform: Callable[[bytes], Edited | None]) -> Edi
     new_decoded, count = edited
     eol = b"\r\n" if b"\r\n" in body else b"\n"
     # Hard lines: physical lines joined while they end in a soft break ("=").
-    hard: list[tuple[bytes, bytes]] = []  # (encoded, decoded)
+    hard: list[bytes] = []
     current = b""
     for physical in _LINES.findall(body):
         current += physical
         if not physical.rstrip(b"\r\n").rstrip(b" \t").endswith(b"="):
-            hard.append((current, binascii.a2b_qp(current)))
+            hard.append(current)
             current = b""
     if current:
-        hard.append((current, binascii.a2b_qp(current)))
+        hard.append(current)
     old_lines, new_lines = _LINES.findall(decoded), _LINES.findall(new_decoded)
-    if len(old_lines) == len(new_lines) == len(hard) and all(
-        line == dec for line, (_e, dec) in zip(old_lines, hard, strict=True)
-    ):
-        # The usual case: URLs hold no line breaks, so line i is still line i.
+    if len(old_lines) == len(new_lines) == len(hard):
+        # The usual case: URLs hold no line breaks, so hard line i is still line i. (Were the lines
+        # paired wrongly, the check below would refuse the result.)
         new_body = b"".join(
             encoded if old == new else _qp_encode_line(new, eol)
-            for (encoded, _d), old, new in zip(hard, old_lines, new_lines, strict=True)
+            for encoded, old, new in zip(hard, old_lines, new_lines, strict=True)
         )
-    elif b"".join(d for _e, d in hard) == decoded:
+    elif b"".join(decoded_hard := [binascii.a2b_qp(e) for e in hard]) == decoded:
         # Line breaks moved (an href value held one): re-encode from the first to the last changed line.
         prefix = _common_prefix(decoded, new_decoded)
         suffix = min(
@@ -446,21 +452,17 @@ def _rewrite_qp(body: bytes, transform: Callable[[bytes], Edited | None]) -> Edi
         )
         first = last = 0
         offset = 0
-        for index, (_encoded, dec) in enumerate(hard):
+        for index, dec in enumerate(decoded_hard):
             if offset <= prefix:
                 first = index
             if offset < len(decoded) - suffix:
                 last = index
             offset += len(dec)
-        head = sum(len(d) for _e, d in hard[:first])
-        tail = sum(len(d) for _e, d in hard[last + 1 :])
+        head = sum(len(d) for d in decoded_hard[:first])
+        tail = sum(len(d) for d in decoded_hard[last + 1 :])
         middle = _LINES.findall(new_decoded[head : len(new_decoded) - tail])
         new_body = b"".join(
-            [
-                *(e for e, _d in hard[:first]),
-                *(_qp_encode_line(line, eol) for line in middle),
-                *(e for e, _d in hard[last + 1 :]),
-            ]
+            [*hard[:first], *(_qp_encode_line(line, eol) for line in middle), *hard[last + 1 :]]
         )
     else:
         return None  # the line-by-line view disagrees with the whole: do not risk it
