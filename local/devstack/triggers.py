@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,35 @@ def matches(pattern: object, value: object) -> bool:
 def record_filter(props: dict) -> Callable[[dict], bool]:
     patterns = [json.loads(f["Pattern"]) for f in (props.get("FilterCriteria") or {}).get("Filters", [])]
     return lambda record: not patterns or any(matches(p, record) for p in patterns)
+
+
+_SEEN_EVENT_IDS = 5000
+_REWIND = 500  # records: more than one cancelled transaction can add (100 items) and take back
+
+
+def _live_iterator(streams, stream_arn: str, shard_id: str, sequence: str, event_id: str) -> str:
+    """An iterator just after the last record read, on the table's live stream.
+
+    moto puts back a deep copy of the table, stream included, when a transaction is cancelled: an old
+    iterator keeps reading the discarded copy, and the records the cancelled transaction wrote are gone
+    from the live stream, their sequence numbers handed out again. So once caught up, look the last
+    record read up on the live stream: still there, go on after it; gone, rewind a little and let the
+    event ids already seen skip the records that were delivered before."""
+
+    def iterator(kind: str, number: str) -> str:
+        return streams.get_shard_iterator(
+            StreamArn=stream_arn, ShardId=shard_id, ShardIteratorType=kind, SequenceNumber=number
+        )["ShardIterator"]
+
+    response = streams.get_records(ShardIterator=iterator("AT_SEQUENCE_NUMBER", sequence), Limit=1)
+    found = response.get("Records", [])
+    if found and found[0]["eventID"] == event_id:
+        return response["NextShardIterator"]
+    shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
+    start = int(
+        next(s for s in shard if s["ShardId"] == shard_id)["SequenceNumberRange"]["StartingSequenceNumber"]
+    )
+    return iterator("AT_SEQUENCE_NUMBER", str(max(start, int(sequence) - _REWIND)))
 
 
 def _failed_ids(response: object) -> set[str]:
@@ -147,15 +177,24 @@ class Triggers:
         iterators = shard_iterators(streams, stream_arn, props.get("StartingPosition", "TRIM_HORIZON"))
         wanted = record_filter(props)
         pending: list[dict] = []
+        last: dict[str, tuple[str, str]] = {}  # shard -> (sequence number, event id) of the last record read
+        seen: deque[str] = deque(maxlen=_SEEN_EVENT_IDS)
         while not self._stop.is_set():
             for shard_id, iterator in list(iterators.items()):
                 if len(pending) < batch_size:
                     response = streams.get_records(ShardIterator=iterator, Limit=batch_size - len(pending))
                     iterators[shard_id] = response.get("NextShardIterator") or iterator
-                    for record in response.get("Records", []):
+                    records = response.get("Records", [])
+                    for record in records:
+                        last[shard_id] = (record["dynamodb"]["SequenceNumber"], record["eventID"])
+                        if record["eventID"] in seen:
+                            continue  # read again after a re-anchor (below)
+                        seen.append(record["eventID"])
                         record.setdefault("eventSourceARN", stream_arn)
                         if wanted(record):
                             pending.append(record)
+                    if not records and shard_id in last:
+                        iterators[shard_id] = _live_iterator(streams, stream_arn, shard_id, *last[shard_id])
             if pending:
                 batch, pending = pending[:batch_size], pending[batch_size:]
                 failed = _failed_ids(function.invoke({"Records": jsonable(batch)}))

@@ -238,6 +238,44 @@ def test_dynamodb_stream_records_reach_the_function(emulator, echo_module):
     json.dumps(record)  # delivered as JSON-safe values, as Lambda delivers them
 
 
+def test_stream_records_after_a_cancelled_transaction_still_arrive_once(emulator, echo_module):
+    # GIVEN records already delivered, then a transaction that is cancelled (moto then puts back a copy of
+    # the table, its stream included, and hands the cancelled records' sequence numbers out again)
+    ddb = boto3.client("dynamodb")
+    table = emulator.stack.ref("Table")
+    ddb.put_item(TableName=table, Item={"pk": {"S": "t1"}})
+
+    def delivered(key: str) -> int:
+        return sum(
+            1
+            for e in echo_module.RECEIVED
+            for r in e.get("Records", [])
+            if r.get("eventSource") == "aws:dynamodb" and r["dynamodb"]["NewImage"]["pk"]["S"] == key
+        )
+
+    assert wait_for(lambda: delivered("t1") == 1)
+    with pytest.raises(ddb.exceptions.TransactionCanceledException):
+        ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {"pk": {"S": "t1"}},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {"Put": {"TableName": table, "Item": {"pk": {"S": "cancelled"}}}},
+            ]
+        )
+    # WHEN new items are written
+    for key in ("t2", "t3"):
+        ddb.put_item(TableName=table, Item={"pk": {"S": key}})
+    # THEN they reach the function, once each, and nothing earlier is delivered again
+    assert wait_for(lambda: delivered("t2") == 1 and delivered("t3") == 1)
+    time.sleep(1.5)  # a few more polls
+    assert (delivered("t1"), delivered("t2"), delivered("t3")) == (1, 1, 1)
+
+
 def test_sqs_messages_are_delivered_and_failed_ones_redelivered(emulator, echo_module):
     sqs = boto3.client("sqs")
     queue = emulator.stack.ref("Queue")
