@@ -18,7 +18,8 @@ from devstack.template import Stack
 from opentracking import auth, domains, tokens
 from opentracking.config import settings
 
-ROUTES = [r for r in http_routes(Stack()) if r.function != "PixelFunction"]
+# The pixel and the click redirect are public: a reader's mail client or browser has no key.
+ROUTES = [r for r in http_routes(Stack()) if r.function not in ("PixelFunction", "ClickFunction")]
 SENDING = {"POST /v3/{domain}/messages", "POST /v3/{domain}/messages.mime"}
 
 
@@ -127,6 +128,46 @@ def test_the_pixel_never_asks_for_a_key(keys):
             headers={"authorization": basic(key)} if key else {},
         )
         assert functions(_STACK)["PixelFunction"].invoke(event)["statusCode"] == 200
+
+
+def test_the_click_redirect_never_asks_for_a_key(keys):
+    (click_route,) = [r for r in http_routes(_STACK) if r.route_key == "GET /c/{token}"]
+    for key in keys.values():
+        event = make_http_event(
+            "GET",
+            "/c/x",
+            route_key=click_route.route_key,
+            path_parameters={"token": "x"},
+            headers={"authorization": basic(key)} if key else {},
+        )
+        assert functions(_STACK)["ClickFunction"].invoke(event)["statusCode"] == 404  # not valid, not 401
+
+
+def test_no_forged_or_edited_click_token_is_accepted_in_100000_tries():
+    keyring = tokens.KeyRing.from_secret({"active": "1", "1": "k" * 48})
+    genuine = tokens.issue_click_token(
+        keyring, tokens.new_copy_id(), "example.com", "https://a.example/x?y=1"
+    )
+    raw = base64.urlsafe_b64decode(genuine + "=" * (-len(genuine) % 4))
+    rng = random.Random(100_000)
+    accepted = 0
+    for attempt in range(100_000):
+        forged = bytearray(raw)
+        if attempt % 2:  # edits of a genuine token
+            for _ in range(rng.randint(1, 4)):
+                forged[rng.randrange(len(forged))] = rng.randrange(256)
+        else:  # tokens made up from scratch, with a valid-looking header
+            forged = bytearray(
+                b"\x02\x01" + rng.randbytes(16) + b"\x0bexample.com" + rng.randbytes(rng.randint(17, 80))
+            )
+        if bytes(forged) == raw:
+            continue
+        try:
+            tokens.verify_click_token(keyring, base64.urlsafe_b64encode(bytes(forged)).rstrip(b"=").decode())
+            accepted += 1
+        except tokens.InvalidToken:
+            pass
+    assert accepted == 0
 
 
 def test_no_forged_or_edited_token_is_accepted_in_100000_tries():
