@@ -341,3 +341,75 @@ def test_clicked_webhooks_are_accepted_and_fed(clicks_world, world, aws, invoke)
     assert [(b["url"], b["event"]["event"], b["event"]["url"]) for b in bodies] == [
         ("https://hooks.example.net/clicks", "clicked", SHOP)
     ]
+
+
+# --- privacy: anonymisation, retention, the suppression list and erasure apply to clicks too ---------
+
+
+def _privacy(invoke, **fields) -> None:
+    status, body = invoke(
+        "privacy",
+        "PUT",
+        "/v3/domains/example.com/tracking/privacy",
+        route="/v3/domains/{name}/tracking/privacy",
+        params={"name": "example.com"},
+        fields=fields,
+    )
+    assert status == 200, body
+
+
+def test_an_anonymising_domain_never_stores_a_clicker_full_address(clicks_world, world, invoke, aws):
+    # GIVEN a domain that anonymises addresses and keeps events 7 days
+    _privacy(invoke, anonymize_ip="yes", event_retention_days="7")
+    clicks_world.send(("o:tracking", "yes"), recipients="a@example.net")
+    world.backdate("a@example.net")
+    # WHEN a link is followed from a full address
+    response = clicks_world.click(clicks_world.links("a@example.net")[0])
+    assert (response["statusCode"], response["headers"]["Location"]) == (302, SHOP)
+    # THEN the redirect truncated it before its one write, and keeps the raw click 7 days
+    table = boto3.resource("dynamodb").Table(aws.ref("DataTable"))
+    (raw,) = [i for i in table.scan()["Items"] if i["sk"].startswith("CLICK#")]
+    assert raw["ip"] == "198.51.100.0"
+    assert int(raw["expires_at"]) - float(raw["ts"]) == pytest.approx(7 * 86400, abs=2)
+    # AND the clicked event (and the open it implies) carry only the truncated address
+    world.consume()
+    (clicked,) = clicks_world.events_named("clicked")
+    (opened,) = clicks_world.events_named("opened")
+    assert clicked["ip"] == opened["ip"] == "198.51.100.0"
+
+
+def test_a_suppressed_recipient_gets_the_original_links(clicks_world, invoke):
+    status, _body = invoke(
+        "privacy",
+        "POST",
+        "/v3/example.com/tracking-suppressions",
+        route="/v3/{domain}/tracking-suppressions",
+        params={"domain": "example.com"},
+        fields={"address": "b@example.net"},
+    )
+    assert status == 200
+    clicks_world.send(("o:tracking", "yes"))
+    # the opted-out recipient's copy keeps every link as written; the other copy is tracked
+    assert clicks_world.links("b@example.net") == []
+    assert SHOP in clicks_world.stored("b@example.net").get_body(("html",)).get_content()
+    assert len(clicks_world.links("a@example.net")) == 2
+
+
+def test_erasure_removes_the_recipient_clicks(clicks_world, world, invoke, aws):
+    clicks_world.send(("o:tracking", "yes"), recipients="a@example.net")
+    world.backdate("a@example.net")
+    clicks_world.click(clicks_world.links("a@example.net")[0])
+    world.consume()
+    assert clicks_world.events_named("clicked")
+    status, body = invoke(
+        "privacy",
+        "POST",
+        "/v3/example.com/erasures",
+        route="/v3/{domain}/erasures",
+        params={"domain": "example.com"},
+        fields={"address": "a@example.net"},
+    )
+    assert status == 200, body
+    table = boto3.resource("dynamodb").Table(aws.ref("DataTable"))
+    left = [i for i in table.scan()["Items"] if i["pk"].startswith("COPY#")]
+    assert left == [] and clicks_world.events_named("clicked") == []

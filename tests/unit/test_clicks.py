@@ -142,9 +142,27 @@ def test_every_character_edit_of_a_click_token_is_rejected_even_in_the_padding_b
         verify_click_token(RING, token + "==")
 
 
-def test_pixel_and_click_tokens_are_not_interchangeable():
+def test_a_click_token_carries_the_domain_privacy_instructions_signed():
+    token = issue_click_token(RING, COPY, "example.com", TARGET, anonymize_ip=True, retention_days=7)
+    claims = verify_click_token(RING, token)
+    assert (claims.anonymize_ip, claims.retention_days, claims.url) == (True, 7, TARGET)
+    assert claims.open_claims() == tokens.OpenClaims(COPY.hex(), "example.com", 1, True, 7)
+    plain = verify_click_token(RING, issue_click_token(RING, COPY, "example.com", TARGET))
+    assert (plain.anonymize_ip, plain.retention_days) == (False, None)
+    # switching anonymisation off means forging the token: the SIV covers the flags
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[2] = 0
     with pytest.raises(InvalidToken):
-        verify_click_token(RING, issue_token(RING, COPY, "example.com"))
+        verify_click_token(RING, base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode())
+
+
+def test_pixel_and_click_tokens_are_not_interchangeable():
+    for pixel_token in (
+        issue_token(RING, COPY, "example.com"),
+        issue_token(RING, COPY, "example.com", anonymize_ip=True, retention_days=7),
+    ):
+        with pytest.raises(InvalidToken):
+            verify_click_token(RING, pixel_token)
     with pytest.raises(InvalidToken):
         verify_token(RING, issue_click_token(RING, COPY, "example.com", TARGET))
 

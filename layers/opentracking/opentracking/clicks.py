@@ -79,10 +79,9 @@ def unavailable_response() -> dict:
 
 
 def item_for(request: pixel.OpenRequest, claims: ClickClaims, retention_days: int) -> dict:
-    """The raw click in DynamoDB's wire format: the copy, when, from where, and the URL followed."""
-    item = pixel.item_for(
-        request, tokens.OpenClaims(claims.copy_id, claims.domain, claims.key_id), retention_days
-    )
+    """The raw click in DynamoDB's wire format: the copy, when, from where (anonymised when the token
+    says so), and the URL followed; kept as long as the token's retention says, like a raw open."""
+    item = pixel.item_for(request, claims.open_claims(), retention_days)
     item["sk"] = {"S": item["sk"]["S"].replace("OPEN#", "CLICK#", 1)}
     item["type"] = {"S": "click"}
     item["url"] = {"S": claims.url}
@@ -117,7 +116,8 @@ def handle(event: dict) -> dict:
             "click spilled",
             extra={"error": type(exc).__name__, "ms": round((time.perf_counter() - started) * 1000)},
         )
-        _spill(request)
+        # Parked without the full address when the domain anonymises (the redrive truncates it again).
+        _spill(pixel.scrubbed(request, claims.open_claims()))
     else:
         metrics.add_metric(name="ClickRecorded", unit=MetricUnit.Count, value=1)
     return redirect_response(location)

@@ -227,7 +227,7 @@ def track(
             submission.click_reason = options.REASON_CNAME_NOT_READY
         return
     if submission.clicks_tracked:
-        _rewrite_links(submission, keyring, scheme)
+        _rewrite_links(submission, keyring, scheme, suppressed)
     if not submission.decision.opens:
         return
     for copy in submission.copies:
@@ -255,14 +255,27 @@ def track(
         submission.reason = suppressions.REASON_SUPPRESSED
 
 
-def _rewrite_links(submission: Submission, keyring: tokens.KeyRing, scheme: str) -> None:
+def _rewrite_links(
+    submission: Submission, keyring: tokens.KeyRing, scheme: str, suppressed: frozenset[str]
+) -> None:
+    """Each copy's links, sealed per copy with the domain's privacy instructions. A recipient on the
+    tracking suppression list gets the original links: opting out of tracking covers clicks too."""
     domain = submission.domain
     text = submission.decision.clicks == options.CLICKS_YES
     for copy in submission.copies:
+        if copy.recipient.lower() in suppressed:
+            continue
 
         def link_url(url: str, copy_id: bytes = copy.copy_id) -> str | None:
             try:
-                token = tokens.issue_click_token(keyring, copy_id, domain.name, url)
+                token = tokens.issue_click_token(
+                    keyring,
+                    copy_id,
+                    domain.name,
+                    url,
+                    anonymize_ip=submission.privacy.anonymize_ip,
+                    retention_days=submission.privacy.event_retention_days,
+                )
             except ValueError:
                 return None  # too long to seal: the link stays as it was
             return f"{scheme}://{domain.tracking_host}/c/{token}"

@@ -221,16 +221,20 @@ def reset_cache() -> None:
 # may name the recipient (`?email=...` after batch substitution), so it is encrypted, not just signed.
 # Layout before base64url:
 #
-#     version 2 | key id | copy id (16) | domain length (1) | domain | SIV (16) | URL XOR keystream
+#     version 3 | key id | flags (1) | retention days (2) | copy id (16) | domain length (1) | domain
+#     | SIV (16) | URL XOR keystream
 #
+# The flags and retention days are the pixel's version 2 privacy instructions (anonymise the address before
+# the one write, keep the raw click that many days), so the redirect honours them without a read.
 # The construction is SIV (Rogaway and Shrimpton's deterministic authenticated encryption) built from the
 # HMAC-SHA256 the pixel tokens already use, so the hot path needs no new dependency: the SIV is the MAC of
 # the header and the URL (it authenticates both), and the keystream is HMAC-SHA256(enc key, SIV | counter).
 # Both keys are derived from the per-domain key. The same copy and URL always give the same token.
 
-CLICK_TOKEN_VERSION = 2
+CLICK_TOKEN_VERSION = 3
+_CLICK_OPTION_BYTES = 3  # flags, retention days
 MAX_CLICK_URL_BYTES = 2048  # longer links are left untracked: a longer token would outgrow what proxies pass
-_CLICK_FIXED_BYTES = 2 + COPY_ID_BYTES + 1 + TAG_BYTES
+_CLICK_FIXED_BYTES = 2 + _CLICK_OPTION_BYTES + COPY_ID_BYTES + 1 + TAG_BYTES
 MAX_CLICK_TOKEN_CHARS = (4 * (_CLICK_FIXED_BYTES + MAX_DOMAIN_BYTES + MAX_CLICK_URL_BYTES) + 2) // 3
 _CLICK_MAC_LABEL = b"opentracking/v2/click-mac"
 _CLICK_ENC_LABEL = b"opentracking/v2/click-enc"
@@ -244,6 +248,12 @@ class ClickClaims:
     domain: str
     key_id: int
     url: str
+    anonymize_ip: bool = False
+    retention_days: int | None = None  # None: the deployment's EVENT_RETENTION_DAYS
+
+    def open_claims(self) -> OpenClaims:
+        """The same copy and instructions as a pixel token names (the raw click is written like an open)."""
+        return OpenClaims(self.copy_id, self.domain, self.key_id, self.anonymize_ip, self.retention_days)
 
 
 def _click_keys(keyring: KeyRing, key_id: int, domain: str) -> tuple[bytes, bytes]:
@@ -265,16 +275,29 @@ def _xor(data: bytes, stream: bytes) -> bytes:
     return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
 
 
-def issue_click_token(keyring: KeyRing, copy_id: bytes, domain: str, url: str) -> str:
+def issue_click_token(
+    keyring: KeyRing,
+    copy_id: bytes,
+    domain: str,
+    url: str,
+    *,
+    anonymize_ip: bool = False,
+    retention_days: int | None = None,
+) -> str:
     """Seal `url` for one copy; ValueError when the URL is too long to travel in a link."""
     if len(copy_id) != COPY_ID_BYTES:
         raise ValueError("copy id must be 16 bytes")
+    if retention_days is not None and not 1 <= retention_days <= MAX_RETENTION_DAYS:
+        raise ValueError("retention days out of range")
     url_bytes = url.encode("utf-8")
     if not url_bytes or len(url_bytes) > MAX_CLICK_URL_BYTES:
         raise ValueError("URL is empty or too long to seal")
     kid = keyring.active_key_id
     domain_bytes = _normalise_domain(domain)
-    header = bytes((CLICK_TOKEN_VERSION, kid)) + copy_id + bytes((len(domain_bytes),)) + domain_bytes
+    options = bytes((FLAG_ANONYMIZE_IP if anonymize_ip else 0,)) + (retention_days or 0).to_bytes(2, "big")
+    header = (
+        bytes((CLICK_TOKEN_VERSION, kid)) + options + copy_id + bytes((len(domain_bytes),)) + domain_bytes
+    )
     mac_key, enc_key = _click_keys(keyring, kid, domain_bytes.decode())
     siv = hmac.new(mac_key, header + url_bytes, hashlib.sha256).digest()[:TAG_BYTES]
     return _b64encode(header + siv + _xor(url_bytes, _keystream(enc_key, siv, len(url_bytes))))
@@ -298,16 +321,15 @@ def verify_click_token(keyring: KeyRing, token: str) -> ClickClaims:
     kid = raw[1]
     if kid not in keyring.master_keys:
         raise InvalidToken("unknown key id")
-    domain_end = 2 + COPY_ID_BYTES + 1 + raw[2 + COPY_ID_BYTES]
+    copy_start = 2 + _CLICK_OPTION_BYTES
+    domain_start = copy_start + COPY_ID_BYTES + 1
+    domain_end = domain_start + raw[domain_start - 1]
     if len(raw) <= domain_end + TAG_BYTES:
         raise InvalidToken("token too short for its domain")
-    header, siv, sealed = (
-        raw[:domain_end],
-        raw[domain_end : domain_end + TAG_BYTES],
-        raw[domain_end + TAG_BYTES :],
-    )
+    header, siv = raw[:domain_end], raw[domain_end : domain_end + TAG_BYTES]
+    sealed = raw[domain_end + TAG_BYTES :]
     try:
-        domain = header[2 + COPY_ID_BYTES + 1 :].decode("ascii")
+        domain = header[domain_start:].decode("ascii")
     except UnicodeDecodeError as exc:
         raise InvalidToken("domain is not ASCII") from exc
     mac_key, enc_key = _click_keys(keyring, kid, domain)
@@ -319,4 +341,11 @@ def verify_click_token(keyring: KeyRing, token: str) -> ClickClaims:
         url = url_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:  # only reachable with a genuine key: never issued so
         raise InvalidToken("sealed URL is not UTF-8") from exc
-    return ClickClaims(copy_id=header[2 : 2 + COPY_ID_BYTES].hex(), domain=domain, key_id=kid, url=url)
+    return ClickClaims(
+        copy_id=header[copy_start : copy_start + COPY_ID_BYTES].hex(),
+        domain=domain,
+        key_id=kid,
+        url=url,
+        anonymize_ip=bool(header[2] & FLAG_ANONYMIZE_IP),
+        retention_days=int.from_bytes(header[3:5], "big") or None,
+    )
