@@ -446,8 +446,9 @@ def test_406_is_never_retried(call, env, sent_messages, lambda_context):
     assert sent_messages == []
 
 
-def test_waits_longer_than_fifteen_minutes_are_chained_delays(env, receiver):
+def test_waits_longer_than_fifteen_minutes_are_chained_delays(call, env, receiver):
     # GIVEN the fourth attempt failed: the next one is an hour away, longer than any SQS delay
+    create_hook(call, receiver.url)
     sent: list[tuple[dict, int]] = []
     config = webhooks.delivery_config()
     clock = [1_800_000_000.0]
@@ -500,9 +501,10 @@ def test_an_exhausted_schedule_goes_to_the_dead_letter_queue(call, env, sent_mes
     assert queue_messages(env.ref("WebhookQueue")) == []
 
 
-def test_a_redriven_delivery_starts_a_fresh_schedule(env, sent_messages, lambda_context):
+def test_a_redriven_delivery_starts_a_fresh_schedule(call, env, sent_messages, lambda_context):
     receiver = Receiver([500])
     try:
+        create_hook(call, receiver.url)
         dead = webhooks.Delivery(
             receiver.url, DOMAIN, opened_event(), attempt=7, first_attempt_at=1.0, dead_lettered_at=2.0
         )
@@ -540,6 +542,39 @@ def test_redelivery_keeps_the_event_id_and_is_not_posted_twice(
     assert {p["event-data"]["id"] for p in payloads} == {opened_event()["id"]}
     assert payloads[0]["signature"]["token"] != payloads[1]["signature"]["token"]
     assert all(signed_ok(signing_key, p) for p in payloads)
+
+
+@pytest.mark.parametrize("change", ["delete the webhook", "change its url", "delete the domain", "redrive"])
+def test_a_retry_is_withdrawn_when_the_webhook_went_away_meanwhile(
+    call, env, sent_messages, lambda_context, change
+):
+    receiver = Receiver([500, 200])
+    try:
+        create_hook(call, receiver.url)
+        webhooks.enqueue(DOMAIN, opened_event())
+        run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)  # the first attempt fails
+        (retry,) = sent_messages
+        due = {**retry["body"], "next_at": time.time() - 1}
+        if change == "delete the webhook":
+            assert call("DELETE", f"/v3/domains/{DOMAIN}/webhooks/opened")[0] == 200
+        elif change == "change its url":
+            assert (
+                call("PUT", f"/v3/domains/{DOMAIN}/webhooks/opened", [("url", receiver.url + "/v2")])[0]
+                == 200
+            )
+        elif change == "delete the domain":
+            from opentracking import domains
+
+            domains.delete(DOMAIN)
+        else:  # dead-lettered, the webhook deleted, then the dead-letter queue redriven
+            due = {**due, "dead_lettered_at": time.time()}
+            assert call("DELETE", f"/v3/domains/{DOMAIN}/webhooks/opened")[0] == 200
+        sent_messages.clear()
+        # WHEN the retry comes due, THEN nothing is posted and nothing is queued again
+        assert webhooks.process(json.dumps(due)) == webhooks.Outcome.WITHDRAWN
+    finally:
+        receiver.close()
+    assert len(receiver.requests) == 1 and sent_messages == []
 
 
 def test_loopback_targets_are_refused_unless_allowed(call, env, sent_messages, monkeypatch, lambda_context):

@@ -393,6 +393,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # already delivered to this URL
     RETRY_SCHEDULED = "retry_scheduled"
     WAITING = "waiting"  # not due yet: delayed again
+    WITHDRAWN = "withdrawn"  # the webhook was deleted or its URL changed while a retry waited
     DEAD_LETTERED = "dead_lettered"
 
 
@@ -526,6 +527,14 @@ def _log_fields(delivery: Delivery) -> dict:
     }
 
 
+def _still_configured(delivery: Delivery) -> bool:
+    event_name = delivery.event.get("event")
+    if not isinstance(event_name, str):
+        return False
+    item = store.get_item(_table(), _key(delivery.domain, event_name))  # consistent, not the cached read
+    return bool(item) and delivery.url in (item.get("urls") or ())
+
+
 def _send_one(queue_url: str, body: str, delay: float) -> None:
     seconds = max(0, min(MAX_SQS_DELAY, math.ceil(delay)))
     try:
@@ -553,12 +562,20 @@ def process(
         return Outcome.DEAD_LETTERED
 
     current = now()
-    if delivery.dead_lettered_at is not None:  # redriven from the dead-letter queue: a fresh schedule
+    redriven = delivery.dead_lettered_at is not None
+    if redriven:  # redriven from the dead-letter queue: a fresh schedule
         delivery = replace(delivery, attempt=0, first_attempt_at=current, next_at=None, dead_lettered_at=None)
     if delivery.next_at is not None and delivery.next_at > current + 1:
         _send_one(config.queue_url, delivery.to_body(), delivery.next_at - current)
         return Outcome.WAITING
     fields = _log_fields(delivery)
+    if (redriven or delivery.attempt > 0) and not _still_configured(delivery):
+        # Retries run for up to 8 hours: a user who deleted the webhook (or the domain) or changed its URL
+        # in the meantime must not keep receiving events. The first attempt was enqueued moments ago from
+        # the current configuration, so it skips this read.
+        logger.info("webhook withdrawn while a retry waited: not delivered", extra=fields)
+        metrics.add_metric(name="WebhookWithdrawn", unit=MetricUnit.Count, value=1)
+        return Outcome.WITHDRAWN
     if _already_sent(delivery):
         logger.info("webhook already delivered", extra=fields)
         metrics.add_metric(name="WebhookDuplicate", unit=MetricUnit.Count, value=1)
