@@ -729,9 +729,19 @@ def test_local_stack_delivers_signed_and_retries(stack):
     assert len(receiver.requests) == 2  # delivered: no further attempts
 
 
+def point_webhook_at(stack, url: str) -> None:
+    """The domain's opened webhook, created or changed to `url` (retries go only to configured URLs)."""
+    stack.create_tracked_domain(DOMAIN)
+    changed = stack.call("PUT", f"/v3/domains/{DOMAIN}/webhooks/opened", data={"url": url})
+    if changed.status_code == 404:
+        changed = stack.call("POST", f"/v3/domains/{DOMAIN}/webhooks", data={"id": "opened", "url": url})
+    assert changed.status_code == 200, changed.text
+
+
 def test_local_stack_dead_letters_after_the_schedule(stack):
     receiver = Receiver([500] * 10)
     try:
+        point_webhook_at(stack, receiver.url)
         queue_delivery(stack, receiver.url, opened_event("local-stack-dead"))
         dlq = stack.resource("WebhookDeadLetterQueue")
         sqs = stack.client("sqs")
