@@ -1,5 +1,6 @@
 """Reading `template.yaml` with a loader that understands CloudFormation tags (cfn-lint's), and resolving
-the intrinsics the local stack needs (Ref, Fn::GetAtt, Fn::Sub, Fn::Join) against local resources."""
+the intrinsics the local stack needs (Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::If with the template's
+Conditions, AWS::NoValue) against local resources."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from cfnlint.decode import decode_str
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
+# `Ref: AWS::NoValue`: the property (or list item) holding it is left out, as in CloudFormation.
+NO_VALUE = object()
 
 
 def _plain(value: Any) -> Any:
@@ -84,15 +87,38 @@ class Stack:
         except KeyError:
             raise KeyError(f"{logical_id}.{attribute} has no local value") from None
 
+    def condition(self, name: str) -> bool:
+        return self._holds(self.template.get("Conditions", {})[name])
+
+    def _holds(self, expression: Any) -> bool:
+        ((key, arg),) = expression.items()
+        if key == "Condition":
+            return self.condition(arg)
+        if key == "Fn::Equals":
+            left, right = self.resolve(arg)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not self._holds(arg[0])
+        if key == "Fn::And":
+            return all(self._holds(item) for item in arg)
+        if key == "Fn::Or":
+            return any(self._holds(item) for item in arg)
+        raise ValueError(f"unsupported condition function {key}")
+
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self.resolve(item) for item in value]
+            return [item for item in (self.resolve(item) for item in value) if item is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
             ((key, arg),) = value.items()
+            if key == "Ref" and arg == "AWS::NoValue":
+                return NO_VALUE
             if key == "Ref":
                 return self.ref(arg)
+            if key == "Fn::If":
+                condition, if_true, if_false = arg
+                return self.resolve(if_true if self.condition(condition) else if_false)
             if key == "Fn::GetAtt":
                 logical_id, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
                 return self.get_att(logical_id, attribute)
@@ -102,7 +128,8 @@ class Stack:
             if key == "Fn::Join":
                 separator, items = arg
                 return separator.join(str(item) for item in self.resolve(items))
-        return {key: self.resolve(item) for key, item in value.items()}
+        resolved = {key: self.resolve(item) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not NO_VALUE}
 
     def _sub(self, text: str, variables: dict) -> str:
         def replace(match: re.Match[str]) -> str:
@@ -120,8 +147,8 @@ class Stack:
         """Globals.Function.Environment merged with the function's own, intrinsics resolved."""
         globals_env = self.template.get("Globals", {}).get("Function", {}).get("Environment", {})
         own_env = self.resources[logical_id].get("Properties", {}).get("Environment", {})
-        merged = {**globals_env.get("Variables", {}), **own_env.get("Variables", {})}
-        return {name: str(self.resolve(value)) for name, value in merged.items()}
+        merged = self.resolve({**globals_env.get("Variables", {}), **own_env.get("Variables", {})})
+        return {name: str(value) for name, value in merged.items()}
 
     def functions(self) -> dict[str, dict]:
         return self.resources_of_type("AWS::Serverless::Function")
