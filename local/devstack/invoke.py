@@ -13,9 +13,29 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devstack.routes import http_routes
 from devstack.runtime import functions
 from devstack.server import STATE_FILE
 from devstack.template import ROOT, Stack
+
+
+def function_for_event(stack: Stack, event: dict) -> str:
+    """The function whose trigger produced this sample event: its HttpApi route, the SQS queue it polls,
+    or its schedule rule."""
+    if "routeKey" in event:
+        (function,) = [r.function for r in http_routes(stack) if r.route_key == event["routeKey"]]
+        return function
+    if event.get("Records", [{}])[0].get("eventSource") == "aws:sqs":
+        queue = event["Records"][0]["eventSourceARN"].rsplit(":", 1)[1].removeprefix(f"{stack.name}-")
+        (function,) = [
+            name
+            for name, resource in stack.functions().items()
+            for trigger in resource["Properties"].get("Events", {}).values()
+            if trigger["Type"] == "SQS" and trigger["Properties"]["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
+        ]
+        return function
+    (function,) = [name for name in stack.functions() if name in event["resources"][0]]
+    return function
 
 
 def load_state(state_file: Path = STATE_FILE) -> dict:

@@ -9,30 +9,15 @@ import sys
 
 import pytest
 
+from devstack.invoke import function_for_event
 from devstack.process import python_environment
-from devstack.routes import http_routes
 from devstack.template import ROOT, Stack
 
 EVENT_FILES = sorted((ROOT / "events").glob("*.json"))
 
 
 def function_for(event: dict) -> str:
-    """The function whose HttpApi route (or schedule rule) produced this event."""
-    stack = Stack()
-    if "routeKey" in event:
-        (function,) = [r.function for r in http_routes(stack) if r.route_key == event["routeKey"]]
-        return function
-    if event.get("Records", [{}])[0].get("eventSource") == "aws:sqs":  # the function polling that queue
-        queue = event["Records"][0]["eventSourceARN"].rsplit(":", 1)[1].removeprefix(f"{stack.name}-")
-        (function,) = [
-            name
-            for name, resource in stack.functions().items()
-            for trigger in resource["Properties"].get("Events", {}).values()
-            if trigger["Type"] == "SQS" and trigger["Properties"]["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
-        ]
-        return function
-    (function,) = [name for name in stack.functions() if name in event["resources"][0]]
-    return function
+    return function_for_event(Stack(), event)
 
 
 @pytest.mark.parametrize("event_file", EVENT_FILES, ids=lambda p: p.name)
