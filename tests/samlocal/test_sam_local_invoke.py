@@ -1,0 +1,135 @@
+"""`sam local invoke` runs every sample event in events/ through its function, built by `sam build` and run in
+a container exactly as SAM runs it; each response and its effect in AWS (moto) is checked."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+
+import pytest
+
+from devstack.invoke import function_for_event
+from devstack.template import ROOT, Stack
+from opentracking.pixel import GIF
+
+from .conftest import SAM, SamLocal, metrics_logged, parse_response, stored_copies
+
+EVENT_FILES = sorted((ROOT / "events").glob("*.json"))
+
+
+def invoke(sam_local: SamLocal, event_file) -> subprocess.CompletedProcess:
+    function = function_for_event(Stack(), json.loads(event_file.read_text()))
+    return subprocess.run(
+        [SAM, "local", "invoke", function, "--event", str(event_file), *sam_local.options()],
+        cwd=ROOT,
+        env=sam_local.environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def invocations(sam_local: SamLocal) -> dict[str, subprocess.CompletedProcess]:
+    """Every sample event, invoked once. One at a time: sam local counts a function's timeout from the moment
+    its container's port opens, and the pixel's is 3 s; in parallel on two cores, the cold start alone can
+    take that long (alone it takes about 0.4 s)."""
+    started = time.monotonic()
+    results = {path.name: invoke(sam_local, path) for path in EVENT_FILES}
+    print(f"sam local invoke: {len(results)} events in {time.monotonic() - started:.0f} s")
+    return results
+
+
+def response_of(invocations: dict, name: str) -> dict:
+    result = invocations[name]
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "timed out" not in result.stderr, result.stderr[-4000:]
+    return parse_response(result.stdout)
+
+
+def test_every_sample_event_has_a_function_and_an_answer(invocations):
+    assert sorted(invocations) == [path.name for path in EVENT_FILES]
+    for name in invocations:
+        response_of(invocations, name)
+
+
+@pytest.mark.parametrize("name", ["pixel_get.json", "pixel_head.json"])
+def test_pixel_answers_the_gif_for_a_forged_token(invocations, name):
+    response = response_of(invocations, name)
+    assert response["statusCode"] == 200
+    headers = {key.lower(): value for key, value in response["headers"].items()}
+    assert headers["content-type"] == "image/gif"
+    assert headers["cache-control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    assert headers["content-length"] == str(len(GIF)) == "43"
+    if name == "pixel_get.json":
+        assert response["isBase64Encoded"] is True
+        assert base64.b64decode(response["body"]) == GIF
+    # the token in the sample events is forged: counted, not recorded
+    metrics = metrics_logged(invocations[name].stderr)
+    assert metrics.get("InvalidToken") == 1, metrics
+    assert "OpenRecorded" not in metrics
+
+
+def test_pixel_records_nothing_for_a_forged_token(sam_local, invocations):
+    response_of(invocations, "pixel_get.json")
+    ddb = sam_local.backend.client("dynamodb")
+    opens = ddb.scan(
+        TableName=sam_local.backend.resource("DataTable"),
+        FilterExpression="begins_with(sk, :open)",
+        ExpressionAttributeValues={":open": {"S": "OPEN#"}},
+    )["Items"]
+    forged = [item for item in opens if "AQEAAAAAAAAAAAAAAAAAAAAAZXhhbXBsZS5jb20" in json.dumps(item)]
+    assert forged == []
+
+
+def test_submit_messages_stores_one_tracked_copy_per_recipient(sam_local, invocations):
+    response = response_of(invocations, "submit_messages.json")
+    assert response["statusCode"] == 200
+    body = json.loads(response["body"])
+    assert body["message"] == "Queued. Thank you."
+    assert body["id"].startswith("<") and body["id"].endswith(">")
+    for recipient in ("alice@example.net", "bob@example.org"):
+        ((record, message),) = stored_copies(sam_local.backend, recipient)
+        assert record["message_id"] == body["id"].strip("<>")
+        assert record["tags"] == ["newsletter"]
+        # open tracking is on (o:tracking-opens=yes on a tracked domain): the copy carries its own pixel
+        assert record["tracked"] is True
+        assert b"https://email.example.com/o/" in message
+
+
+def test_submit_mime_stores_the_raw_message_with_a_pixel(sam_local, invocations):
+    response = response_of(invocations, "submit_mime.json")
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["message"] == "Queued. Thank you."
+    ((record, message),) = stored_copies(sam_local.backend, "carol@example.net")
+    assert record["tags"] == ["receipts"]  # from the X-Mailgun-Tag header
+    assert metrics_logged(invocations["submit_mime.json"].stderr)["CopiesTracked"] == 1
+    assert record["tracked"] is True
+    assert b"Subject: Raw MIME" in message
+    assert b"https://email.example.com/o/" in message
+
+
+def test_scheduled_dns_health_check_writes_its_report(sam_local, invocations):
+    response = response_of(invocations, "dns_health_schedule.json")
+    assert response["report"].startswith("health/")
+    assert response["totals"]["checked"] >= 1
+    s3 = sam_local.backend.client("s3")
+    report = s3.get_object(Bucket=sam_local.backend.resource("MessageBucket"), Key=response["report"])
+    assert report["ContentLength"] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "metric"),
+    [
+        # the spilled open's token is forged: dropped and counted, never retried
+        ("open_redrive_spill.json", "InvalidToken"),
+        # the delivery's URL is a loopback address, which a deployed sender refuses (SSRF guard)
+        ("webhook_delivery.json", "WebhookRefused"),
+    ],
+)
+def test_queue_consumers_handle_every_record(invocations, name, metric):
+    assert response_of(invocations, name) == {"batchItemFailures": []}
+    assert metrics_logged(invocations[name].stderr).get(metric) == 1
