@@ -20,8 +20,10 @@ export PATH := $(dir $(PYTHON)):$(PATH)
 LOCAL_PATH := PYTHONPATH=layers/opentracking:local
 PORT ?= 3000
 AWS_PORT ?= 5000
+SAM_LOCAL_AWS_PORT ?= 5001
 
-.PHONY: help install system-deps lock lint scan test test-unit test-integration test-e2e run demo invoke bench apple-ranges build validate deploy clean
+.PHONY: help install system-deps lock lint scan test test-unit test-integration test-e2e test-samlocal run demo \
+	invoke sam-local-engine sam-local-aws sam-local-stop bench apple-ranges build validate deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,7 +64,7 @@ scan: $(SCAN_STAMP) ## checkov on template.yaml (.checkov.yaml says what is skip
 
 validate: lint
 
-test: lint system-deps ## Lint, then every test tier (unit, integration, e2e)
+test: lint system-deps ## Lint, then every test tier (unit, integration, e2e, samlocal)
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP) ## Only the in-process unit tests
@@ -74,6 +76,9 @@ test-integration: $(STAMP) ## Only the integration tests (local stack, real serv
 test-e2e: $(STAMP) system-deps ## Only the end-to-end tests (Chromium, the official Mailgun SDK)
 	$(BIN)/python -m pytest tests/e2e
 
+test-samlocal: $(STAMP) ## Only the sam local tier: sam build, sam local invoke/start-api in a real Docker engine
+	$(BIN)/python -m pytest tests/samlocal
+
 run: $(STAMP) ## Start the whole system locally: API on :3000 (PORT), AWS (moto) on :5000 (AWS_PORT); Ctrl-C stops
 	@PORT=$(PORT) AWS_PORT=$(AWS_PORT) $(LOCAL_PATH) $(BIN)/python -m devstack.server
 
@@ -82,6 +87,15 @@ demo: $(STAMP) ## Walk through a tracked open against a running `make run`
 
 invoke: $(STAMP) ## Run one function on one event against `make run`: make invoke FUNCTION=PixelFunction EVENT=events/pixel_get.json
 	@$(LOCAL_PATH) $(BIN)/python -m devstack.invoke "$(FUNCTION)" "$(EVENT)"
+
+sam-local-engine: $(STAMP) ## Docker for sam local: installs docker.io/debootstrap if missing, starts dockerd, builds the base image once
+	@$(LOCAL_PATH) $(BIN)/python -m samlocal.engine start
+
+sam-local-aws: $(STAMP) ## AWS (moto) where sam local's containers reach it; prints the sam local commands; Ctrl-C stops
+	@AWS_PORT=$(SAM_LOCAL_AWS_PORT) $(LOCAL_PATH) $(BIN)/python -m samlocal.backend
+
+sam-local-stop: ## Stop the engine `make sam-local-engine` started, and its containers
+	@$(LOCAL_PATH) $(BIN)/python -m samlocal.engine stop
 
 bench: $(STAMP) ## Benchmarks against baselines: table of ratios, raw figures in bench/results/latest.json (PROFILE=1: cProfile too)
 	@$(LOCAL_PATH) $(BIN)/python -m bench $(if $(PROFILE),--profile)
