@@ -136,8 +136,9 @@ def _docker(docker_host: str | None, *args: str, timeout: float = 60.0, check: b
     env = dict(os.environ)
     if docker_host:
         env["DOCKER_HOST"] = docker_host
+    command = ["docker", *args]  # the docker client on PATH, as sam finds it
     result = subprocess.run(  # noqa: S603 - our own arguments
-        ["docker", *args],  # noqa: S607 - the docker client on PATH, like sam's env=env, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
     if check and result.returncode != 0:
         raise EngineUnavailable(f"docker {' '.join(args)} failed: {result.stderr.strip()[-2000:]}")
@@ -267,6 +268,18 @@ def start_own_engine() -> str:
     docker_host = own_docker_host()
     if _answers(docker_host):
         return docker_host
+    running = _pid()
+    if running is not None:
+        # Ours runs (or is still starting): wait for it, never start a second one beside it.
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and _pid() is not None:
+            if _answers(docker_host):
+                return docker_host
+            time.sleep(0.5)
+        raise EngineUnavailable(
+            f"dockerd (pid {running}) runs but does not answer on {docker_host}: "
+            f"`make sam-local-stop` stops it; its log is {CACHE / 'dockerd.log'}"
+        )
     _require_root("starting a Docker engine")
     install_system_packages()
     register_emulation()
