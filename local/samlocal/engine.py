@@ -234,10 +234,11 @@ def _pid() -> int | None:
     except (OSError, ValueError):
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return None
-    return pid
+    # A zombie has exited already; only its parent has not collected it yet.
+    return None if state == "Z" else pid
 
 
 def _start_dockerd(storage_driver: str) -> subprocess.Popen:
