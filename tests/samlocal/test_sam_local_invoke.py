@@ -47,7 +47,10 @@ def response_of(invocations: dict, name: str) -> dict:
     result = invocations[name]
     assert result.returncode == 0, result.stderr[-4000:]
     assert "timed out" not in result.stderr, result.stderr[-4000:]
-    return parse_response(result.stdout)
+    response = parse_response(result.stdout)
+    # a handler that raised (or could not be imported) still exits 0: its error is the response
+    assert "errorType" not in response, response
+    return response
 
 
 def test_every_sample_event_has_a_function_and_an_answer(invocations):
