@@ -20,8 +20,8 @@ from devstack.template import ROOT, Stack
 
 
 def function_for_event(stack: Stack, event: dict) -> str:
-    """The function whose trigger produced this sample event: its HttpApi route, the SQS queue it polls,
-    or its schedule rule."""
+    """The function whose trigger produced this sample event: its HttpApi route, the SQS queue it polls, the
+    DynamoDB stream it reads, or its schedule rule."""
     if "routeKey" in event:
         (function,) = [r.function for r in http_routes(stack) if r.route_key == event["routeKey"]]
         return function
@@ -32,6 +32,16 @@ def function_for_event(stack: Stack, event: dict) -> str:
             for name, resource in stack.functions().items()
             for trigger in resource["Properties"].get("Events", {}).values()
             if trigger["Type"] == "SQS" and trigger["Properties"]["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
+        ]
+        return function
+    if event.get("Records", [{}])[0].get("eventSource") == "aws:dynamodb":
+        table = event["Records"][0]["eventSourceARN"].split("/")[1].removeprefix(f"{stack.name}-")
+        (function,) = [
+            name
+            for name, resource in stack.functions().items()
+            for trigger in resource["Properties"].get("Events", {}).values()
+            if trigger["Type"] == "DynamoDB"
+            and trigger["Properties"]["Stream"] == {"Fn::GetAtt": [table, "StreamArn"]}
         ]
         return function
     (function,) = [name for name in stack.functions() if name in event["resources"][0]]
