@@ -41,6 +41,9 @@ class SamLocal:
             **os.environ,
             **self.engine.environment,
             "SAM_CLI_TELEMETRY": "0",
+            # The emulator's own log (START/END/REPORT, each runtime API call) beside the function's: when an
+            # invocation fails, its output shows how far it got.
+            "SAM_CLI_RIE_DEV": "1",
             # sam local hands these to the containers; moto takes any credentials.
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",

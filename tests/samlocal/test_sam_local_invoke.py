@@ -124,9 +124,24 @@ def test_scheduled_dns_health_check_writes_its_report(sam_local, invocations):
     assert report["ContentLength"] > 0
 
 
+def test_management_api_lists_the_domain(invocations):
+    response = response_of(invocations, "api_list_domains.json")
+    assert response["statusCode"] == 200
+    (domain,) = [item for item in json.loads(response["body"])["items"] if item["name"] == "example.com"]
+    assert domain["state"] == "active"  # its tracking CNAME was verified
+
+
+def test_webhooks_api_lists_no_webhooks_yet(invocations):
+    response = response_of(invocations, "webhooks_list.json")
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"]) == {"webhooks": {}}
+
+
 @pytest.mark.parametrize(
     ("name", "metric"),
     [
+        # the raw open's copy does not exist (the sample is not tied to a stored message): counted, skipped
+        ("events_stream_open.json", "OpenWithoutCopy"),
         # the spilled open's token is forged: dropped and counted, never retried
         ("open_redrive_spill.json", "InvalidToken"),
         # the delivery's URL is a loopback address, which a deployed sender refuses (SSRF guard)
