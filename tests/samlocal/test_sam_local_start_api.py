@@ -19,8 +19,7 @@ from opentracking.pixel import GIF
 
 from .conftest import DOMAIN, SAM, SamLocal, stored_copies
 
-START_TIMEOUT = 180.0
-# A cold request builds the function's image and starts its container; later ones reuse it (LAZY).
+START_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 120.0
 CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
 
@@ -38,7 +37,9 @@ def api(sam_local: SamLocal) -> Iterator[str]:
     process = subprocess.Popen(
         [
             *(SAM, "local", "start-api", "--host", "127.0.0.1", "--port", str(port)),
-            *("--warm-containers", "LAZY"),
+            # Every function's container starts before the API serves: a request never races its container's
+            # start (see ATTEMPTS in test_sam_local_invoke.py), and later requests reuse it.
+            *("--warm-containers", "EAGER"),
             *sam_local.options(),
         ],
         cwd=ROOT,
