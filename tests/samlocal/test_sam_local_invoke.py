@@ -94,6 +94,13 @@ def test_pixel_answers_the_gif_for_a_forged_token(invocations, name):
     assert "OpenRecorded" not in metrics
 
 
+def test_click_with_a_forged_token_leads_nowhere(invocations):
+    response = response_of(invocations, "click_get.json")
+    assert response["statusCode"] == 404
+    assert "Location" not in response["headers"]
+    assert "This link is not valid" in response["body"]
+
+
 def test_pixel_records_nothing_for_a_forged_token(sam_local, invocations):
     response_of(invocations, "pixel_get.json")
     ddb = sam_local.backend.client("dynamodb")
