@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -162,36 +163,53 @@ def opened_event(raw: dict, copy: dict, verdict: bots.BotVerdict, event_id: str)
 
 
 def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
+    _join_and_derive(raw, copies, _derive_open, orphan_metric="OpenWithoutCopy")
+
+
+def _join_and_derive(
+    raw: dict,
+    cache: dict,
+    derive: Callable[[str, dict, dict, dict], None],
+    *,
+    orphan_metric: str,
+) -> None:
+    """Join a raw open or click with its copy record (read once per batch) and derive from it."""
     table = settings().table_name
     copy_pk = raw["pk"]
-    if copy_pk not in copies:
-        copies[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
-    copy = copies[copy_pk]
+    if copy_pk not in cache:
+        cache[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
+    copy = cache[copy_pk]
     if copy is None or copy.get("erasing"):
-        _drop_orphan(table, raw)
+        _drop_orphan(table, raw, orphan_metric)
         return
     try:
-        _derive_open(table, raw, copy, copies)
+        derive(table, raw, copy, cache)
     except CopyErased:
-        copies[copy_pk] = None
-        _drop_orphan(table, raw)
+        cache[copy_pk] = None
+        _drop_orphan(table, raw, orphan_metric)
 
 
-def _drop_orphan(table: str, raw: dict) -> None:
-    # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open of an
-    # erased recipient's copy must not outlive the erasure.
+def _drop_orphan(table: str, raw: dict, metric: str) -> None:
+    # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open or click
+    # of an erased recipient's copy must not outlive the erasure.
     store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
-    metrics.add_metric(name="OpenWithoutCopy", unit="Count", value=1)
+    metrics.add_metric(name=metric, unit="Count", value=1)
+
+
+def _privacy_applied(table: str, raw: dict, copy: dict, cache: dict) -> tuple[dict, privacy.PrivacySettings]:
+    """The raw item with the domain's privacy settings applied, and those settings. A token issued before
+    the domain switched anonymisation on stored the full address: it is truncated in the raw item too,
+    before anything is derived from it."""
+    domain_privacy = privacy.cached(copy["domain"], cache)
+    if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
+        raw = {**raw, "ip": anonymize_ip(raw.get("ip", ""))}
+        _rewrite_ip(table, raw)
+    return raw, domain_privacy
 
 
 def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
     copy_pk = raw["pk"]
-    domain_privacy = privacy.cached(copy["domain"], copies)
-    if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
-        # A token issued before the domain switched anonymisation on: the pixel stored the full address.
-        # Truncate it in the raw open too, before anything is derived from it.
-        raw = {**raw, "ip": anonymize_ip(raw.get("ip", ""))}
-        _rewrite_ip(table, raw)
+    raw, domain_privacy = _privacy_applied(table, raw, copy, copies)
     timestamp = float(raw["ts"])
     verdict = bots.classify(
         method=raw.get("method", "GET"),
@@ -336,34 +354,12 @@ def _url_counter_updates(
 
 
 def handle_click(raw: dict, cache: dict[str, dict | None]) -> None:
-    table = settings().table_name
-    copy_pk = raw["pk"]
-    if copy_pk not in cache:
-        cache[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
-    copy = cache[copy_pk]
-    if copy is None or copy.get("erasing"):
-        _drop_orphan_click(table, raw)
-        return
-    try:
-        _derive_click(table, raw, copy, cache)
-    except CopyErased:
-        cache[copy_pk] = None
-        _drop_orphan_click(table, raw)
-
-
-def _drop_orphan_click(table: str, raw: dict) -> None:
-    # As for opens: a click on an expired, erased or unknown copy is not kept.
-    store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
-    metrics.add_metric(name="ClickWithoutCopy", unit="Count", value=1)
+    _join_and_derive(raw, cache, _derive_click, orphan_metric="ClickWithoutCopy")
 
 
 def _derive_click(table: str, raw: dict, copy: dict, cache: dict) -> None:
     copy_pk = raw["pk"]
-    domain_privacy = privacy.cached(copy["domain"], cache)
-    if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
-        # A token issued before the domain switched anonymisation on: truncate the stored address too.
-        raw = {**raw, "ip": anonymize_ip(raw.get("ip", ""))}
-        _rewrite_ip(table, raw)
+    raw, domain_privacy = _privacy_applied(table, raw, copy, cache)
     timestamp, url = float(raw["ts"]), raw["url"]
     verdict = click_verdict(raw, copy)
     event_id = event_id_for(raw["pk"], raw["sk"])
