@@ -9,7 +9,18 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from opentracking import compose, domains, erasure, links, options, privacy, store, suppressions, tokens
+from opentracking import (
+    compose,
+    domains,
+    erasure,
+    links,
+    options,
+    privacy,
+    splice,
+    store,
+    suppressions,
+    tokens,
+)
 from opentracking.config import Settings
 from opentracking.errors import BadRequest, PayloadTooLarge, StorageUnavailable
 from opentracking.forms import Form
@@ -18,6 +29,9 @@ from opentracking.observability import logger, metrics
 
 MAX_RECIPIENTS = 1000
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # Mailgun's limit for a message with its attachments
+# Planning a template costs three renders of the message (two probes and one checked copy): below this
+# many tracked copies the per-copy path is as cheap.
+SPLICE_MIN_COPIES = 4
 QUEUED = "Queued. Thank you."
 
 
@@ -226,6 +240,8 @@ def track(
         if submission.clicks_tracked:
             submission.click_reason = options.REASON_CNAME_NOT_READY
         return
+    if _track_by_template(submission, keyring, scheme, suppressed):
+        return
     if submission.clicks_tracked:
         _rewrite_links(submission, keyring, scheme, suppressed)
     if not submission.decision.opens:
@@ -253,6 +269,109 @@ def track(
         copy.tracked = True
     if submission.copies and all(copy.untracked_reason for copy in submission.copies):
         submission.reason = suppressions.REASON_SUPPRESSED
+
+
+def _track_by_template(
+    submission: Submission, keyring: tokens.KeyRing, scheme: str, suppressed: frozenset[str]
+) -> bool:
+    """What track() does, for copies that share one message: plan the message once (splice.build) and
+    make each copy by splicing its tokens into the template. False, with nothing changed, when this does
+    not apply (per-recipient messages, few copies, a message the plan cannot cover exactly, or one that
+    is not tracked at all): the per-copy path then does the work."""
+    opens, clicks = submission.decision.opens, submission.clicks_tracked
+    if not (opens or clicks):
+        return False
+    tracked = [copy for copy in submission.copies if copy.recipient.lower() not in suppressed]
+    if len(tracked) < SPLICE_MIN_COPIES:
+        return False
+    message = tracked[0].message
+    if any(copy.message is not message and copy.message != message for copy in tracked):
+        return False  # recipient-variables: every copy is its own message
+    domain, settings = submission.domain, submission.privacy
+    text = submission.decision.clicks == options.CLICKS_YES
+    link_count = [0]
+
+    def render(token_for: splice.TokenFor) -> bytes | None:
+        """The per-copy path for one copy, its tokens from *token_for*; None where it would not track."""
+        out = message
+        if clicks:
+
+            def link_url(url: str) -> str | None:
+                token = token_for(("click", url))
+                return None if token is None else f"{scheme}://{domain.tracking_host}/c/{token}"
+
+            result = links.rewrite(out, link_url, text=text, tracking_host=domain.tracking_host)
+            if result.reason is not None:
+                return None
+            out, link_count[0] = result.message, result.links
+        if opens:
+            injected = inject(
+                out,
+                f"{scheme}://{domain.tracking_host}/o/{token_for(('open',))}",
+                top=submission.decision.top,
+            )
+            if not injected.injected:
+                return None
+            out = injected.message
+        return out
+
+    def tokens_for(copy_id: bytes) -> splice.TokenFor:
+        def token_for(key: object) -> str | None:
+            if key == ("open",):
+                return tokens.issue_token(
+                    keyring,
+                    copy_id,
+                    domain.name,
+                    anonymize_ip=settings.anonymize_ip,
+                    retention_days=settings.event_retention_days,
+                )
+            assert isinstance(key, tuple)
+            try:
+                return tokens.issue_click_token(
+                    keyring,
+                    copy_id,
+                    domain.name,
+                    key[1],
+                    anonymize_ip=settings.anonymize_ip,
+                    retention_days=settings.event_retention_days,
+                )
+            except ValueError:
+                return None  # too long to seal: the link stays as it was
+
+        return token_for
+
+    # A token's length depends on the URL and the domain's settings, never on the copy id.
+    probe_tokens = tokens_for(bytes(tokens.COPY_ID_BYTES))
+    template = splice.build(render, lambda key: None if (t := probe_tokens(key)) is None else len(t))
+    if template is None:
+        return False
+    planned_links = link_count[0]
+    # Trust the template only once it has reproduced a real copy byte for byte.
+    first = tokens_for(tracked[0].copy_id)
+    first_message = template.fill([first(key) for key in template.keys])
+    if first_message is None or first_message != render(first) or link_count[0] != planned_links:
+        logger.warning("copy template disagrees with the per-copy path; tracking copy by copy")
+        return False
+    made: dict[int, bytes] = {}
+    for copy in tracked:
+        token_for = tokens_for(copy.copy_id)
+        filled = (
+            first_message if copy is tracked[0] else template.fill([token_for(key) for key in template.keys])
+        )
+        if filled is None:  # a token of another length than planned: this copy takes the per-copy path
+            filled = render(token_for)
+            if filled is None or link_count[0] != planned_links:
+                return False  # nothing changed yet: the per-copy path does the whole message
+        made[id(copy)] = filled
+    for copy in submission.copies:
+        if id(copy) not in made:  # suppressed: the original links and no pixel
+            if opens:
+                copy.untracked_reason = suppressions.REASON_SUPPRESSED
+            continue
+        copy.message = made[id(copy)]
+        copy.links = planned_links if clicks else 0
+        copy.tracked = opens
+    return True
 
 
 def _rewrite_links(
