@@ -136,3 +136,42 @@ def test_garbage_is_rejected(garbage):
 def test_malformed_key_secret_is_refused(secret):
     with pytest.raises(KeyRingError):
         KeyRing.from_secret(secret)
+
+
+def test_issued_tokens_are_the_documented_construction_byte_for_byte():
+    """Issuing is tuned for submissions (cached keys, one-shot HMACs); the bytes must stay those of the
+    construction itself, spelled out here with hmac.new, or every token in flight would stop verifying."""
+    import hashlib
+    import hmac
+
+    from opentracking import tokens
+
+    keyring = ring("2", **{"1": KEY_1, "2": KEY_2})
+
+    def mac(key: bytes, data: bytes) -> bytes:
+        return hmac.new(key, data, hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    domain_key = mac(KEY_2.encode(), tokens._DOMAIN_KEY_LABEL + b"xn--bcher-kva.example")
+    for copy_id in (bytes(16), bytes(range(16))):
+        body = bytes((tokens.TOKEN_VERSION_PRIVACY, 2, tokens.FLAG_ANONYMIZE_IP)) + (30).to_bytes(2, "big")
+        body += copy_id + b"xn--bcher-kva.example"
+        assert issue_token(keyring, copy_id, "Bücher.example", anonymize_ip=True, retention_days=30) == b64(
+            body + mac(domain_key, body)[: tokens.TAG_BYTES]
+        )
+        for url in ("https://example.org/", "https://example.org/" + "é/?a=1&b=2" * 20):
+            url_bytes = url.encode()
+            header = bytes((tokens.CLICK_TOKEN_VERSION, 2, 0)) + (0).to_bytes(2, "big") + copy_id
+            header += bytes((21,)) + b"xn--bcher-kva.example"
+            mac_key = mac(domain_key, tokens._CLICK_MAC_LABEL)
+            enc_key = mac(domain_key, tokens._CLICK_ENC_LABEL)
+            siv = mac(mac_key, header + url_bytes)[: tokens.TAG_BYTES]
+            stream = b"".join(
+                mac(enc_key, siv + i.to_bytes(4, "big")) for i in range(len(url_bytes) // 32 + 1)
+            )
+            sealed = bytes(a ^ b for a, b in zip(url_bytes, stream, strict=False))
+            assert tokens.issue_click_token(keyring, copy_id, "Bücher.example", url) == b64(
+                header + siv + sealed
+            )
