@@ -274,3 +274,14 @@ def test_few_or_per_recipient_copies_take_the_per_copy_path():
     own.copies = [dataclasses.replace(c, message=c.message + c.recipient.encode()) for c in own.copies]
     assert not submission._track_by_template(own, KEYRING, "https", frozenset())
     assert suppressions.REASON_SUPPRESSED  # the suppressed config above relies on it
+
+
+def test_a_template_that_disagrees_with_a_real_copy_is_not_used(monkeypatch):
+    message = _wrap(b'<html><body><a href="https://example.org/">a</a></body></html>', "8bit")
+    monkeypatch.setattr(splice.Template, "fill", lambda self, tokens: b"not what the per-copy path makes")
+    made = _submission(message, True, options.CLICKS_YES, False, privacy.PrivacySettings())
+    before = _outcome(made)
+    assert not submission._track_by_template(made, KEYRING, "https", frozenset())
+    assert _outcome(made) == before
+    submission.track(made, KEYRING, "https")  # the per-copy path then tracks every copy
+    assert all(c.tracked and c.links == 1 and c.message != message for c in made.copies)
