@@ -416,3 +416,19 @@ def test_a_failed_renewal_is_named_with_the_days_left(world):
     )
     assert records(body)[1]["certificate"]["renewal_status"] == "FAILED"
     assert list(certificates()) == [arn]
+
+
+def test_a_custom_domain_someone_else_created_is_neither_adopted_nor_deleted(world):
+    _tracking, validation = records(world.create())
+    (arn,) = certificates()
+    boto3.client("apigatewayv2").create_domain_name(  # the same name, made outside this stack, untagged
+        DomainName=HOST, DomainNameConfigurations=[{"CertificateArn": arn, "EndpointType": "REGIONAL"}]
+    )
+    world.publish(validation)
+    world.acm_issues()
+    world.check()
+    body = world.get()
+    assert body["tracking_host"]["state"] == "certificate_issued"
+    assert "another stack" in body["tracking_host"]["detail"] and mappings() == {}
+    assert world.api("DELETE", f"/v3/domains/{DOMAIN}", "/v3/domains/{name}", {"name": DOMAIN})[0] == 200
+    assert list(custom_domains()) == [HOST]  # still theirs

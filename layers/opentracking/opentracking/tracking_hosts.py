@@ -334,7 +334,7 @@ def _ensure_custom_domain(host: TrackingHost, tracking_host: str) -> dict:
             existing = _custom_domain(tracking_host)  # created by a concurrent run: read it back
             if existing is None:
                 raise
-    if (existing.get("Tags") or {}).get(STACK_TAG, _stack_name()) != _stack_name():
+    if (existing.get("Tags") or {}).get(STACK_TAG) != _stack_name():
         raise ClientError(
             {"Error": {"Code": "ConflictException", "Message": "the custom domain belongs to another stack"}},
             "CreateDomainName",
@@ -465,10 +465,7 @@ def release(host: TrackingHost, tracking_host: str) -> None:
             if mapping.get("ApiId") == host.api_id:
                 api.delete_api_mapping(DomainName=tracking_host, ApiMappingId=mapping["ApiMappingId"])
         existing = _custom_domain(tracking_host)
-        if (
-            existing is not None
-            and (existing.get("Tags") or {}).get(STACK_TAG, _stack_name()) == _stack_name()
-        ):
+        if existing is not None and (existing.get("Tags") or {}).get(STACK_TAG) == _stack_name():
             api.delete_domain_name(DomainName=tracking_host)
     except ClientError as exc:
         if _code(exc) != "NotFoundException":
