@@ -23,7 +23,7 @@ AWS_PORT ?= 5000
 SAM_LOCAL_AWS_PORT ?= 5001
 
 .PHONY: help install system-deps lock lint scan test test-unit test-integration test-e2e test-samlocal run demo \
-	invoke sam-local-engine sam-local-aws sam-local-stop bench apple-ranges build validate deploy clean
+	invoke sam-local-engine sam-local-aws sam-local-stop sam-local-clean bench apple-ranges build validate deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -94,8 +94,11 @@ sam-local-engine: $(STAMP) ## Docker for sam local: installs docker.io/debootstr
 sam-local-aws: $(STAMP) ## AWS (moto) where sam local's containers reach it; prints the sam local commands; Ctrl-C stops
 	@AWS_PORT=$(SAM_LOCAL_AWS_PORT) $(LOCAL_PATH) $(BIN)/python -m samlocal.backend
 
-sam-local-stop: ## Stop the engine `make sam-local-engine` started, and its containers
+sam-local-stop: ## Stop the engine `make sam-local-engine` started: no process, container, mount or bridge stays
 	@$(LOCAL_PATH) $(BIN)/python -m samlocal.engine stop
+
+sam-local-clean: ## Stop the engine, then delete its state (/var/lib/opentracking/samlocal/..., images included)
+	@$(LOCAL_PATH) $(BIN)/python -m samlocal.engine clean
 
 bench: $(STAMP) ## Benchmarks against baselines: table of ratios, raw figures in bench/results/latest.json (PROFILE=1: cProfile too)
 	@$(LOCAL_PATH) $(BIN)/python -m bench $(if $(PROFILE),--profile)

@@ -30,7 +30,7 @@ from devstack.dns_server import DnsServer
 from devstack.provision import provision
 from devstack.server import DEFAULT_API_KEY
 from devstack.template import Stack
-from samlocal.engine import CACHE, IMAGE_ALIAS, EngineUnavailable, ensure_engine, log
+from samlocal.engine import IMAGE_ALIAS, EngineUnavailable, default_state_root, ensure_engine, log
 
 ENDPOINT_PARAMETER = "LocalAwsEndpoint"
 
@@ -119,9 +119,9 @@ def main() -> int:
     except EngineUnavailable as problem:
         log(f"cannot run sam local here: {problem}")
         return 1
-    backend = start_backend(engine.host_address, CACHE, port=int(os.environ.get("AWS_PORT", "5001")))
+    state = default_state_root()
+    backend = start_backend(engine.host_address, state, port=int(os.environ.get("AWS_PORT", "5001")))
     options = [*backend.sam_options]
-    options[1] = str(backend.env_vars_file.relative_to(Path.cwd()))  # shorter to read and to paste
     if engine.invoke_image:
         options += ["--invoke-image", IMAGE_ALIAS, "--skip-pull-image"]
     options = shlex.join(options)

@@ -2,18 +2,28 @@
 
     python -m samlocal.engine start     install what is missing, start the engine, build the base image
     python -m samlocal.engine env       the shell lines that point `docker` and `sam` at it
-    python -m samlocal.engine stop      stop the engine and every container in it
+    python -m samlocal.engine stop      stop the engine: no process, container, mount or bridge of it stays
+    python -m samlocal.engine clean     stop it, then delete its state (images included)
 
 Which engine (OPENTRACKING_SAM_ENGINE): `auto` (default) uses our engine if it already runs, else a Docker
 that already answers (with AWS's own base images, pulled by SAM), else starts our own; `own` or `system`
 forces one.
 
-Our own engine is Debian's dockerd with its data under .local/samlocal (so images survive between runs), its
-socket beside it, no iptables rules (containers reach this machine through the bridge, SAM reaches them
-through ports published on 127.0.0.1). Its base image is Lambda-like and built offline: a Debian root file
-system (debootstrap), this machine's CPython 3.13 under /var/lang, awslambdaric and boto3 from the package
-index under /var/runtime, and /var/runtime/bootstrap. SAM adds its own Runtime Interface Emulator and the
-layer on top.
+Our own engine is Debian's dockerd. Its state lives outside any checkout, in
+/var/lib/opentracking/samlocal/<hash of the checkout's path> (OPENTRACKING_SAM_CACHE overrides it), so images
+survive between runs; its socket, pidfile and exec root are in /run/ot-sam-<hash of the state folder>.
+dockerd runs in a mount namespace of its own: every mount it makes (its data root, overlays, network
+namespaces) exists only there and goes when the engine's last process ends, however it ended, so no mount
+is ever left on this machine, in a checkout or elsewhere. Its containers sit on a bridge of its own
+(ot-<hash>, a free /24 of 172.29.0.0/16, see host.py), with no iptables rules: containers reach this machine
+at the bridge's gateway address, SAM reaches containers through ports published on 127.0.0.1.
+
+A start first cleans up after any earlier end it finds (a stale pidfile, processes of the engine left
+running, mounts of its state folders from before they moved out of the checkout) and says what it cleaned.
+
+Its base image is Lambda-like and built offline: a Debian root file system (debootstrap), this machine's
+CPython 3.13 under /var/lang, awslambdaric and boto3 from the package index under /var/runtime, and
+/var/runtime/bootstrap. SAM adds its own Runtime Interface Emulator and the layer on top.
 
 The template's functions are arm64. SAM builds their image for arm64 and adds its arm64 emulator, and the
 engine refuses a base image of another platform, so the base image is labelled with the functions'
@@ -27,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import platform
@@ -35,14 +46,13 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.template import ROOT, load_template
+from samlocal import host
 
-CACHE = Path(os.environ.get("OPENTRACKING_SAM_CACHE", str(ROOT / ".local" / "samlocal")))
 IMAGE_REPOSITORY = "opentracking/lambda-python"
 # The stable name the README uses; it always points at the newest build of the base image.
 IMAGE_ALIAS = f"{IMAGE_REPOSITORY}:3.13"
@@ -84,6 +94,8 @@ DOCKER_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64":
 QEMU_NAME = {"arm64": "aarch64", "amd64": "x86_64"}
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
+# Where the engine kept its state before it moved out of checkouts: a start still cleans up what it left.
+LEGACY_STATE = ROOT / ".local" / "samlocal"
 
 
 class EngineUnavailable(RuntimeError):
@@ -92,6 +104,23 @@ class EngineUnavailable(RuntimeError):
 
 def log(message: str) -> None:
     print(f"[samlocal] {message}", file=sys.stderr, flush=True)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def default_state_root() -> Path:
+    """OPENTRACKING_SAM_CACHE, else a folder of this checkout's own outside it (the engine needs root, so
+    /var/lib; a user's state folder where only the machine's own Docker will be used)."""
+    override = os.environ.get("OPENTRACKING_SAM_CACHE")
+    if override:
+        return Path(override).absolute()
+    if os.geteuid() == 0:
+        base = Path("/var/lib/opentracking/samlocal")
+    else:
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "opentracking"
+    return base / _short_hash(str(ROOT))
 
 
 @dataclass(frozen=True)
@@ -110,26 +139,6 @@ class Engine:
     @property
     def sam_image_options(self) -> list[str]:
         return ["--invoke-image", self.invoke_image, "--skip-pull-image"] if self.invoke_image else []
-
-
-def _socket_path() -> Path:
-    # A unix socket path has at most 107 bytes; a deep checkout falls back to a short one in /tmp.
-    path = CACHE / "docker.sock"
-    if len(str(path)) < 100:
-        return path
-    return Path(tempfile.gettempdir()) / f"ot-samlocal-{_short_hash(str(CACHE))}.sock"
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def own_docker_host() -> str:
-    return f"unix://{_socket_path()}"
-
-
-def own_engine_answers() -> bool:
-    return _answers(own_docker_host())
 
 
 def _docker(docker_host: str | None, *args: str, timeout: float = 60.0, check: bool = True, **kwargs):
@@ -164,6 +173,18 @@ def machine_architecture() -> str:
     return DOCKER_ARCH[platform.machine().lower()]
 
 
+def usable_ipv4(address: str, where: str) -> str:
+    """`address` if it is an IPv4 address containers can reach this machine at; else stop, saying where it
+    came from (an empty one must never become an endpoint such as http://:5001)."""
+    try:
+        parsed = ipaddress.IPv4Address(address.strip())
+    except ValueError:
+        raise EngineUnavailable(f"{where} gave no usable IPv4 address ({address!r})") from None
+    if parsed.is_unspecified or parsed.is_loopback or parsed.is_multicast:
+        raise EngineUnavailable(f"{where} gave {parsed}, which containers cannot reach this machine at")
+    return str(parsed)
+
+
 # --- system packages and emulation ------------------------------------------------------------------
 
 
@@ -177,7 +198,7 @@ def _require_root(what: str) -> None:
 
 
 def install_system_packages() -> None:
-    wanted = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
+    wanted = {"dockerd": "docker.io", "debootstrap": "debootstrap", "unshare": "util-linux", "ip": "iproute2"}
     if function_architecture() != machine_architecture():
         wanted[f"qemu-{QEMU_NAME[function_architecture()]}-static"] = "qemu-user-static"
     missing = sorted({package for program, package in wanted.items() if shutil.which(program) is None})
@@ -225,105 +246,239 @@ def register_emulation() -> None:
     log(f"registered qemu-{qemu} for {target} programs")
 
 
-# --- the engine -------------------------------------------------------------------------------------
+# --- our engine -------------------------------------------------------------------------------------
 
 
-def _pid() -> int | None:
-    try:
-        pid = int((CACHE / "dockerd.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-    # A zombie has exited already; only its parent has not collected it yet.
-    return None if state == "Z" else pid
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-def _start_dockerd(storage_driver: str) -> subprocess.Popen:
-    socket = _socket_path()
-    socket.unlink(missing_ok=True)
-    # The engine's own state (containerd's sockets) needs a short path too.
-    exec_root = Path(tempfile.gettempdir()) / f"ot-samlocal-{_short_hash(str(CACHE))}"
-    command = [
-        "dockerd",
-        f"--data-root={CACHE / 'docker'}",
-        f"--exec-root={exec_root}",
-        f"--pidfile={CACHE / 'dockerd.pid'}",
-        f"--host=unix://{socket}",
-        f"--storage-driver={storage_driver}",
-        # No firewall rules on a shared machine: containers reach this machine through the bridge, SAM
-        # reaches containers through ports published on 127.0.0.1 (docker's userland proxy).
-        "--iptables=false",
-        "--ip6tables=false",
-    ]
-    with (CACHE / "dockerd.log").open("ab") as output:
-        return subprocess.Popen(  # noqa: S603 - fixed program
-            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+@dataclass(frozen=True)
+class OwnEngine:
+    """Our dockerd and everything it keeps, found from its state folder alone."""
 
+    state: Path
 
-def start_own_engine() -> str:
-    """Start dockerd (overlay2, else vfs where overlay mounts are not allowed); return its DOCKER_HOST."""
-    docker_host = own_docker_host()
-    if _answers(docker_host):
-        return docker_host
-    running = _pid()
-    if running is not None:
-        # Ours runs (or is still starting): wait for it, never start a second one beside it.
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and _pid() is not None:
-            if _answers(docker_host):
-                return docker_host
-            time.sleep(0.5)
-        raise EngineUnavailable(
-            f"dockerd (pid {running}) runs but does not answer on {docker_host}: "
-            f"`make sam-local-stop` stops it; its log is {CACHE / 'dockerd.log'}"
-        )
-    _require_root("starting a Docker engine")
-    install_system_packages()
-    register_emulation()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    for storage_driver in ("overlay2", "vfs"):
-        log(f"starting dockerd ({storage_driver}), data in {CACHE / 'docker'}")
-        process = _start_dockerd(storage_driver)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            if _answers(docker_host):
-                return docker_host
-            time.sleep(0.5)
-        if process.poll() is None:
-            process.kill()
+    @property
+    def _key(self) -> str:
+        return _short_hash(str(self.state))
+
+    @property
+    def run_dir(self) -> Path:
+        # Short (unix socket paths have at most 107 bytes, and containerd and libnetwork put long names under
+        # the exec root) and per boot, like /run/docker.
+        return Path("/run") / f"ot-sam-{self._key}"
+
+    @property
+    def data_root(self) -> Path:
+        return self.state / "docker"
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "dockerd.pid"
+
+    @property
+    def namespace_file(self) -> Path:
+        # dockerd's mount namespace and the boot it belongs to: after an unclean end, its processes are found
+        # by it (a namespace id means nothing after a reboot).
+        return self.run_dir / "mount-namespace"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state / "dockerd.log"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.state / "build"
+
+    @property
+    def bridge(self) -> str:
+        return f"ot-{self._key[:8]}"  # network interface names have at most 15 characters
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def answers(self) -> bool:
+        return _answers(self.docker_host)
+
+    def pid(self) -> int | None:
+        """The running dockerd of this engine, per its pidfile (a zombie counts as stopped)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        process = host.read_process(pid)
+        if process is None or not process.alive or "dockerd" not in process.command_line:
+            return None
+        return pid
+
+    def host_address(self) -> str:
+        address = host.bridge_address(self.bridge)
+        return usable_ipv4("" if address is None else str(address.ip), f"the engine's bridge {self.bridge}")
+
+    # -- what an engine leaves behind
+
+    def _recorded_namespace(self) -> str | None:
+        try:
+            boot, namespace = self.namespace_file.read_text().split()
+        except (OSError, ValueError):
+            return None
+        return namespace if boot == _boot_id() else None
+
+    def leftovers(self) -> tuple[list[host.Process], list[str]]:
+        """Processes and mounts (in this mount namespace) of this engine, running or not."""
+        markers = [str(self.run_dir) + "/", str(self.state) + "/", f"--bridge={self.bridge}"]
+        found = host.engine_processes(namespace=self._recorded_namespace(), markers=markers)
+        mounts = [*host.mounts_under(self.state), *host.mounts_under(self.run_dir)]
+        if self.state == default_state_root():
+            mounts += host.mounts_under(LEGACY_STATE)
+        return found, mounts
+
+    def clean_up(self) -> list[str]:
+        """Remove every process, mount and file this engine left running or lying about; what was done."""
+        done = []
+        found, mounts = self.leftovers()
+        if found:
+            names = ", ".join(sorted(f"{process.name} ({process.pid})" for process in found))
+            stubborn = host.kill_all(process.pid for process in found)
+            done.append(f"stopped {len(found)} leftover processes: {names}")
+            if stubborn:
+                raise EngineUnavailable(f"processes {stubborn} of the engine at {self.state} would not stop")
+        if mounts:
+            stuck = host.unmount_all(mounts)
+            done.append(f"unmounted {len(mounts)} leftover mounts: {', '.join(mounts)}")
+            if stuck:
+                raise EngineUnavailable(f"could not unmount {', '.join(stuck)}")
+        for stale in (self.pidfile, self.socket, self.namespace_file):
+            if stale.exists() or stale.is_symlink():
+                stale.unlink()
+                done.append(f"removed the stale {stale}")
+        if host.delete_bridge(self.bridge):
+            done.append(f"removed the bridge {self.bridge}")
+        return done
+
+    # -- start and stop
+
+    def _spawn_dockerd(self, storage_driver: str, *, bound_to_caller: bool) -> subprocess.Popen:
+        command = [
+            # A mount namespace of its own (slave: it still sees what is mounted on this machine later).
+            *("unshare", "--mount", "--propagation", "slave", "--"),
+            "dockerd",
+            f"--data-root={self.data_root}",
+            f"--exec-root={self.run_dir / 'exec'}",
+            f"--pidfile={self.pidfile}",
+            f"--host={self.docker_host}",
+            f"--storage-driver={storage_driver}",
+            f"--bridge={self.bridge}",
+            # No firewall rules on a shared machine: containers reach this machine through the bridge, SAM
+            # reaches containers through ports published on 127.0.0.1 (docker's userland proxy).
+            "--iptables=false",
+            "--ip6tables=false",
+        ]
+        if bound_to_caller:
+            # Whatever ends the caller (a test run killed by its CI job's limit) ends the engine too.
+            command = ["setpriv", "--pdeathsig", "TERM", *command]
+        with self.log_file.open("ab") as output:
+            return subprocess.Popen(  # noqa: S603 - fixed programs, our own paths
+                command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def start(self, *, bound_to_caller: bool = False) -> str:
+        """Start dockerd (overlay2, else vfs where overlay mounts are not allowed) after cleaning up after any
+        earlier end; return its DOCKER_HOST once it answers and its bridge has its address."""
+        if self.answers() and self.pid() is not None:
+            return self.docker_host
+        running = self.pid()
+        if running is not None:
+            # Ours runs (or is still starting): wait for it, never start a second one beside it.
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline and self.pid() is not None:
+                if self.answers():
+                    return self.docker_host
+                time.sleep(0.5)
+            raise EngineUnavailable(
+                f"dockerd (pid {running}) runs but did not answer on {self.docker_host} within "
+                f"{START_TIMEOUT:.0f} s: `make sam-local-stop` stops it; its log is {self.log_file}"
+            )
+        _require_root("starting a Docker engine")
+        install_system_packages()
+        register_emulation()
+        for line in self.clean_up():
+            log(f"cleaned up after an earlier end: {line}")
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        gateway = host.create_bridge(self.bridge, seed=int(self._key, 16))
+        for storage_driver in ("overlay2", "vfs"):
+            log(f"starting dockerd ({storage_driver}), state in {self.state}, bridge {self.bridge} {gateway}")
+            process = self._spawn_dockerd(storage_driver, bound_to_caller=bound_to_caller)
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline and process.poll() is None:
+                if self.answers():
+                    namespace = host.mount_namespace_of(process.pid)
+                    self.namespace_file.write_text(f"{_boot_id()} {namespace}\n")
+                    return self.docker_host
+                time.sleep(0.5)
+            if process.poll() is None:
+                process.kill()
             process.wait(timeout=10)
-    tail = (CACHE / "dockerd.log").read_text(errors="replace")[-3000:]
-    raise EngineUnavailable(f"dockerd did not start; the end of {CACHE / 'dockerd.log'}:\n{tail}")
+            self.clean_up()
+            host.create_bridge(self.bridge, seed=int(self._key, 16))
+        tail = self.log_file.read_text(errors="replace")[-3000:]
+        raise EngineUnavailable(
+            f"dockerd did not answer within {START_TIMEOUT:.0f} s; the end of {self.log_file}:\n{tail}"
+        )
+
+    def stop(self) -> list[str]:
+        """Remove every container, stop dockerd (SIGTERM, then SIGKILL after STOP_TIMEOUT), and remove
+        whatever is left of it (processes, mounts, bridge, files); what was done beyond the plain stop."""
+        if self.answers():
+            containers = _docker(self.docker_host, "ps", "-aq", check=False).stdout.split()
+            if containers:
+                _docker(self.docker_host, "rm", "-f", *containers, timeout=120, check=False)
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            if host.wait_until_gone([pid], time.monotonic() + STOP_TIMEOUT):
+                log(f"dockerd ({pid}) did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM: killing it")
+                host.kill_all([pid])
+        # What a stopped engine leaves by design goes quietly; anything else is reported.
+        self.namespace_file.unlink(missing_ok=True)
+        host.delete_bridge(self.bridge)
+        done = self.clean_up()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        return done
+
+    def remove_state(self) -> None:
+        """Stop, then delete everything the engine keeps (its images too)."""
+        self.stop()
+        shutil.rmtree(self.state, ignore_errors=True)
+        if self.state == default_state_root():
+            shutil.rmtree(LEGACY_STATE, ignore_errors=True)
 
 
-def stop_own_engine() -> None:
-    """Remove every container of our engine, then stop it (bounded; SIGKILL as the last resort)."""
-    docker_host = own_docker_host()
-    if _answers(docker_host):
-        containers = _docker(docker_host, "ps", "-aq").stdout.split()
-        if containers:
-            _docker(docker_host, "rm", "-f", *containers, timeout=120, check=False)
-    pid = _pid()
-    if pid is None:
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if _pid() is None:
-            return
-        time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
+def own_engine() -> OwnEngine:
+    return OwnEngine(default_state_root())
 
 
-def bridge_gateway(docker_host: str) -> str:
-    result = _docker(
-        docker_host, "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"
-    )
-    return result.stdout.strip()
+def system_bridge_gateway(docker_host: str) -> str:
+    """Where containers of a Docker we did not start reach this machine: the default bridge's gateway, or the
+    address of its interface (a first start of dockerd reports no gateway for the bridge it created)."""
+    network = json.loads(_docker(docker_host, "network", "inspect", "bridge").stdout)[0]
+    for config in network.get("IPAM", {}).get("Config") or []:
+        if config.get("Gateway"):
+            return usable_ipv4(config["Gateway"], "the default bridge's gateway")
+    interface = network.get("Options", {}).get("com.docker.network.bridge.name", "docker0")
+    address = host.bridge_address(interface)
+    return usable_ipv4("" if address is None else str(address.ip), f"the bridge interface {interface}")
 
 
 # --- the base image ---------------------------------------------------------------------------------
@@ -370,7 +525,12 @@ def _build_root(root: Path) -> None:
         raise EngineUnavailable("building the base image needs debootstrap (Debian package debootstrap)")
     log(f"debootstrap {DEBIAN_SUITE} (minbase)")
     _run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(ROOT_PACKAGES)}", DEBIAN_SUITE, str(root)],
+        # In a mount namespace of its own: the /proc and /sys it mounts in the new root never outlive it.
+        [
+            *("unshare", "--mount", "--propagation", "private", "--"),
+            *("debootstrap", "--variant=minbase", f"--include={','.join(ROOT_PACKAGES)}"),
+            *(DEBIAN_SUITE, str(root)),
+        ],
         "debootstrap",
         timeout=900,
     )
@@ -436,12 +596,12 @@ def _load_image(docker_host: str, root: Path, tag: str, workdir: Path) -> None:
     _docker(docker_host, "load", "--quiet", "--input", str(image), timeout=600)
 
 
-def ensure_base_image(docker_host: str) -> str:
+def ensure_base_image(docker_host: str, build_dir: Path) -> str:
     """Build the base image unless the engine already has this exact one; return its tag."""
     tag = image_tag()
     if _docker(docker_host, "image", "inspect", tag, check=False).returncode != 0:
         started = time.monotonic()
-        workdir = CACHE / "build"
+        workdir = build_dir
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         try:
@@ -465,38 +625,48 @@ def _remove_older_images(docker_host: str, keep: str) -> None:
 # --- entry points -----------------------------------------------------------------------------------
 
 
-def ensure_engine() -> Engine:
-    """An engine `sam local` can use, started and prepared if need be (see the module docstring)."""
+def ensure_engine(*, bound_to_caller: bool = False) -> Engine:
+    """An engine `sam local` can use, started and prepared if need be (see the module docstring).
+    `bound_to_caller`: an engine started here stops when this process ends, however it ends."""
     choice = os.environ.get("OPENTRACKING_SAM_ENGINE", "auto")
     if choice not in ("auto", "own", "system"):
         raise EngineUnavailable(f"OPENTRACKING_SAM_ENGINE must be auto, own or system, not {choice!r}")
-    own_host = own_docker_host()
-    if choice == "system" or (choice == "auto" and not _answers(own_host) and _answers(None)):
+    own = own_engine()
+    if choice == "system" or (choice == "auto" and not own.answers() and _answers(None)):
         if not _answers(None):
             raise EngineUnavailable(
                 "OPENTRACKING_SAM_ENGINE=system but no Docker engine answers `docker info`"
             )
         docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         return Engine(
-            docker_host=docker_host, invoke_image=None, host_address=bridge_gateway(docker_host), own=False
+            docker_host=docker_host,
+            invoke_image=None,
+            host_address=system_bridge_gateway(docker_host),
+            own=False,
         )
-    docker_host = start_own_engine()
+    docker_host = own.start(bound_to_caller=bound_to_caller)
     return Engine(
         docker_host=docker_host,
-        invoke_image=ensure_base_image(docker_host),
-        host_address=bridge_gateway(docker_host),
+        invoke_image=ensure_base_image(docker_host, own.build_dir),
+        host_address=own.host_address(),
         own=True,
     )
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m samlocal.engine", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["start", "env", "stop"])
+    parser.add_argument("action", choices=["start", "env", "stop", "clean"])
     action = parser.parse_args(argv).action
+    own = own_engine()
     try:
         if action == "stop":
-            stop_own_engine()
-            log("engine stopped")
+            for line in own.stop():
+                log(line)
+            log(f"engine stopped (its state stays in {own.state}; `make sam-local-clean` deletes it)")
+            return 0
+        if action == "clean":
+            own.remove_state()
+            log(f"engine stopped and {own.state} deleted")
             return 0
         engine = ensure_engine()
     except EngineUnavailable as problem:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,12 +105,23 @@ def function_environment(backend: Backend, logical_id: str) -> Iterator[None]:
         settings.cache_clear()
 
 
+def _interrupt_on_sigterm(signum: int, frame) -> None:
+    # pytest tears fixtures down on KeyboardInterrupt, not on SIGTERM (which would end it on the spot)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def sam_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamLocal]:
-    was_running = engines.own_engine_answers()
+    """The engine (started here unless one of ours already runs), moto and DNS on its bridge, and the built
+    template. An engine started here is stopped on every way out: by the teardown below on success, failure,
+    Ctrl-C or SIGTERM, and by its binding to this process (bound_to_caller) where even that cannot run
+    (SIGKILL)."""
+    was_running = engines.own_engine().answers()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
-        engine = engines.ensure_engine()
+        engine = engines.ensure_engine(bound_to_caller=not was_running)
     except engines.EngineUnavailable as problem:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         pytest.fail(
             f"the sam local tier needs a Docker engine and could not get one: {problem}", pytrace=False
         )
@@ -140,7 +152,9 @@ def sam_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamLocal]:
         # The engine this session started goes with it, containers and all; one a developer started with
         # `make sam-local-engine` keeps running (its containers are sam local's, which removes them itself).
         if engine.own and not was_running:
-            engines.stop_own_engine()
+            for line in engines.own_engine().stop():
+                print(f"stopping the engine: {line}")
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def stored_copies(backend: Backend, recipient: str) -> list[tuple[dict, bytes]]:
