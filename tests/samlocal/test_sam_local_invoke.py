@@ -32,18 +32,32 @@ def never_reached_the_emulator(result: subprocess.CompletedProcess) -> bool:
     return "No response from invoke container" in result.stderr and EMULATOR_RECEIVED not in result.stderr
 
 
+# The longest function timeout in the template is 120 s; sam local adds its own start (about 15 s here).
+INVOKE_DEADLINE = 300.0
+
+
 def invoke(sam_local: SamLocal, event_file) -> subprocess.CompletedProcess:
     function = function_for_event(Stack(), json.loads(event_file.read_text()))
     for _ in range(ATTEMPTS):
-        result = subprocess.run(
-            [SAM, "local", "invoke", function, "--event", str(event_file), *sam_local.options()],
-            cwd=ROOT,
-            env=sam_local.environment(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        started = time.monotonic()
+        try:
+            result = subprocess.run(
+                [SAM, "local", "invoke", function, "--event", str(event_file), *sam_local.options()],
+                cwd=ROOT,
+                env=sam_local.environment(),
+                capture_output=True,
+                text=True,
+                timeout=INVOKE_DEADLINE,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as expired:
+            output = (expired.stderr or b"")[-4000:]
+            pytest.fail(
+                f"sam local invoke {function} with {event_file.name} did not end within "
+                f"{INVOKE_DEADLINE:.0f} s; its output so far:\n{output!r}",
+                pytrace=False,
+            )
+        print(f"sam local invoke {function} ({event_file.name}): {time.monotonic() - started:.1f} s")
         if not never_reached_the_emulator(result):
             break
         print(f"sam local invoke {function}: the event never reached the emulator; invoking again")
