@@ -155,3 +155,21 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory):
     stack = start_stack(tmp_path_factory.mktemp("local-stack"))
     yield stack
     assert stack.stop() == 0, "\n".join(stack.output[-40:])
+
+
+# --- time per tier -------------------------------------------------------------------------------
+# Every run ends with the seconds each tier took (setup, call and teardown of its tests), so a CI log shows
+# where its budget goes without a separate measurement.
+_seconds_per_tier: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = report.nodeid.split("/")
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    _seconds_per_tier[tier] = _seconds_per_tier.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _seconds_per_tier:
+        listed = ", ".join(f"{tier} {seconds:.0f} s" for tier, seconds in sorted(_seconds_per_tier.items()))
+        terminalreporter.write_line(f"time per tier: {listed}")
