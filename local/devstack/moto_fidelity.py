@@ -1,4 +1,4 @@
-"""Where moto answers less than AWS does, for the AWS calls per-domain tracking hosts rely on.
+"""Where moto answers less than AWS does, or more slowly than a local stack can bear.
 
 moto's API Gateway v2 echoes a custom domain's configuration back as it was sent, so the fields AWS adds
 (the target hostname the tracking CNAME must point at, the Route 53 hosted zone, the status) are missing,
@@ -10,14 +10,28 @@ answer as AWS documents:
   domain, with the region's API Gateway hosted zone and the status AVAILABLE;
 - UpdateDomainName replaces the certificate of an existing custom domain and keeps its target.
 
+moto's DynamoDB backs up every table a transaction names with a deep copy before it starts (stream records
+included), so a transaction costs as much as the whole table, and each message stored costs more than the
+last: a 1,000-recipient submission (ten transactions of 100 items) ran out of memory. DynamoDB itself
+isolates each transaction and serializes it with every other write. Here:
+
+- a transaction backs up only the items it touches, and the length of each table's stream, and on
+  cancellation puts exactly those back (a cancelled transaction leaves no stream record, as on AWS);
+- every call into the DynamoDB backend holds one lock, so a scan or query never iterates a table while
+  another request's write changes it ("dictionary changed size during iteration" under concurrent opens).
+
 `apply()` is idempotent and patches moto in this process (in-process mocks and a ThreadedMotoServer alike).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import secrets
 import string
+import threading
+from typing import Any
 
 # API Gateway's regional endpoints' hosted zones (AWS General Reference, "Amazon API Gateway endpoints").
 REGIONAL_HOSTED_ZONES = {"us-east-1": "Z1UJRXOUMOOFQ8"}
@@ -67,4 +81,126 @@ def apply() -> None:
     models.DomainName.__init__ = init
     models.ApiGatewayV2Backend.update_domain_name = update_domain_name
     responses.ApiGatewayV2Response.update_domain_name = update_domain_name_response
+    _apply_dynamodb()
     _applied = True
+
+
+# --- DynamoDB: transactions that cost what they touch, and one writer at a time ----------------------------
+
+# Every backend method a request reaches, run one at a time (reentrant: transactions call put_item).
+_DYNAMODB_LOCKED = (
+    "put_item", "get_item", "update_item", "delete_item", "query", "scan", "batch_get_item",
+    "batch_write_item", "transact_get_items", "transact_write_items", "execute_statement",
+    "execute_transaction", "batch_execute_statement",
+)  # fmt: skip
+_dynamodb_lock = threading.RLock()
+
+
+def _locked(method):
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _dynamodb_lock:
+            return method(*args, **kwargs)
+
+    return call
+
+
+def _apply_dynamodb() -> None:
+    from moto.dynamodb import models
+
+    models.DynamoDBBackend.transact_write_items = _transact_write_items
+    for name in _DYNAMODB_LOCKED:
+        method = getattr(models.DynamoDBBackend, name, None)
+        if method is not None:
+            setattr(models.DynamoDBBackend, name, _locked(method))
+
+
+def _transact_write_items(backend, transact_items: list[dict[str, Any]]) -> None:
+    """moto's TransactWriteItems (the same checks, operations and errors), with an item-level backup."""
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import (
+        ConditionalCheckFailed,
+        MockValidationException,
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    backups: dict[tuple[str, Any, Any], Any] = {}  # (table, hash, range) -> the item before, or None
+    stream_lengths: dict[str, int] = {}
+    touched: set[tuple[str, str]] = set()
+
+    def roll_back() -> None:
+        for (table_name, hash_value, range_value), item in backups.items():
+            table = backend.tables[table_name]
+            if range_value is None:
+                if item is None:
+                    table.items.pop(hash_value, None)
+                else:
+                    table.items[hash_value] = item
+            elif item is None:
+                table.items[hash_value].pop(range_value, None)
+            else:
+                table.items[hash_value][range_value] = item
+        for table_name, length in stream_lengths.items():
+            del backend.tables[table_name].stream_shard.items[length:]
+
+    errors: list[tuple[str | None, str | None, Any]] = []
+    for operation in transact_items:
+        original_item = None
+        if len(operation) > 1:
+            raise TransactWriteSingleOpException
+        try:
+            op_type, op = next(iter(operation.items()))
+            if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                raise ValueError("Unsupported transaction operation")
+            table_name = op["TableName"]
+            table = backend.get_table(table_name)
+            key = op["Item"] if op_type == "Put" else op["Key"]
+            key = {name: key[name] for name in (table.hash_key_attr, table.range_key_attr) if name}
+            identity = (str(table_name), str(dict(sorted(key.items()))))
+            if identity in touched:
+                raise MultipleTransactionsException()
+            touched.add(identity)
+            hash_value = DynamoType(key[table.hash_key_attr])
+            range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+            current = backend.get_item(table_name, key)
+            if op_type != "ConditionCheck":
+                backups[(table_name, hash_value, range_value)] = copy.deepcopy(current)
+                if table.stream_shard is not None:
+                    stream_lengths.setdefault(table_name, len(table.stream_shard.items))
+            condition_expression = op.get("ConditionExpression")
+            names = op.get("ExpressionAttributeNames")
+            values = op.get("ExpressionAttributeValues")
+            if condition_expression is not None:
+                condition = get_filter_expression(condition_expression, names, values)
+                if not condition.expr(current):
+                    if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                        original_item = current.to_json()["Attributes"]
+                    raise ConditionalCheckFailed(item=original_item)
+            conditions = {
+                "condition_expression": condition_expression,
+                "expression_attribute_names": names,
+                "expression_attribute_values": values,
+            }
+            if op_type == "Put":
+                backend.put_item(table_name, op["Item"], **conditions)
+            elif op_type == "Delete":
+                backend.delete_item(table_name, key, **conditions)
+            elif op_type == "Update":
+                backend.update_item(table_name, key, update_expression=op["UpdateExpression"], **conditions)
+            errors.append((None, None, None))
+        except (MultipleTransactionsException, MockValidationException):
+            roll_back()
+            raise
+        except ConditionalCheckFailed as error:
+            errors.append(("ConditionalCheckFailed", str(error.message), original_item))
+        except Exception as error:  # as moto: every other failure cancels the transaction, with its name
+            errors.append((type(error).__name__, str(error), original_item))
+    if any(code is not None for code, _, _ in errors):
+        roll_back()
+        raise TransactionCanceledException(errors)

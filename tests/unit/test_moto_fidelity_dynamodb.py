@@ -1,0 +1,176 @@
+"""The local stack's DynamoDB (moto, taught by devstack.moto_fidelity): a transaction backs up only what it
+touches and still cancels exactly as DynamoDB does, and concurrent requests never see a table mid-change."""
+
+from __future__ import annotations
+
+import threading
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from devstack import moto_fidelity
+
+
+@pytest.fixture
+def table(aws) -> str:
+    moto_fidelity.apply()
+    return aws.ref("DataTable")
+
+
+def put(pk: str, sk: str, **attributes: str) -> dict:
+    return {"pk": {"S": pk}, "sk": {"S": sk}, **{name: {"S": value} for name, value in attributes.items()}}
+
+
+def stream_length(table: str) -> int:
+    streams = boto3.client("dynamodbstreams")
+    arn = boto3.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    return len(streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"])
+
+
+def item(table: str, pk: str, sk: str) -> dict | None:
+    key = {"pk": {"S": pk}, "sk": {"S": sk}}
+    return boto3.client("dynamodb").get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+
+
+def test_a_committed_transaction_writes_every_item_and_its_stream_records(table):
+    ddb = boto3.client("dynamodb")
+    before = stream_length(table)
+    ddb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": table, "Item": put("M#1", f"COPY#{n}", n=str(n))}} for n in range(100)
+        ]
+    )
+    assert all(item(table, "M#1", f"COPY#{n}") == put("M#1", f"COPY#{n}", n=str(n)) for n in range(100))
+    assert stream_length(table) == before + 100
+
+
+def test_a_cancelled_transaction_puts_back_exactly_what_it_changed(table):
+    # GIVEN an item to update, one to delete, and one whose condition will fail
+    ddb = boto3.client("dynamodb")
+    ddb.put_item(TableName=table, Item=put("A", "1", state="before"))
+    ddb.put_item(TableName=table, Item=put("B", "1", state="kept"))
+    ddb.put_item(TableName=table, Item=put("C", "1", state="exists"))
+    before = stream_length(table)
+
+    # WHEN a transaction puts a new item, updates one, deletes one, and then fails its last condition
+    with pytest.raises(ClientError) as raised:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": put("N", "1", state="new")}},
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "A"}, "sk": {"S": "1"}},
+                        "UpdateExpression": "SET #s = :after",
+                        "ExpressionAttributeNames": {"#s": "state"},
+                        "ExpressionAttributeValues": {":after": {"S": "after"}},
+                    }
+                },
+                {"Delete": {"TableName": table, "Key": {"pk": {"S": "B"}, "sk": {"S": "1"}}}},
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": put("C", "1", state="again"),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+
+    # THEN DynamoDB's cancellation, with a reason per operation, and nothing of it happened
+    error = raised.value.response
+    assert error["Error"]["Code"] == "TransactionCanceledException"
+    assert [reason["Code"] for reason in error["CancellationReasons"]] == [
+        "None",
+        "None",
+        "None",
+        "ConditionalCheckFailed",
+    ]
+    assert item(table, "N", "1") is None
+    assert item(table, "A", "1") == put("A", "1", state="before")
+    assert item(table, "B", "1") == put("B", "1", state="kept")
+    assert item(table, "C", "1") == put("C", "1", state="exists")
+    assert stream_length(table) == before  # a cancelled transaction leaves no stream record
+
+
+def test_two_operations_on_one_item_are_refused_and_change_nothing(table):
+    ddb = boto3.client("dynamodb")
+    with pytest.raises(ClientError) as raised:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": put("D", "1", state="one")}},
+                {"Put": {"TableName": table, "Item": put("D", "1", state="two")}},
+            ]
+        )
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert item(table, "D", "1") is None
+
+
+def test_a_transaction_copies_what_it_touches_not_the_table(table, monkeypatch):
+    # GIVEN a table of 2,000 items, and every deep copy made while a transaction runs counted
+    from moto.dynamodb.models.table import Table
+
+    ddb = boto3.client("dynamodb")
+    for start in range(0, 2000, 25):
+        ddb.batch_write_item(
+            RequestItems={
+                table: [{"PutRequest": {"Item": put("BULK", f"{n:05}")}} for n in range(start, start + 25)]
+            }
+        )
+    copied: list[type] = []
+    deepcopy = moto_fidelity.copy.deepcopy
+
+    def counting_deepcopy(value, *args):
+        copied.append(type(value))
+        return deepcopy(value, *args)
+
+    monkeypatch.setattr(moto_fidelity.copy, "deepcopy", counting_deepcopy)
+
+    # WHEN a transaction of 10 items runs
+    ddb.transact_write_items(
+        TransactItems=[{"Put": {"TableName": table, "Item": put("T", f"{n}")}} for n in range(10)]
+    )
+
+    # THEN it backed up the 10 (absent) items it wrote, and never a table
+    assert Table not in copied
+    assert copied.count(type(None)) == 10
+
+
+def test_concurrent_writes_and_scans_never_see_a_table_mid_change(table):
+    # GIVEN writers adding new partitions while scans walk the table (moto iterates its dict of partitions)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer(number: int) -> None:
+        ddb = boto3.client("dynamodb")
+        try:
+            for n in range(300):
+                ddb.put_item(TableName=table, Item=put(f"W#{number}#{n}", "1"))
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    def scanner() -> None:
+        ddb = boto3.client("dynamodb")
+        try:
+            while not done.is_set():
+                ddb.scan(TableName=table, Select="COUNT")
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    scanners = [threading.Thread(target=scanner) for _ in range(2)]
+    for thread in writers + scanners:
+        thread.start()
+    for thread in writers:
+        thread.join(120)
+    done.set()
+    for thread in scanners:
+        thread.join(120)
+
+    # THEN no request failed, and every write is there
+    assert not any(thread.is_alive() for thread in writers + scanners)
+    assert errors == []
+    assert boto3.client("dynamodb").scan(TableName=table, Select="COUNT")["Count"] >= 1200
