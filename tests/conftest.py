@@ -150,11 +150,16 @@ def lambda_context():
 def local_stack(tmp_path_factory: pytest.TempPathFactory):
     """The whole local stack (`make run`) as its own process on free loopback ports, for the integration
     and end-to-end tiers."""
-    from devstack.process import start_stack
+    from devstack.process import leaked_tokens, start_stack
 
     stack = start_stack(tmp_path_factory.mktemp("local-stack"))
     yield stack
+    # After every test that used it (the browser's opens and clicks among them): no line it logged names a
+    # token of a copy it stored (SECURITY.md: no token in any log line).
+    tokens = stack.issued_tokens()
     assert stack.stop() == 0, "\n".join(stack.output[-40:])
+    leaked = leaked_tokens(stack.output, tokens)
+    assert not leaked, f"{len(leaked)} lines of the local stack's log name a token, such as: {leaked[0]}"
 
 
 # --- time per tier -------------------------------------------------------------------------------

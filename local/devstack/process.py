@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -153,6 +154,27 @@ class StackClient:
                 ].read()
                 found.append((record, body))
         return found
+
+    def issued_tokens(self) -> set[str]:
+        """Every pixel and click token in the copies this stack stored (to search its log for them)."""
+        s3, bucket = self.client("s3"), self.resource("MessageBucket")
+        tokens: set[str] = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for listed in page.get("Contents", []):
+                body = s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read()
+                tokens.update(match.decode() for match in _TOKEN_IN_LINK.findall(body))
+        return tokens
+
+
+# A tracked link's token, as copies carry it (/o/<token> for the pixel, /c/<token> for a click).
+_TOKEN_IN_LINK = re.compile(rb"/[oc]/([A-Za-z0-9_-]{16,})")
+# Anything in a log line that could be a token.
+_TOKEN_SHAPED = re.compile(r"[A-Za-z0-9_-]{16,}")
+
+
+def leaked_tokens(lines: list[str], tokens: set[str]) -> list[str]:
+    """The lines that carry one of `tokens`."""
+    return [line for line in lines if tokens.intersection(_TOKEN_SHAPED.findall(line))]
 
 
 @dataclass

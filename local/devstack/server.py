@@ -308,10 +308,32 @@ class LocalStack:
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
             def log_message(self, format: str, *args: object) -> None:
-                # Request lines only: no query strings, so nothing an API client put in a URL is logged.
-                log(f"{self.command} {urlsplit(self.path).path} -> {args[1] if len(args) > 1 else ''}")
+                path = loggable_path(stack.routes, self.command, urlsplit(self.path).path)
+                log(f"{self.command} {path} -> {args[1] if len(args) > 1 else ''}")
 
         return Handler
+
+
+# Path parameters that are credentials: a pixel or click token lets anyone record an open or a click.
+SECRET_PARAMETERS = frozenset({"token"})
+
+
+def loggable_path(routes: list[Route], method: str, path: str) -> str:
+    """The request path as the request log may show it: no query string (nothing an API client put in a URL),
+    and each secret parameter of the matched route as its name (`/o/{token}`). A path no route matches
+    keeps its first segment only: a mangled pixel link (`/o/<token>/x`) must not leak either."""
+    found = find_route(routes, method, path) or find_route(routes, "GET", path)
+    if found is None:
+        first, _, rest = path.lstrip("/").partition("/")
+        return f"/{first}/..." if rest else f"/{first}"
+    route, params = found
+    if not SECRET_PARAMETERS & params.keys():
+        return path
+    shown = route.path
+    for name, value in params.items():
+        if name not in SECRET_PARAMETERS:
+            shown = shown.replace(f"{{{name}}}", value).replace(f"{{{name}+}}", value)
+    return shown
 
 
 def http_response(result: object) -> tuple[int, list[tuple[str, str]], bytes]:

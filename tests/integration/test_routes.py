@@ -4,6 +4,7 @@ content types and binary bodies as API Gateway would return them."""
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 import requests
@@ -140,3 +141,49 @@ def test_unrouted_requests_are_404_json(local_stack, method, path):
     response = requests.request(method, local_stack.api_url + path, timeout=10)
     assert response.status_code == 404
     assert response.json() == {"message": "Not Found"}
+
+
+def test_the_request_log_names_no_token(local_stack, domain):
+    # GIVEN a tracked copy with a pixel and a tracked link
+    recipient = "log.reader@example.net"
+    response = requests.post(
+        f"{local_stack.api_url}/v3/{domain}/messages",
+        auth=auth(local_stack),
+        data={
+            "from": f"s@{domain}",
+            "to": recipient,
+            "html": '<html><body><a href="https://shop.example/">shop</a></body></html>',
+            "o:tracking": "yes",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    ((_, message),) = local_stack.copies_of(recipient)
+    pixel = message.decode().split("/o/", 1)[1].split('"', 1)[0]
+    click = message.decode().split("/c/", 1)[1].split('"', 1)[0]
+    logged_before = len(local_stack.output)
+
+    # WHEN a mail client loads them, also by HEAD, OPTIONS and mangled forms of the links
+    for method, path in [
+        ("GET", f"/o/{pixel}"),
+        ("HEAD", f"/o/{pixel}"),
+        ("OPTIONS", f"/o/{pixel}"),
+        ("GET", f"/o/{pixel}/extra"),
+        ("GET", f"/o/{pixel}?x=1"),
+        ("GET", f"/c/{click}"),
+    ]:
+        requests.request(method, local_stack.api_url + path, allow_redirects=False, timeout=10)
+
+    # THEN each request is logged, and no line names either token
+    def request_lines() -> list[str]:
+        return [line for line in local_stack.output[logged_before:] if " /o/" in line or " /c/" in line]
+
+    deadline = time.monotonic() + 10
+    while len(request_lines()) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = request_lines()
+    assert len(logged) == 6, logged
+    assert sum("GET /o/{token} -> 200" in line for line in logged) == 2, logged
+    assert any("GET /c/{token} -> " in line for line in logged), logged
+    assert any("GET /o/... -> " in line for line in logged), logged
+    assert not [line for line in logged if pixel in line or click in line]
