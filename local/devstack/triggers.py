@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -147,10 +148,14 @@ class Triggers:
         for kind, function, props in self._sources:
             self._spawn(self._poll_stream if kind == "DynamoDB" else self._poll_queue, function, props)
 
-    def stop(self) -> None:
+    def stop(self, deadline: float | None = None) -> None:
+        """Stop every poller and schedule; wait for them until `deadline` (time.monotonic()) at most. A batch
+        still running then is abandoned with the process: its records were never checkpointed, as with a
+        Lambda function stopped mid-batch."""
         self._stop.set()
+        deadline = time.monotonic() + 5 if deadline is None else deadline
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _spawn(self, target: Callable, *args: object) -> None:
         thread = threading.Thread(target=self._guard, args=(target, *args), daemon=True)
