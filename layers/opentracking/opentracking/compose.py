@@ -25,7 +25,15 @@ CONTROL_HEADER_PREFIX = "x-mailgun-"
 _CONSUMED = frozenset({"bcc"})
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+_MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _RECIPIENT_VARIABLE = re.compile(r"%recipient\.([A-Za-z0-9_.\-]+)%")
+# RFC 5321 4.5.3.1: a local part of at most 64 octets, a path of at most 256 (254 for the address itself).
+MAX_LOCAL_PART_OCTETS = 64
+MAX_ADDRESS_OCTETS = 254
+# What may not appear in a header field's value: every character str.splitlines() breaks at (a line break to
+# the email package, and to many mail programs: CR, LF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029) and the
+# other controls RFC 5322 leaves out of field bodies (all of C0 but HTAB, and DEL).
+_HEADER_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 def new_message_id(domain: str, now: datetime | None = None) -> str:
@@ -43,7 +51,15 @@ def parse_recipients(values: list[str], field_name: str) -> list[str]:
         if not address:
             continue
         local, sep, domain = address.rpartition("@")
-        if not sep or not local or "." not in domain or any(c.isspace() for c in address):
+        if (
+            not sep
+            or not local
+            or "." not in domain
+            or any(c.isspace() for c in address)
+            or _HEADER_BREAKING.search(address)
+            or len(local.encode()) > MAX_LOCAL_PART_OCTETS
+            or len(address.encode()) > MAX_ADDRESS_OCTETS
+        ):
             raise BadRequest(f"'{field_name}' parameter is not a valid address. please check documentation")
         if address.lower() not in seen:
             seen.add(address.lower())
@@ -71,6 +87,7 @@ class MessageParts:
     """What a form submission describes, before per-recipient substitution."""
 
     sender: str
+    message_id: str | None  # the sender's own h:Message-Id, which then names the message
     to_header: list[str]
     cc_header: list[str]
     subject: str
@@ -95,10 +112,19 @@ def parts_from_form(form: Form) -> MessageParts:
         raise BadRequest("Need at least one of 'text', 'html', 'amp-html' or 'template' parameters specified")
     headers = [(name, value) for name, value in form.with_prefix("h:") if not _is_consumed_header(name)]
     for name, value in headers:
-        if not re.fullmatch(r"[!-9;-~]+", name) or "\n" in value or "\r" in value:
+        if not re.fullmatch(r"[!-9;-~]+", name):
             raise BadRequest(f"'h:{name}' is not a valid header")
+        check_header_value(f"h:{name}", value)
+    check_header_value("from", sender)
+    check_header_value("subject", form.last("subject") or "")
+    custom_ids = [value.strip() for name, value in headers if name.lower() == "message-id"]
+    if len(custom_ids) > 1:
+        raise BadRequest("'h:Message-Id' parameter may be given once")
+    if custom_ids and not _MESSAGE_ID.fullmatch(custom_ids[0]):
+        raise BadRequest("'h:Message-Id' parameter must look like <local-part@domain>")
     return MessageParts(
         sender=sender.strip(),
+        message_id=custom_ids[0] if custom_ids else None,
         to_header=form.all("to"),
         cc_header=form.all("cc"),
         subject=form.last("subject") or "",
@@ -109,6 +135,23 @@ def parts_from_form(form: Form) -> MessageParts:
         attachments=form.files_named("attachment"),
         inline=form.files_named("inline"),
     )
+
+
+def check_header_value(field_name: str, value: str) -> None:
+    """BadRequest when `value` would break out of its header field (a line break in any of its spellings) or
+    holds a control character no header may carry."""
+    if _HEADER_BREAKING.search(value):
+        raise BadRequest(f"'{field_name}' parameter must not contain line breaks or control characters")
+
+
+def _set_header(msg: EmailMessage, field_name: str, header: str, value: str) -> None:
+    """One header on the message being built; what the sender or a recipient variable put in it is checked
+    here, after substitution, so no value reaches the email package that it would refuse."""
+    check_header_value(field_name, value)
+    try:
+        msg[header] = value
+    except ValueError as exc:  # e.g. a second Message-Id or Date: the email package allows only one
+        raise BadRequest(f"'{field_name}' parameter is not valid: {exc}") from None
 
 
 def _is_consumed_header(name: str) -> bool:
@@ -136,17 +179,21 @@ def build_message(
     `to_override` replaces the To header (batch sending shows each recipient only their own address)."""
     variables = variables or {}
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = parts.sender
+    _set_header(msg, "from", "From", parts.sender)
     to_values = to_override if to_override is not None else parts.to_header
     if to_values:
-        msg["To"] = ", ".join(to_values)
+        _set_header(msg, "to", "To", ", ".join(to_values))
     if parts.cc_header and to_override is None:
-        msg["Cc"] = ", ".join(parts.cc_header)
-    msg["Subject"] = substitute(parts.subject, variables)
-    msg["Message-Id"] = message_id
-    msg["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        _set_header(msg, "cc", "Cc", ", ".join(parts.cc_header))
+    _set_header(msg, "subject", "Subject", substitute(parts.subject, variables))
+    # The sender's own Message-Id or Date (an h: header) replaces ours; either may appear only once.
+    given = {name.lower() for name, _ in parts.headers}
+    if "message-id" not in given:
+        msg["Message-Id"] = message_id
+    if "date" not in given:
+        msg["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
     for name, value in parts.headers:
-        msg[name] = substitute(value, variables)
+        _set_header(msg, f"h:{name}", name, substitute(value, variables))
 
     text = substitute(parts.text, variables) if parts.text else None
     html = substitute(parts.html, variables) if parts.html else None
@@ -246,7 +293,7 @@ def prepare_mime(raw: bytes, domain: str) -> PreparedMime:
 
     message_id = fields.get("message-id", "").strip()
     prefix = b""
-    if not re.fullmatch(r"<[^<>\s]+@[^<>\s]+>", message_id):
+    if not _MESSAGE_ID.fullmatch(message_id):
         message_id = new_message_id(domain)
         prefix = b"Message-Id: " + message_id.encode() + newline
     return PreparedMime(

@@ -36,6 +36,9 @@ def normalise_domain(name: str | None) -> str:
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise BadRequest(f"'{text}' is not a valid domain name")
+    if labels[-1].isdigit():
+        # No top-level domain is all digits (RFC 3696 2): this is an IPv4 address, not a sending domain.
+        raise BadRequest(f"'{text}' is an IP address, not a domain name")
     return ascii_name
 
 

@@ -142,8 +142,8 @@ def normalise_tags(raw_tags: Iterable[str]) -> list[str]:
 def parse_json_object(name: str, value: str) -> dict:
     try:
         parsed = json.loads(value)
-    except ValueError as exc:
-        raise BadRequest(f"'{name}' must be a valid JSON object") from exc
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+        raise BadRequest(f"'{name}' must be a valid JSON object") from None
     if not isinstance(parsed, dict):
         raise BadRequest(f"'{name}' must be a valid JSON object")
     return parsed

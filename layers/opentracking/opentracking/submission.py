@@ -140,7 +140,7 @@ def plan(form: Form, domain: domains.Domain, *, mime: bool) -> Submission:
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLarge("Message size exceeds the 25 MB limit")
         source = parts
-        message_id = compose.new_message_id(domain.name)
+        message_id = parts.message_id or compose.new_message_id(domain.name)
         sender, subject = parts.sender, parts.subject
         control = _control_headers(form, [])
 
