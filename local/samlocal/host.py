@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+NETWORK_INTERFACES = Path("/sys/class/net")
 # The programs of a Docker engine: only these are matched by the state paths on their command lines (a shell
 # or an editor that names one of those paths is not the engine).
 ENGINE_PROGRAMS = ("setpriv", "unshare", "dockerd", "containerd", "containerd-shim", "docker-proxy", "runc")
@@ -219,7 +220,7 @@ def _ip_change(*args: str) -> None:
 
 def bridge_address(name: str) -> ipaddress.IPv4Interface | None:
     """The bridge's IPv4 address with its prefix, or None when there is no such bridge or it has none."""
-    if not (PROC.parent / "sys" / "class" / "net" / name).exists():
+    if not (NETWORK_INTERFACES / name).exists():
         return None
     for link in _ip("-4", "address", "show", "dev", name):
         for address in link.get("addr_info", []):
@@ -250,7 +251,7 @@ def create_bridge(name: str, seed: int) -> ipaddress.IPv4Interface:
     if address is not None:
         _ip_change("link", "set", name, "up")
         return address
-    if not (PROC.parent / "sys" / "class" / "net" / name).exists():
+    if not (NETWORK_INTERFACES / name).exists():
         _ip_change("link", "add", name, "type", "bridge")
     used = _networks_in_use()
     candidates = list(BRIDGE_RANGE.subnets(new_prefix=24))
@@ -266,7 +267,7 @@ def create_bridge(name: str, seed: int) -> ipaddress.IPv4Interface:
 
 def delete_bridge(name: str) -> bool:
     """Remove the bridge if it exists; whether there was one."""
-    if not (PROC.parent / "sys" / "class" / "net" / name).exists():
+    if not (NETWORK_INTERFACES / name).exists():
         return False
     _ip_change("link", "delete", name, "type", "bridge")
     return True

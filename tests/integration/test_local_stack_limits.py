@@ -1,6 +1,6 @@
 """The local stack at Mailgun's limits: one message to 1,000 recipients (Mailgun's documented maximum per
-message) is accepted, with every copy stored and tracked; a second such message costs no more than the first
-needed to succeed (the table's size is not part of a write's cost)."""
+message) is accepted, with every copy stored and tracked, and so is a second one, on a table that already
+holds the first (before the fidelity fix, each transaction copied the whole table)."""
 
 from __future__ import annotations
 

@@ -111,12 +111,10 @@ def parts_from_form(form: Form) -> MessageParts:
             raise BadRequest("'template' is not supported: send 'text' and/or 'html'")
         raise BadRequest("Need at least one of 'text', 'html', 'amp-html' or 'template' parameters specified")
     headers = [(name, value) for name, value in form.with_prefix("h:") if not _is_consumed_header(name)]
-    for name, value in headers:
+    for name, _ in headers:
         if not re.fullmatch(r"[!-9;-~]+", name):
             raise BadRequest(f"'h:{name}' is not a valid header")
-        check_header_value(f"h:{name}", value)
-    check_header_value("from", sender)
-    check_header_value("subject", form.last("subject") or "")
+    # Header values are checked where they are written, after substitution (build_message).
     custom_ids = [value.strip() for name, value in headers if name.lower() == "message-id"]
     if len(custom_ids) > 1:
         raise BadRequest("'h:Message-Id' parameter may be given once")
@@ -137,17 +135,12 @@ def parts_from_form(form: Form) -> MessageParts:
     )
 
 
-def check_header_value(field_name: str, value: str) -> None:
-    """BadRequest when `value` would break out of its header field (a line break in any of its spellings) or
-    holds a control character no header may carry."""
+def _set_header(msg: EmailMessage, field_name: str, header: str, value: str) -> None:
+    """One header on the message being built. What the sender or a recipient variable put in it is checked
+    here, after substitution: a line break in any of its spellings would break out of the field, and no
+    other control belongs in one; nothing reaches the email package that it would refuse."""
     if _HEADER_BREAKING.search(value):
         raise BadRequest(f"'{field_name}' parameter must not contain line breaks or control characters")
-
-
-def _set_header(msg: EmailMessage, field_name: str, header: str, value: str) -> None:
-    """One header on the message being built; what the sender or a recipient variable put in it is checked
-    here, after substitution, so no value reaches the email package that it would refuse."""
-    check_header_value(field_name, value)
     try:
         msg[header] = value
     except ValueError as exc:  # e.g. a second Message-Id or Date: the email package allows only one
