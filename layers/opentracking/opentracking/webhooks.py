@@ -21,35 +21,31 @@ Delivery:
   at-least-once replays.
 - Targets that resolve to loopback, private or link-local addresses are refused (no retry) unless
   WEBHOOK_ALLOW_PRIVATE_URLS is set: the sender runs inside the VPC-less Lambda sandbox, next to the
-  runtime API, and must not be a proxy into it.
+  runtime API, and must not be a proxy into it. The connection goes to the address that was checked
+  (outbound.py), so a name that changes its answer between the check and the connection gains nothing.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import http.client
-import ipaddress
 import json
 import math
 import os
 import secrets
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from functools import cache
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from opentracking import domains, store
+from opentracking import domains, outbound, store
 from opentracking.aws import client
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError, StorageUnavailable
 from opentracking.observability import logger, metrics
@@ -158,7 +154,14 @@ def normalise_urls(values: Iterable[str]) -> tuple[str, ...]:
     for url in urls:
         if not _is_http_url(url):
             raise BadRequest(f"'{url}' is not a valid http or https URL")
+        address = outbound.literal_address(urlsplit(url).hostname or "")
+        if address is not None and not outbound.is_public(address) and not _private_urls_allowed():
+            raise BadRequest(f"'{url}' is not a public address: webhooks are sent to the internet only")
     return tuple(urls)
+
+
+def _private_urls_allowed() -> bool:
+    return os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "").strip().lower() in ("1", "true", "yes")
 
 
 def _is_http_url(url: str) -> bool:
@@ -419,8 +422,7 @@ class DeliveryConfig:
             dead_letter_queue_url=required("WEBHOOK_DEAD_LETTER_QUEUE_URL"),
             signing_key_secret=required("WEBHOOK_SIGNING_KEY_SECRET"),
             schedule=parse_schedule(os.environ.get("WEBHOOK_RETRY_SCHEDULE", "")),
-            allow_private_urls=os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "").strip().lower()
-            in ("1", "true", "yes"),
+            allow_private_urls=_private_urls_allowed(),
         )
 
 
@@ -442,53 +444,11 @@ def delivery_config() -> DeliveryConfig:
     return DeliveryConfig.from_env()
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer like any other non-2xx: the POST is retried, never re-sent elsewhere."""
-
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
-
-
-def post_json(url: str, body: bytes, timeout: float) -> int:
-    """POST a JSON body; the HTTP status. Network errors and timeouts raise OSError (or HTTPException).
-
-    Credentials in the URL (`https://user:pass@host/...`) are sent as HTTP Basic auth."""
-    parts = urlsplit(url)
+def post_json(url: str, body: bytes, timeout: float, *, allow_private: bool = False) -> int:
+    """POST a JSON body to a vetted address of the URL's host (outbound.post); the HTTP status. Network
+    errors and timeouts raise OSError (or HTTPException); a host that is not public, RefusedTarget."""
     headers = {"Content-Type": "application/json", "User-Agent": "opentracking-webhooks/1.0"}
-    if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        url = urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) only
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return int(exc.code)
-    except urllib.error.URLError as exc:  # name the underlying failure (refused, timed out, unresolvable)
-        if isinstance(exc.reason, OSError):
-            raise exc.reason from None
-        raise
-
-
-def is_public_target(url: str) -> bool:
-    """Whether every address the URL's host resolves to is a global one. OSError if it does not resolve."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM):
-        try:
-            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        except ValueError:
-            return False
-        if not address.is_global:
-            return False
-    return True
+    return outbound.post(url, body, headers, timeout, allow_private=allow_private)
 
 
 def _sent_key(delivery: Delivery) -> dict:
@@ -548,7 +508,7 @@ def process(
     *,
     config: DeliveryConfig | None = None,
     now: Callable[[], float] = time.time,
-    post: Callable[[str, bytes, float], int] = post_json,
+    post: Callable[..., int] = post_json,
 ) -> Outcome:
     """Handle one queued delivery. Raises only when the outcome could not be recorded (SQS down): the
     message then comes back after its visibility timeout, and the queue's redrive policy bounds that."""
@@ -583,13 +543,13 @@ def process(
 
     status: int | None = None
     try:
-        if not config.allow_private_urls and not is_public_target(delivery.url):
-            logger.warning("webhook target refused: not a public address", extra=fields)
-            metrics.add_metric(name="WebhookRefused", unit=MetricUnit.Count, value=1)
-            return Outcome.REFUSED
         payload = json.dumps(signed_payload(signing_key(config.signing_key_secret), delivery.event, now=now))
-        status = post(delivery.url, payload.encode(), config.timeout)
+        status = post(delivery.url, payload.encode(), config.timeout, allow_private=config.allow_private_urls)
         error = str(status)
+    except outbound.RefusedTarget:
+        logger.warning("webhook target refused: not a public address", extra=fields)
+        metrics.add_metric(name="WebhookRefused", unit=MetricUnit.Count, value=1)
+        return Outcome.REFUSED
     except (OSError, http.client.HTTPException, ValueError) as exc:
         error = type(exc).__name__
 
