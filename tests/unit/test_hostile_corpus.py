@@ -4,6 +4,8 @@ accepted and stored)."""
 
 from __future__ import annotations
 
+import base64
+import email
 import json
 from urllib.parse import urlencode
 
@@ -122,3 +124,89 @@ def test_an_ip_address_is_not_a_sending_domain(aws, handlers, basic_auth, name):
     response = handlers["ApiFunction"].invoke(event)
     assert response["statusCode"] == 400, response
     assert "IP address" in json.loads(response["body"])["message"]
+
+
+# --- messages that are not hostile to a reader, only to a parser: accepted, tracked, in linear time ---
+
+MIME_BOUNDARY = "hostile-corpus-form"
+
+
+def submit_mime(handlers, basic_auth, mime: bytes, fields=(("to", "a@example.net"),)) -> dict:
+    chunks = [
+        f'--{MIME_BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields
+    ]
+    chunks.append(
+        f'--{MIME_BOUNDARY}\r\nContent-Disposition: form-data; name="message"; filename="m.eml"\r\n'
+        "Content-Type: message/rfc822\r\n\r\n".encode()
+        + mime
+        + b"\r\n"
+    )
+    chunks.append(f"--{MIME_BOUNDARY}--\r\n".encode())
+    event = make_http_event(
+        "POST",
+        "/v3/example.com/messages.mime",
+        route_key="POST /v3/{domain}/messages.mime",
+        path_parameters={"domain": "example.com"},
+        headers={
+            "authorization": basic_auth,
+            "content-type": f"multipart/form-data; boundary={MIME_BOUNDARY}",
+        },
+        body=b"".join(chunks),
+    )
+    return handlers["SubmitFunction"].invoke(event)
+
+
+def stored_copies(aws) -> list[bytes]:
+    s3 = boto3.client("s3")
+    bucket = aws.ref("MessageBucket")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return [s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys]
+
+
+def html_mime(content_type: str, body: bytes, cte: str = "7bit") -> bytes:
+    return (
+        "From: Sender <s@example.com>\r\nTo: a@example.net\r\nSubject: hostile\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+    ).encode() + body
+
+
+HTML = b"<html><body><p>Hello</p></body></html>\r\n"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ['text/html; a="' + ";" * 100_000, "text/html; " + "a=b; " * 20_000],
+    ids=["a quoted parameter of 100,000 semicolons", "20,000 parameters"],
+)
+def test_a_content_type_with_a_huge_parameter_list_is_tracked(aws, handlers, basic_auth, content_type):
+    # (issue 15 row 3: the email package parses parameters in quadratic time; make bench shows the ratio)
+    response = submit_mime(handlers, basic_auth, html_mime(content_type, HTML))
+    assert response["statusCode"] == 200, response
+    (copy,) = stored_copies(aws)
+    assert b"/o/" in copy and copy.count(b"a=b; ") == content_type.count("a=b; ")
+
+
+def test_a_thousand_unclosed_outlook_conditionals_are_rewritten(aws, handlers, basic_auth):
+    # (issue 15 row 6: this recursed once per conditional, RecursionError and a 500)
+    html = "<html><body>" + '<!--[if mso]><a href="https://example.org/x">x</a>' * 1000 + "</body></html>"
+    response = submit(handlers, basic_auth, [*BASE, TO, ("html", html), ("o:tracking-clicks", "yes")])
+    assert response["statusCode"] == 200, response
+    (copy,) = stored_copies(aws)
+    html_part = next(p for p in email.message_from_bytes(copy).walk() if p.get_content_type() == "text/html")
+    shown = html_part.get_payload(decode=True)
+    assert shown.count(b"https://example.org/x") == 0  # every link points at the click route now
+    assert shown.count(b"/c/") == 1000
+
+
+def test_a_base64_html_part_with_a_footer_after_the_padding_is_tracked(aws, handlers, basic_auth):
+    # (issue 15 row 11: a list footer appended to a base64 part made it `undecodable`)
+    footer = b"_______________________________________________\r\nexample-list mailing list\r\n"
+    body = base64.encodebytes(HTML).replace(b"\n", b"\r\n") + footer
+    response = submit_mime(handlers, basic_auth, html_mime("text/html; charset=utf-8", body, cte="base64"))
+    assert response["statusCode"] == 200, response
+    (copy,) = stored_copies(aws)
+    # THEN the HTML a client decodes has the pixel, and the footer follows it byte for byte
+    assert copy.endswith(b"=\r\n" + footer)
+    decoded = email.message_from_bytes(copy).get_payload(decode=True)
+    assert b"/o/" in decoded and decoded.startswith(b"<html><body><p>Hello</p>")

@@ -87,6 +87,10 @@ def redrive(stack, lambda_context, messages: list[dict] | None = None) -> dict:
     return response
 
 
+def urlsafe_bytes(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
 def opens(stack) -> list[dict]:
     table = boto3.resource("dynamodb").Table(stack.ref("DataTable"))
     return [i for i in table.scan()["Items"] if i["sk"].startswith("OPEN#")]
@@ -135,6 +139,28 @@ def test_edited_token_records_nothing(aws, handler, token, lambda_context):
     edited = token[:10] + ("B" if token[10] != "B" else "C") + token[11:]
     assert_gif(handler.lambda_handler(pixel_event(edited), lambda_context))
     assert opens(aws) == []
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda t: t[:5] + "." + t[5:],  # the decoder drops characters outside the alphabet
+        lambda t: t[:5] + "!" + t[5:],
+        lambda t: t + "*",
+        lambda t: t + "==",  # padding the canonical form leaves off
+    ],
+    ids=["dot", "bang", "star", "padding"],
+)
+def test_only_the_canonical_spelling_of_a_token_counts(aws, handler, token, lambda_context, spelling):
+    # GIVEN another spelling of a genuine token that decodes to the same bytes (issue 15 row 10)
+    other = spelling(token)
+    assert other != token and urlsafe_bytes(other) == urlsafe_bytes(token)
+    # THEN the reader still gets the GIF, and no open is recorded
+    assert_gif(handler.lambda_handler(pixel_event(other), lambda_context))
+    assert opens(aws) == []
+    # while the genuine spelling is recorded
+    handler.lambda_handler(pixel_event(token), lambda_context)
+    assert len(opens(aws)) == 1
 
 
 def test_sample_events_get_the_gif(aws, handler, lambda_context):

@@ -407,6 +407,11 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 _DELIM_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|\Z)")
 _CTE_TOKEN = re.compile(r"[a-z0-9-]+")
 _MAX_DEPTH = 64
+# The email package parses parameters in quadratic time (each ';' inside quotes recounts the quotes before
+# it), so a 400 KB Content-Type took minutes. Real headers carry a handful of short parameters (RFC 2231
+# splits long names into numbered pieces): beyond these bounds, parameters are not looked at.
+_MAX_PARAMS = 16
+_MAX_PARAM_CHARS = 512
 _ENCRYPTED_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime", "application/x-pkcs7-mime"})
 
 
@@ -444,6 +449,50 @@ def _header_end(data: bytes, start: int, end: int) -> tuple[int, int, bool]:
     return p, p, True  # a non-header line starts the body (missing separator)
 
 
+def _bounded_parameters(value: str) -> str:
+    """The header value with at most _MAX_PARAMS parameters of at most _MAX_PARAM_CHARS each, found in one
+    pass that splits at the semicolons outside quoted strings (as the email package does). A longer
+    parameter keeps its name and the start of its value, so a long filename still names an attachment."""
+    if value.count(";") <= _MAX_PARAMS and len(value) <= _MAX_PARAMS * _MAX_PARAM_CHARS:
+        return value  # the common case, and already cheap to parse
+    pieces: list[str] = []
+    start, quoted, escaped = 0, False, False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ";" and not quoted:
+            pieces.append(value[start:i])
+            start = i + 1
+            if len(pieces) > _MAX_PARAMS:
+                break
+    else:
+        pieces.append(value[start:])
+    main, params = pieces[0], pieces[1 : _MAX_PARAMS + 1]
+    return "; ".join([main[:_MAX_PARAM_CHARS], *(_truncated(p.strip()) for p in params)])
+
+
+def _truncated(parameter: str) -> str:
+    """A parameter cut to _MAX_PARAM_CHARS, its quoted string (if any) still closed."""
+    if len(parameter) <= _MAX_PARAM_CHARS:
+        return parameter
+    cut = parameter[:_MAX_PARAM_CHARS]
+    quoted, escaped = False, False
+    for ch in cut:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+    if escaped:
+        cut = cut[:-1]
+    return cut + '"' if quoted else cut
+
+
 def _parse_part(data: bytes, start: int, end: int, default_type: str, depth: int, state: dict) -> _Part:
     header_end, body_start, has_body = _header_end(data, start, end)
     info = email.message.Message()
@@ -452,7 +501,8 @@ def _parse_part(data: bytes, start: int, end: int, default_type: str, depth: int
         name = m.group(1).lower()
         if name not in seen:  # the first occurrence wins, as in the email package
             seen.add(name)
-            info[name.decode("ascii")] = _FOLD.sub("", m.group(2).decode("latin-1")).strip()
+            value = _FOLD.sub("", m.group(2).decode("latin-1")).strip()
+            info[name.decode("ascii")] = _bounded_parameters(value)
     info.set_default_type(default_type)
     part = _Part(start, body_start, end, has_body, info.get_content_type(), info)
     if part.ctype in _ENCRYPTED_TYPES:
@@ -703,6 +753,7 @@ def _splice_base64(body: bytes, top: bool, charset: str | None, markup: str, eol
     lead_len = len(body) - len(body.lstrip(_TRAILING_WS))
     core = body[lead_len:].rstrip(_TRAILING_WS)
     lead, trail = body[:lead_len], body[lead_len + len(core) :]
+    core, appended = _base64_and_appended(core)
     compact = core.translate(None, b" \t\r\n")
     if len(compact) % 4 in (2, 3) and b"=" not in compact:
         compact += b"=" * (-len(compact) % 4)  # tolerate missing padding
@@ -728,7 +779,35 @@ def _splice_base64(body: bytes, top: bool, charset: str | None, markup: str, eol
         single = len(core) > 76 and not len(core) <= _IDENTITY_LIMIT < len(encoded)
         width = len(encoded) if single else 76
     wrapped = line_eol.join([encoded[i : i + width] for i in range(0, len(encoded), width)])
-    return lead + wrapped + trail
+    return lead + wrapped + appended + trail
+
+
+# Characters a line of base64 may hold: the alphabet, padding and blanks. A line with any other character
+# is not encoded data.
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/= \t\r]")
+
+
+def _base64_and_appended(core: bytes) -> tuple[bytes, bytes]:
+    """Split a base64 body into its encoded lines and text appended after them (a mailing list's footer,
+    added after the padding). Mail clients decode the lines up to the padding, or up to the first line that
+    is not base64, and show the HTML: so do we, and keep the appended text as it is. The split falls at
+    the end of the last encoded line, so the appended part starts with that line's ending. A body whose
+    first line is not base64 has no encoded lines: it is left whole (and found undecodable)."""
+    end, pos = 0, 0
+    while pos < len(core):
+        newline = core.find(b"\n", pos)
+        line_end = len(core) if newline == -1 else newline
+        line = core[pos:line_end]
+        if line.strip(b" \t\r"):
+            if _NOT_BASE64.search(line):
+                break
+            end = pos + len(line.rstrip(b" \t\r"))
+            if b"=" in line:
+                break  # the padding ends the encoded data
+        pos = line_end + 1
+    if end == 0 or not core[end:].strip(b" \t\r\n"):
+        return core, b""
+    return core[:end], core[end:]
 
 
 _SPLICERS = {"quoted-printable": _splice_qp, "base64": _splice_base64}

@@ -50,6 +50,7 @@ from opentracking.injection import (
     ENCRYPTED,
     SIGNED,
     UNDECODABLE,
+    _base64_and_appended,
     _candidates,
     _charset_kind,
     _is_attachment,
@@ -194,12 +195,17 @@ def _find_hrefs(lower: bytes, start: int = 0, end: int | None = None, *, vml: bo
         if pos == -1:
             return found
         if lower.startswith(b"<!--", pos):
+            conditional = _CONDITIONAL_START.match(lower, pos)
+            if conditional is not None and vml:
+                # A conditional block inside one being read: its start is a marker and what it holds is
+                # read as part of the outer block, so nesting (or 1,000 unclosed starts) costs one pass.
+                pos = conditional.end()
+                continue
             if lower.startswith((b">", b"->"), pos + 4):  # "<!-->" and "<!--->" are empty comments
                 pos = lower.find(b">", pos + 4) + 1
                 continue
             close = _COMMENT_END.search(lower, pos + 4, end)
             stop = close.end() if close else end
-            conditional = _CONDITIONAL_START.match(lower, pos)
             if conditional is not None:
                 # Outlook renders what its conditional comments hold: those links are clicked too.
                 inner_end = lower.rfind(b"<![endif]", conditional.end(), stop)
@@ -476,6 +482,7 @@ def _rewrite_base64(body: bytes, transform: Callable[[bytes], Edited | None]) ->
     lead_len = len(body) - len(body.lstrip(ws))
     core = body[lead_len:].rstrip(ws)
     lead, trail = body[:lead_len], body[lead_len + len(core) :]
+    core, appended = _base64_and_appended(core)  # a list footer after the padding is kept as it is
     compact = core.translate(None, b" \t\r\n")
     if len(compact) % 4 in (2, 3) and b"=" not in compact:
         compact += b"=" * (-len(compact) % 4)  # tolerate missing padding
@@ -496,7 +503,8 @@ def _rewrite_base64(body: bytes, transform: Callable[[bytes], Edited | None]) ->
     else:  # one unwrapped line stays unwrapped, unless it would now pass 998 octets
         eol = b"\r\n" if b"\r\n" in body else b"\n"
         width = len(encoded) if len(encoded) <= _IDENTITY_LIMIT or len(core) > _IDENTITY_LIMIT else 76
-    return lead + eol.join(encoded[i : i + width] for i in range(0, len(encoded), width)) + trail, edited[1]
+    wrapped = eol.join(encoded[i : i + width] for i in range(0, len(encoded), width))
+    return lead + wrapped + appended + trail, edited[1]
 
 
 def _rewrite_part(data: bytes, part: _Part, html: bool, link_url: LinkUrl) -> Edited | None:

@@ -149,6 +149,20 @@ def issue_token(
     return _b64encode(body + tag)
 
 
+def _decode_canonical(token: str) -> bytes:
+    """The token's bytes, from its one canonical base64url spelling only. The decoder silently drops
+    characters outside the alphabet (`.`, `!`, `*`) and ignores the last character's unused bits, so many
+    spellings decode alike: an edited URL must not count as an open, nor redirect, not even where the
+    original would have."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidToken("token is not base64url") from exc
+    if _b64encode(raw) != token:
+        raise InvalidToken("token is not canonical base64url")
+    return raw
+
+
 def verify_token(keyring: KeyRing, token: str) -> OpenClaims:
     """Return the claims of a genuine token; raise InvalidToken for anything else.
 
@@ -156,10 +170,7 @@ def verify_token(keyring: KeyRing, token: str) -> OpenClaims:
     """
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise InvalidToken("token length out of range")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidToken("token is not base64url") from exc
+    raw = _decode_canonical(token)
     options = _OPTION_BYTES.get(raw[0]) if raw else None
     if options is None or len(raw) <= _FIXED_BYTES + options:
         raise InvalidToken("unknown token version or too short")
@@ -316,14 +327,7 @@ def verify_click_token(keyring: KeyRing, token: str) -> ClickClaims:
     a pixel token, an unknown key). The SIV comparison is constant-time."""
     if not token or len(token) > MAX_CLICK_TOKEN_CHARS:
         raise InvalidToken("token length out of range")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidToken("token is not base64url") from exc
-    if _b64encode(raw) != token:
-        # Only the canonical spelling: an edit of the last character's unused bits (or padding) decodes to
-        # the same bytes, and a tampered link should never redirect, not even to where it would have gone.
-        raise InvalidToken("token is not canonical base64url")
+    raw = _decode_canonical(token)
     if len(raw) <= _CLICK_FIXED_BYTES or raw[0] != CLICK_TOKEN_VERSION:
         raise InvalidToken("unknown token version or too short")
     kid = raw[1]
