@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench import stubs
 
-CASES = ("pixel", "coldstart", "injection", "submission", "readside", "cost", "counters")
+CASES = ("pixel", "coldstart", "injection", "submission", "readside", "cost", "counters", "hostile")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +105,10 @@ def run_case(name: str, results: dict[str, dict], *, tiny: bool) -> dict:
         from bench import counters
 
         return counters.run(tiny=tiny)
+    if name == "hostile":
+        from bench import hostile
+
+        return hostile.run(tiny=tiny)
     raise ValueError(name)
 
 

@@ -30,6 +30,7 @@ CASES = {
     "readside": "read side",
     "cost": "cost",
     "counters": "counters @100k/s",
+    "hostile": "hostile input",
 }
 
 

@@ -18,12 +18,13 @@ CORPUS = Path(os.environ.get("OPENTRACKING_CORPUS", ROOT.parent / "shared" / "co
 
 
 @pytest.mark.parametrize(
-    ("target", "runs"), [("injector", 20000), ("links", 5000), ("tokens", 10000), ("click_tokens", 10000)]
+    ("target", "runs"),
+    [("injector", 20000), ("links", 5000), ("tokens", 10000), ("click_tokens", 10000), ("shapes", 1000)],
 )
 def test_fuzz_target_finds_nothing(target, runs, tmp_path):
     seeds = tmp_path / "seeds"
     seeds.mkdir()
-    if target in ("injector", "links") and (CORPUS / "mime").is_dir():
+    if target in ("injector", "links", "shapes") and (CORPUS / "mime").is_dir():
         for path in sorted((CORPUS / "mime").glob("*.eml")):
             if path.stat().st_size <= 8192:
                 shutil.copy(path, seeds / path.name)
