@@ -36,12 +36,15 @@ def reset_caches() -> None:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch):
-    """moto in-process with every stateful resource of template.yaml; env set as Lambda would set it."""
+    """moto in-process with every stateful resource of template.yaml; env set as Lambda would set it. moto
+    is taught what the local stack teaches it (devstack.moto_fidelity), so every test sees the same AWS."""
     from moto import mock_aws
 
+    from devstack import moto_fidelity
     from devstack.provision import provision
     from devstack.template import Stack
 
+    moto_fidelity.apply()
     with mock_aws():
         stack = provision(Stack())
         for name, value in stack.function_environment("SubmitFunction").items():

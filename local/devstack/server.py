@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import boto3
 from dns.exception import DNSException
 
-from devstack import moto_fidelity, tls
+from devstack import tls
 from devstack.dns_server import DnsServer
 from devstack.events import make_http_event
 from devstack.provision import provision
@@ -48,6 +48,35 @@ DEFAULT_CNAME_TARGET = "track.opentracking.localhost"
 _NOT_FOUND = {"message": "Not Found"}
 # Ctrl-C or SIGTERM: every listener closes at once, running triggers get this long to finish their batch.
 STOP_SECONDS = 3.0
+
+
+def start_aws(port: int, timeout: float = 60.0) -> subprocess.Popen:
+    """moto on 127.0.0.1:`port` in a process of its own (devstack.aws_process), once it listens."""
+    path = os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")])
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, our module, a port number
+        [sys.executable, "-m", "devstack.aws_process", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert process.stdout is not None
+    ready = threading.Event()
+    threading.Thread(target=lambda: process.stdout.readline() and ready.set(), daemon=True).start()
+    if not ready.wait(timeout) or process.poll() is not None:
+        stop_aws(process)
+        raise RuntimeError(f"moto did not start on 127.0.0.1:{port} (exit code {process.poll()})")
+    return process
+
+
+def stop_aws(process: subprocess.Popen, timeout: float = 2.0) -> None:
+    """End of file on its input stops it; SIGKILL if it has not gone within `timeout`."""
+    if process.stdin:
+        process.stdin.close()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def log(message: str) -> None:
@@ -112,20 +141,14 @@ class LocalStack:
         self.functions: dict[str, Function] = {}
         self.routes: list[Route] = []
         self.triggers: Triggers | None = None
-        self._moto = None
+        self._moto: subprocess.Popen | None = None
         self._http: ThreadingHTTPServer | None = None
         self.dns: DnsServer | None = None
         self.tls_pin: str | None = None  # the local CA's SPKI pin under TLS=1
 
     def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        # moto's werkzeug logs every AWS call; our own request log is enough.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         os.environ.update(aws_environment(self.config))
-        moto_fidelity.apply()  # custom domains report a target hostname, as on AWS
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.aws_port, verbose=False)
-        self._moto.start()
+        self._moto = start_aws(self.config.aws_port)
         if not self.config.nameservers:
             self.dns = DnsServer(port=self.config.dns_port).start()
         provision(self.stack)
@@ -206,7 +229,7 @@ class LocalStack:
         if self.triggers:
             self.triggers.stop(deadline=time.monotonic())  # tell them first; waited for below
         if self._moto:
-            self._moto.stop()
+            stop_aws(self._moto)
         if self.dns:
             self.dns.stop()
         if self.triggers:

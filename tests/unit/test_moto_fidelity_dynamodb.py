@@ -4,6 +4,7 @@ touches and still cancels exactly as DynamoDB does, and concurrent requests neve
 from __future__ import annotations
 
 import threading
+import time
 
 import boto3
 import pytest
@@ -174,3 +175,72 @@ def test_concurrent_writes_and_scans_never_see_a_table_mid_change(table):
     assert not any(thread.is_alive() for thread in writers + scanners)
     assert errors == []
     assert boto3.client("dynamodb").scan(TableName=table, Select="COUNT")["Count"] >= 1200
+
+
+# --- streams: records and shard iterators expire, so a long-running local stack does not grow ----------
+
+
+def stream_records(table: str) -> tuple[list[dict], int]:
+    """Every record from TRIM_HORIZON, and the shard's starting sequence number."""
+    streams = boto3.client("dynamodbstreams")
+    arn = boto3.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    start = int(shard["SequenceNumberRange"]["StartingSequenceNumber"])
+    return streams.get_records(ShardIterator=iterator)["Records"], start
+
+
+def test_stream_records_older_than_the_retention_are_trimmed_and_numbers_continue(table, monkeypatch):
+    ddb = boto3.client("dynamodb")
+    for n in range(5):
+        ddb.put_item(TableName=table, Item=put("R", str(n)))
+    records, start = stream_records(table)
+    assert len(records) == 5
+    last = int(records[-1]["dynamodb"]["SequenceNumber"])
+    # WHEN the records are older than the retention and another write comes
+    monkeypatch.setenv("LOCAL_STREAM_RETENTION_SECONDS", "0.2")
+    time.sleep(0.3)
+    ddb.put_item(TableName=table, Item=put("R", "new"))
+    # THEN only the new record is kept; its number follows the last one, and TRIM_HORIZON starts at it
+    records, new_start = stream_records(table)
+    assert [r["dynamodb"]["Keys"]["sk"]["S"] for r in records] == ["new"]
+    assert int(records[0]["dynamodb"]["SequenceNumber"]) == last + 1 == new_start
+    assert new_start == start + 5
+
+
+def test_a_cancelled_transaction_after_a_trim_takes_back_only_its_own_records(table, monkeypatch):
+    ddb = boto3.client("dynamodb")
+    ddb.put_item(TableName=table, Item=put("T", "old"))
+    monkeypatch.setenv("LOCAL_STREAM_RETENTION_SECONDS", "0.2")
+    time.sleep(0.3)
+    ddb.put_item(TableName=table, Item=put("T", "kept"))  # trims "old"
+    with pytest.raises(ClientError):
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": put("T", "x")}},
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": put("T", "kept"),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+    records, _ = stream_records(table)
+    assert [r["dynamodb"]["Keys"]["sk"]["S"] for r in records] == ["kept"]
+    assert item(table, "T", "x") is None
+
+
+def test_shard_iterators_are_forgotten_after_their_lifetime(table, monkeypatch):
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    backend = dynamodbstreams_backends["123456789012"]["us-east-1"]
+    for _ in range(20):
+        stream_records(table)
+    assert len(backend.shard_iterators) >= 40  # moto keeps each one handed out (two per read here)
+    monkeypatch.setattr(moto_fidelity, "ITERATOR_LIFETIME_SECONDS", 0.0)
+    stream_records(table)
+    assert len(backend.shard_iterators) <= 2  # only those of the last read are left
