@@ -25,6 +25,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -207,9 +208,31 @@ def _privacy_applied(table: str, raw: dict, copy: dict, cache: dict) -> tuple[di
     return raw, domain_privacy
 
 
-def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
-    copy_pk = raw["pk"]
-    raw, domain_privacy = _privacy_applied(table, raw, copy, copies)
+@dataclass(frozen=True)
+class PreparedOpen:
+    """Everything a raw open becomes, before it is written: its `opened` event and the event's item."""
+
+    raw: dict
+    copy_pk: str
+    domain: str
+    tags: list[str]
+    timestamp: float
+    verdict: bots.BotVerdict
+    event_id: str
+    event: dict
+    item: dict
+    stats_days: int
+
+
+def needs_ip_rewrite(raw: dict, copy: dict, cache: dict) -> bool:
+    """Whether the domain's privacy settings ask for the raw open's address to be truncated first."""
+    domain_privacy = privacy.cached(copy["domain"], cache)
+    return bool(copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(
+        raw.get("ip", "")
+    )
+
+
+def prepare_open(raw: dict, copy: dict, domain_privacy: privacy.PrivacySettings) -> PreparedOpen:
     timestamp = float(raw["ts"])
     verdict = bots.classify(
         method=raw.get("method", "GET"),
@@ -221,7 +244,7 @@ def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
     event = opened_event(raw, copy, verdict, event_id)
     domain, tags = copy["domain"], list(copy.get("tags") or [])
     item = {
-        "pk": copy_pk,
+        "pk": raw["pk"],
         "sk": f"EVENT#{timestamp:017.6f}#opened#{event_id}",
         "type": "event",
         "event": "opened",
@@ -235,11 +258,29 @@ def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
         "bot": verdict.bot,
         "expires_at": int(timestamp) + domain_privacy.event_days() * 86400,
     }
-    machine = 1 if verdict.bot else 0
-    stats_days = domain_privacy.stats_days()
+    return PreparedOpen(
+        raw, raw["pk"], domain, tags, timestamp, verdict, event_id, event, item, domain_privacy.stats_days()
+    )
+
+
+def unique_marker(opened: PreparedOpen) -> dict:
+    """The first human open of a copy is its unique open: this item says which one it was."""
+    return {
+        "pk": opened.copy_pk,
+        "sk": "UNIQUE#opened",
+        "event_id": opened.event_id,
+        "expires_at": opened.item["expires_at"],
+    }
+
+
+def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
+    raw, domain_privacy = _privacy_applied(table, raw, copy, copies)
+    opened = prepare_open(raw, copy, domain_privacy)
+    domain, tags, event_id, timestamp = opened.domain, opened.tags, opened.event_id, opened.timestamp
+    machine = 1 if opened.verdict.bot else 0
     is_new = _transact(
         [
-            _put_if_absent(table, item),
+            _put_if_absent(table, opened.item),
             *_counter_updates(
                 table,
                 domain,
@@ -247,35 +288,27 @@ def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
                 event_id,
                 timestamp,
                 {"opened_total": 1, "opened_machine_total": machine},
-                stats_days=stats_days,
+                stats_days=opened.stats_days,
             ),
-            _copy_exists(table, copy_pk),
+            _copy_exists(table, opened.copy_pk),
         ]
     )
-    if not verdict.bot:
-        # The first human open of this copy is its unique open (idempotent on its own marker).
-        marker = {
-            "pk": copy_pk,
-            "sk": "UNIQUE#opened",
-            "event_id": event_id,
-            "expires_at": item["expires_at"],
-        }
-        if _transact(
-            [
-                _put_if_absent(table, marker),
-                *_counter_updates(
-                    table, domain, tags, event_id, timestamp, {"opened_unique": 1}, stats_days=stats_days
-                ),
-                _copy_exists(table, copy_pk),
-            ]
-        ):
-            metrics.add_metric(name="UniqueOpens", unit="Count", value=1)
+    if not opened.verdict.bot and _transact(
+        [
+            _put_if_absent(table, unique_marker(opened)),
+            *_counter_updates(
+                table, domain, tags, event_id, timestamp, {"opened_unique": 1}, stats_days=opened.stats_days
+            ),
+            _copy_exists(table, opened.copy_pk),
+        ]
+    ):
+        metrics.add_metric(name="UniqueOpens", unit="Count", value=1)
     if is_new:
         metrics.add_metric(
-            name="OpenedEvents" if not verdict.bot else "MachineOpenedEvents", unit="Count", value=1
+            name="OpenedEvents" if not opened.verdict.bot else "MachineOpenedEvents", unit="Count", value=1
         )
     # Webhooks after the event is stored; a replay enqueues again (receivers deduplicate on the id).
-    webhooks.enqueue(domain, event)
+    webhooks.enqueue(domain, opened.event)
 
 
 def _rewrite_ip(table: str, raw: dict) -> None:

@@ -1,0 +1,176 @@
+"""The stream consumer's fast path: a batch's raw opens recorded in a few transactions, not two each.
+
+One by one (events.handle_open), an open costs a copy read, one transaction for its event and its "total"
+counters and, for a human open, another for the copy's unique marker and "unique" counters: a batch of 100
+opens was up to 200 transactions of 4 to 8 items. Here the batch's copies and unique markers are read in
+two BatchGetItem calls, and its opens are written in transactions of up to 100 items: every event item
+(put only if absent), each copy's unique marker when it has none yet, each counter once with the batch's
+sum, and one check per copy that it still exists and is not being erased.
+
+The guarantees are the one-by-one path's, because a transaction is all or nothing and the items are the
+same: an event id comes from its raw open's key, so a replayed batch finds its events there and the
+transaction is cancelled whole. Whatever the fast path does not finish (a cancelled transaction, an open
+whose address must be truncated first, a copy erased or missing, a copy with a click in the same batch,
+whose order against the open decides which of them is the unique one) is left to the one-by-one path,
+in stream order: after a cancelled transaction, everything after it in the batch is left too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from botocore.exceptions import ClientError
+
+from opentracking import events, privacy, store, webhooks
+from opentracking.aws import client
+from opentracking.config import settings
+from opentracking.observability import metrics
+
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for TransactWriteItems
+
+
+@dataclass
+class _Chunk:
+    """One transaction's worth of opens, with the items it writes."""
+
+    opens: list[tuple[str, events.PreparedOpen]] = field(default_factory=list)
+    markers: dict[str, events.PreparedOpen] = field(default_factory=dict)  # copy pk -> its unique open
+    counters: dict[tuple[str, str, int, str], dict[str, int]] = field(default_factory=dict)
+    counter_expiry: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
+    copies: set[str] = field(default_factory=set)
+
+    def size_with(self, opened: events.PreparedOpen, claims_marker: bool) -> int:
+        new_counters = {key for key in _counter_keys(opened) if key not in self.counters}
+        return (
+            len(self.opens)
+            + len(self.markers)
+            + len(self.counters)
+            + len(self.copies)
+            + 1
+            + (1 if claims_marker else 0)
+            + len(new_counters)
+            + (0 if opened.copy_pk in self.copies else 1)
+        )
+
+    def add(self, key: str, opened: events.PreparedOpen, claims_marker: bool) -> None:
+        self.opens.append((key, opened))
+        self.copies.add(opened.copy_pk)
+        if claims_marker:
+            self.markers[opened.copy_pk] = opened
+        for counter in _counter_keys(opened):
+            fields = self.counters.setdefault(counter, defaultdict(int))
+            fields["opened_total"] += 1
+            fields["opened_machine_total"] += 1 if opened.verdict.bot else 0
+            fields["opened_unique"] += 1 if claims_marker else 0
+            expires = int(opened.timestamp) + opened.stats_days * 86400
+            self.counter_expiry.setdefault(counter, expires)
+
+    def operations(self, table: str) -> list[dict]:
+        operations = [events._put_if_absent(table, opened.item) for _, opened in self.opens]
+        operations += [events._put_if_absent(table, events.unique_marker(m)) for m in self.markers.values()]
+        for (domain, tag, shard, hour), fields in self.counters.items():
+            increments = {name: count for name, count in fields.items() if count}
+            if not increments:
+                increments = {"opened_total": 0}
+            names = {f"#f{i}": name for i, name in enumerate(increments)}
+            values = {f":v{i}": {"N": str(count)} for i, count in enumerate(increments.values())}
+            values[":exp"] = {"N": str(self.counter_expiry[(domain, tag, shard, hour)])}
+            operations.append(
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": f"STATS#{domain}#{tag}#{shard}"}, "sk": {"S": f"H#{hour}"}},
+                        "UpdateExpression": "ADD "
+                        + ", ".join(f"#f{i} :v{i}" for i in range(len(increments)))
+                        + " SET expires_at = if_not_exists(expires_at, :exp)",
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+            )
+        operations += [events._copy_exists(table, copy_pk) for copy_pk in sorted(self.copies)]
+        return operations
+
+
+def _counter_keys(opened: events.PreparedOpen) -> list[tuple[str, str, int, str]]:
+    shard = events._shard(opened.event_id)
+    hour = events.hour_bucket(opened.timestamp)
+    return [(opened.domain, tag, shard, hour) for tag in [events.ALL_TAGS, *opened.tags]]
+
+
+def record(images: list[tuple[str, dict]], cache: dict) -> set[str]:
+    """Record the raw opens among `images` ((record id, new image) in stream order, INSERTs only) in bulk;
+    the ids of the records done. `cache`: the batch's copies and settings, shared with events.handle_image."""
+    plain = [(key, events._plain(image)) for key, image in images]
+    clicked = {image["pk"] for _, image in plain if image.get("type") == "click"}
+    raw_opens = [(key, image) for key, image in plain if image.get("type") == "open"]
+    if len(raw_opens) < 2:
+        return set()  # nothing to gain over the one-by-one path
+    table = settings().table_name
+    _read_copies(table, [image["pk"] for _, image in raw_opens], cache)
+
+    prepared: list[tuple[str, events.PreparedOpen]] = []
+    for key, raw in raw_opens:
+        copy = cache.get(raw["pk"])
+        if (
+            copy is None
+            or copy.get("erasing")
+            or raw["pk"] in clicked
+            or events.needs_ip_rewrite(raw, copy, cache)
+        ):
+            break  # the one-by-one path takes it from here, in stream order
+        prepared.append((key, events.prepare_open(raw, copy, privacy.cached(copy["domain"], cache))))
+    marked = _copies_with_a_unique_open(table, {o.copy_pk for _, o in prepared if not o.verdict.bot})
+
+    done: set[str] = set()
+    chunk = _Chunk()
+    for key, opened in prepared:
+        claims = not opened.verdict.bot and opened.copy_pk not in marked
+        if chunk.opens and chunk.size_with(opened, claims) > MAX_TRANSACTION_ITEMS:
+            if not _commit(table, chunk):
+                return done
+            done.update(k for k, _ in chunk.opens)
+            chunk = _Chunk()
+            claims = not opened.verdict.bot and opened.copy_pk not in marked
+        chunk.add(key, opened, claims)
+        if claims:
+            marked.add(opened.copy_pk)
+    if chunk.opens and _commit(table, chunk):
+        done.update(k for k, _ in chunk.opens)
+    return done
+
+
+def _read_copies(table: str, copy_pks: list[str], cache: dict) -> None:
+    wanted = sorted({pk for pk in copy_pks if pk not in cache})
+    if not wanted:
+        return
+    found = {item["pk"]: item for item in store.batch_get(table, [{"pk": pk, "sk": "COPY"} for pk in wanted])}
+    for pk in wanted:
+        cache[pk] = found.get(pk)
+
+
+def _copies_with_a_unique_open(table: str, copy_pks: set[str]) -> set[str]:
+    keys = [{"pk": pk, "sk": "UNIQUE#opened"} for pk in sorted(copy_pks)]
+    return {item["pk"] for item in store.batch_get(table, keys)} if keys else set()
+
+
+def _commit(table: str, chunk: _Chunk) -> bool:
+    """Write the chunk in one transaction; False when it was cancelled (the one-by-one path decides)."""
+    try:
+        client("dynamodb").transact_write_items(TransactItems=chunk.operations(table))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("TransactionCanceledException", "TransactionConflictException"):
+            metrics.add_metric(name="BulkOpensFallback", unit="Count", value=1)
+            return False
+        raise
+    human = sum(1 for _, o in chunk.opens if not o.verdict.bot)
+    if human:
+        metrics.add_metric(name="OpenedEvents", unit="Count", value=human)
+    if len(chunk.opens) - human:
+        metrics.add_metric(name="MachineOpenedEvents", unit="Count", value=len(chunk.opens) - human)
+    if chunk.markers:
+        metrics.add_metric(name="UniqueOpens", unit="Count", value=len(chunk.markers))
+    for _, opened in chunk.opens:
+        webhooks.enqueue(opened.domain, opened.event)
+    return True
