@@ -12,7 +12,17 @@ from pathlib import Path
 
 from bench import stubs
 
-CASES = ("pixel", "coldstart", "injection", "submission", "readside", "cost", "counters", "hostile")
+CASES = (
+    "pixel",
+    "coldstart",
+    "injection",
+    "submission",
+    "readside",
+    "cost",
+    "counters",
+    "hostile",
+    "localstack",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +115,10 @@ def run_case(name: str, results: dict[str, dict], *, tiny: bool) -> dict:
         from bench import counters
 
         return counters.run(tiny=tiny)
+    if name == "localstack":
+        from bench import localstack
+
+        return localstack.run(tiny=tiny)
     if name == "hostile":
         from bench import hostile
 
