@@ -122,7 +122,7 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
     recorded = _opened(stack) - base_opened
 
     raw_rate, end_to_end_rate = opens / raw_seconds, recorded / end_to_end_seconds
-    first = per_thousand[0] - before if per_thousand else 0.0
+    first = per_thousand[0] - after if per_thousand else 0.0
     last = per_thousand[-1] - per_thousand[-2] if len(per_thousand) > 1 else first
     rows = [
         row(
