@@ -12,10 +12,11 @@ from devstack.template import ROOT
 EVENTS_DIR = ROOT / "events"
 
 
-def load_handler(code_uri: str) -> ModuleType:
-    """Import <code_uri>/app.py under a unique name: every handler module is called `app`."""
+def load_handler(code_uri: str, *, instance: int | None = None) -> ModuleType:
+    """Import <code_uri>/app.py under a unique name: every handler module is called `app`. `instance`
+    loads another copy of it (another Lambda instance of the same function: its own module globals)."""
     folder = (ROOT / code_uri).resolve()
-    name = "handler_" + folder.name
+    name = "handler_" + folder.name + (f"_{instance}" if instance else "")
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, folder / "app.py")

@@ -1,5 +1,7 @@
 """Calling the template's functions in-process, as Lambda would: their handler, their environment, a
-Lambda context, one invocation at a time per function (a Lambda instance serves one request at once)."""
+Lambda context. A Lambda instance serves one request at once and Lambda starts more instances when
+requests overlap: here each function has up to LOCAL_CONCURRENCY instances (4), each a module of its own
+(its own handler globals), started when requests overlap and kept warm."""
 
 from __future__ import annotations
 
@@ -13,6 +15,13 @@ from devstack.handlers import load_handler
 from devstack.template import Stack
 
 
+def _default_concurrency() -> int:
+    try:
+        return max(1, int(os.environ.get("LOCAL_CONCURRENCY", "4")))
+    except ValueError:
+        return 4
+
+
 @dataclass
 class Function:
     logical_id: str
@@ -20,23 +29,46 @@ class Function:
     handler: str
     memory_mb: int
     timeout: float
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _module: ModuleType | None = field(default=None, repr=False)
+    concurrency: int = field(default_factory=_default_concurrency)
+    _available: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _idle: list[ModuleType] = field(default_factory=list, repr=False)
+    _instances: int = field(default=0, repr=False)
 
     def invoke(self, event: dict) -> object:
         module_name, _, function_name = self.handler.rpartition(".")
         if module_name != "app":
             raise ValueError(f"{self.logical_id}: only app.<function> handlers are supported")
-        with self._lock:
-            if self._module is None:
-                self._module = load_handler(self.code_uri)
+        module = self._acquire()
+        try:
             context = LambdaContext(
                 function_name=self.logical_id,
                 memory_limit_in_mb=self.memory_mb,
                 timeout_seconds=self.timeout,
                 invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{self.logical_id}",
             )
-            return getattr(self._module, function_name)(event, context)
+            return getattr(module, function_name)(event, context)
+        finally:
+            with self._available:
+                self._idle.append(module)
+                self._available.notify()
+
+    def _acquire(self) -> ModuleType:
+        """An idle instance, a new one while under the limit, or the next one to become idle."""
+        with self._available:
+            while not self._idle and self._instances >= self.concurrency:
+                self._available.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._instances += 1
+            number = self._instances
+        try:
+            # The first instance is the handler module itself (tests reach it through load_handler too).
+            return load_handler(self.code_uri, instance=number if number > 1 else None)
+        except BaseException:
+            with self._available:
+                self._instances -= 1
+                self._available.notify()
+            raise
 
 
 def functions(stack: Stack) -> dict[str, Function]:

@@ -73,6 +73,8 @@ TEMPLATE = {
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     saved = dict(os.environ)
+    # One instance per function: the tests read what the echo function's module remembered.
+    os.environ["LOCAL_CONCURRENCY"] = "1"
     config = Config(
         port=free_port(), aws_port=free_port(), state_file=tmp_path_factory.mktemp("emu") / "s.json"
     )

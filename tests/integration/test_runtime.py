@@ -1,0 +1,53 @@
+"""The local runtime runs a function's overlapping invocations on separate instances, as Lambda does, up to
+its concurrency, and never two invocations on one instance at once."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from devstack.runtime import Function
+
+
+def overlapping(log: list[tuple[float, float, int, int]]) -> int:
+    """The most invocations that were running at one moment."""
+    edges = sorted([(start, 1) for start, _, _, _ in log] + [(end, -1) for _, end, _, _ in log])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_overlapping_invocations_get_instances_of_their_own_up_to_the_limit():
+    function = Function(
+        "Slow", "tests/integration/fixtures/slow", "app.lambda_handler", 128, 3.0, concurrency=3
+    )
+    log: list[tuple[float, float, int, int]] = []
+    threads = [threading.Thread(target=function.invoke, args=({"hold": 0.3, "log": log},)) for _ in range(7)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(log) == 7
+    # THEN at most three ran at once (and more than one did), on at most three instances
+    assert 1 < overlapping(log) <= 3
+    instances = {instance for _, _, instance, _ in log}
+    assert 1 < len(instances) <= 3
+    # AND no instance served two invocations at once
+    for instance in instances:
+        own = sorted((start, end) for start, end, other, _ in log if other == instance)
+        assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(own))
+
+
+def test_one_instance_serves_one_invocation_at_a_time():
+    function = Function(
+        "Slow", "tests/integration/fixtures/slow", "app.lambda_handler", 128, 3.0, concurrency=1
+    )
+    log: list[tuple[float, float, int, int]] = []
+    threads = [threading.Thread(target=function.invoke, args=({"hold": 0.05, "log": log},)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(log) == 4 and overlapping(log) == 1 and len({i for _, _, i, _ in log}) == 1
