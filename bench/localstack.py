@@ -124,6 +124,7 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
     raw_rate, end_to_end_rate = opens / raw_seconds, recorded / end_to_end_seconds
     first = per_thousand[0] - after if per_thousand else 0.0
     last = per_thousand[-1] - per_thousand[-2] if len(per_thousand) > 1 else first
+    end = per_thousand[-1] if per_thousand else after
     rows = [
         row(
             CASE,
@@ -152,11 +153,10 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
         ),
         row(
             CASE,
-            "resident memory per 1,000 opens: the last 1,000 (baseline: the first 1,000)",
+            "resident memory added by the last 1,000 opens",
             last,
             "MB",
-            baseline=first or None,
-            note=f"{per_thousand[-1] if per_thousand else after:.0f} MB at the end",
+            note=f"the first 1,000: {first:.1f} MB; {end:.0f} MB in all",
         ),
     ]
     raw = {
