@@ -13,6 +13,7 @@ the parent closes the pipe or dies (even by SIGKILL), so no moto server outlives
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from devstack import moto_fidelity
@@ -22,15 +23,14 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
 
     port = int(sys.argv[1])
+    # Ctrl-C reaches the whole process group: the parent decides when AWS goes (it closes the pipe).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every call; the stack logs requests
     moto_fidelity.apply()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     print("ready", flush=True)
     try:
-        while sys.stdin.buffer.read(65536):
-            pass
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent decides when to stop
         while sys.stdin.buffer.read(65536):
             pass
     finally:
