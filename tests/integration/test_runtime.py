@@ -19,16 +19,23 @@ def overlapping(log: list[tuple[float, float, int, int]]) -> int:
     return most
 
 
-def test_overlapping_invocations_get_instances_of_their_own_up_to_the_limit():
+def invoke_at_once(concurrency: int, calls: int, hold: float) -> list[tuple[float, float, int, int]]:
+    """`calls` invocations of the slow function from as many threads; what each wrote down."""
     function = Function(
-        "Slow", "tests/integration/fixtures/slow", "app.lambda_handler", 128, 3.0, concurrency=3
+        "Slow", "tests/integration/fixtures/slow", "app.lambda_handler", 128, 3.0, concurrency=concurrency
     )
     log: list[tuple[float, float, int, int]] = []
-    threads = [threading.Thread(target=function.invoke, args=({"hold": 0.3, "log": log},)) for _ in range(7)]
+    event = {"hold": hold, "log": log}
+    threads = [threading.Thread(target=function.invoke, args=(event,)) for _ in range(calls)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    return log
+
+
+def test_overlapping_invocations_get_instances_of_their_own_up_to_the_limit():
+    log = invoke_at_once(concurrency=3, calls=7, hold=0.3)
     assert len(log) == 7
     # THEN at most three ran at once (and more than one did), on at most three instances
     assert 1 < overlapping(log) <= 3
@@ -41,13 +48,5 @@ def test_overlapping_invocations_get_instances_of_their_own_up_to_the_limit():
 
 
 def test_one_instance_serves_one_invocation_at_a_time():
-    function = Function(
-        "Slow", "tests/integration/fixtures/slow", "app.lambda_handler", 128, 3.0, concurrency=1
-    )
-    log: list[tuple[float, float, int, int]] = []
-    threads = [threading.Thread(target=function.invoke, args=({"hold": 0.05, "log": log},)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    log = invoke_at_once(concurrency=1, calls=4, hold=0.05)
     assert len(log) == 4 and overlapping(log) == 1 and len({i for _, _, i, _ in log}) == 1

@@ -197,19 +197,7 @@ def test_authenticated_submissions_never_fail_the_server_and_never_half_store(st
 @SETTINGS
 def test_any_mime_bytes_are_accepted_or_refused_cleanly(stack, aws, message):
     route = next(r for r in ROUTES if r.path.endswith("messages.mime"))
-    boundary = "hypothesisBoundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="to"\r\n\r\nr@example.net\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="message"; filename="m.eml"\r\n'
-            f"Content-Type: message/rfc822\r\n\r\n"
-        ).encode()
-        + message
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    hdrs = {"authorization": stack["auth"], "content-type": f"multipart/form-data; boundary={boundary}"}
-    response = call(stack, route, {"domain": "example.com"}, hdrs, body, "")
-    assert_well_formed(route, response)
+    assert_well_formed(route, _submit_mime(stack, message))
 
 
 def _urlencode(pairs) -> bytes:

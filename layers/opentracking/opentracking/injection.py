@@ -25,6 +25,7 @@ import codecs
 import email.message
 import functools
 import html as _html
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -455,9 +456,19 @@ def _bounded_parameters(value: str) -> str:
     parameter keeps its name and the start of its value, so a long filename still names an attachment."""
     if value.count(";") <= _MAX_PARAMS and len(value) <= _MAX_PARAMS * _MAX_PARAM_CHARS:
         return value  # the common case, and already cheap to parse
-    pieces: list[str] = []
-    start, quoted, escaped = 0, False, False
-    for i, ch in enumerate(value):
+    cuts, _, _ = _scan_quoting(value, stop_after=_MAX_PARAMS + 1)
+    bounds = [-1, *cuts, len(value)]
+    pieces = [value[a + 1 : b] for a, b in itertools.pairwise(bounds)][: _MAX_PARAMS + 1]
+    main, params = pieces[0], pieces[1:]
+    return "; ".join([main[:_MAX_PARAM_CHARS], *(_truncated(p.strip()) for p in params)])
+
+
+def _scan_quoting(text: str, stop_after: int | None = None) -> tuple[list[int], bool, bool]:
+    """One pass over a header value: the positions of the semicolons outside quoted strings (at most
+    `stop_after`), and whether the text ends inside a quoted string, and right after its backslash."""
+    semicolons: list[int] = []
+    quoted = escaped = False
+    for i, ch in enumerate(text):
         if escaped:
             escaped = False
         elif ch == "\\" and quoted:
@@ -465,14 +476,10 @@ def _bounded_parameters(value: str) -> str:
         elif ch == '"':
             quoted = not quoted
         elif ch == ";" and not quoted:
-            pieces.append(value[start:i])
-            start = i + 1
-            if len(pieces) > _MAX_PARAMS:
+            semicolons.append(i)
+            if stop_after is not None and len(semicolons) >= stop_after:
                 break
-    else:
-        pieces.append(value[start:])
-    main, params = pieces[0], pieces[1 : _MAX_PARAMS + 1]
-    return "; ".join([main[:_MAX_PARAM_CHARS], *(_truncated(p.strip()) for p in params)])
+    return semicolons, quoted, escaped
 
 
 def _truncated(parameter: str) -> str:
@@ -480,14 +487,7 @@ def _truncated(parameter: str) -> str:
     if len(parameter) <= _MAX_PARAM_CHARS:
         return parameter
     cut = parameter[:_MAX_PARAM_CHARS]
-    quoted, escaped = False, False
-    for ch in cut:
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
+    _, quoted, escaped = _scan_quoting(cut)
     if escaped:
         cut = cut[:-1]
     return cut + '"' if quoted else cut
