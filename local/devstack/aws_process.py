@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 
 from devstack import moto_fidelity
@@ -27,6 +28,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every call; the stack logs requests
     moto_fidelity.apply()
+    # ThreadedMotoServer.start() waits forever when its thread cannot bind: find out first, and end.
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+    except OSError as exc:
+        sys.exit(f"moto cannot listen on 127.0.0.1:{port}: {exc.strerror}")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     print("ready", flush=True)

@@ -52,6 +52,7 @@ import string
 import threading
 import time
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 # API Gateway's regional endpoints' hosted zones (AWS General Reference, "Amazon API Gateway endpoints").
@@ -105,6 +106,7 @@ def apply() -> None:
     _apply_dynamodb()
     _apply_stream_retention()
     _apply_server_speed()
+    _apply_partition_query()
     _applied = True
 
 
@@ -244,14 +246,19 @@ def _retention_seconds() -> float:
         return STREAM_RETENTION_SECONDS
 
 
+def _utc_seconds(moment: datetime) -> float:
+    """moto stamps records with naive UTC datetimes; datetime.timestamp() would read them as local time
+    (nine hours off in Tokyo, and every record would look expired)."""
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
 def trim_stream(shard: Any, now: float) -> int:
     """Drop the shard's records older than the retention; the number dropped. Records are appended in
     time order, so the old ones are a prefix, and its length moves the starting sequence number on."""
     horizon = now - _retention_seconds()
     old = 0
     for record in shard.items:
-        created = record.record["dynamodb"]["ApproximateCreationDateTime"]
-        if created.timestamp() >= horizon:
+        if _utc_seconds(record.record["dynamodb"]["ApproximateCreationDateTime"]) >= horizon:
             break
         old += 1
     if old:
@@ -268,11 +275,7 @@ def _apply_stream_retention() -> None:
 
     def add(shard: Any, old: Any, new: Any) -> None:
         original_add(shard, old, new)
-        first = shard.items[0] if shard.items else None
-        if first is not None and first.record["dynamodb"]["ApproximateCreationDateTime"].timestamp() < (
-            time.time() - _retention_seconds()
-        ):
-            trim_stream(shard, time.time())
+        trim_stream(shard, time.time())  # stops at the first record young enough: usually the first
 
     original_iterator_init = ShardIterator.__init__
 
@@ -311,8 +314,8 @@ def _apply_stream_retention() -> None:
 
 
 def _epoch_seconds(value: Any) -> float:
-    if hasattr(value, "timestamp"):
-        return float(value.timestamp())
+    if isinstance(value, datetime):
+        return _utc_seconds(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -331,7 +334,6 @@ def _apply_server_speed() -> None:
         return json.dumps(result, default=_epoch_seconds)
 
     DynamoDBStreamsHandler.get_records = get_records
-    _apply_partition_query()
 
 
 def _apply_partition_query() -> None:

@@ -52,19 +52,22 @@ STOP_SECONDS = 3.0
 
 def start_aws(port: int, timeout: float = 60.0) -> subprocess.Popen:
     """moto on 127.0.0.1:`port` in a process of its own (devstack.aws_process), once it listens."""
-    path = os.pathsep.join([str(ROOT / "layers" / "opentracking"), str(ROOT / "local")])
+    from devstack.process import python_environment  # process.py imports this module
+
     process = subprocess.Popen(  # noqa: S603 - this interpreter, our module, a port number
         [sys.executable, "-m", "devstack.aws_process", str(port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": path},
+        env=python_environment(),
     )
     assert process.stdout is not None
     ready = threading.Event()
     threading.Thread(target=lambda: process.stdout.readline() and ready.set(), daemon=True).start()
-    if not ready.wait(timeout) or process.poll() is not None:
-        stop_aws(process)
-        raise RuntimeError(f"moto did not start on 127.0.0.1:{port} (exit code {process.poll()})")
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):  # a process that died (a port in use) fails now, not at the deadline
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_aws(process)
+            raise RuntimeError(f"moto did not start on 127.0.0.1:{port} (exit code {process.poll()})")
     return process
 
 

@@ -244,3 +244,22 @@ def test_shard_iterators_are_forgotten_after_their_lifetime(table, monkeypatch):
     monkeypatch.setattr(moto_fidelity, "ITERATOR_LIFETIME_SECONDS", 0.0)
     stream_records(table)
     assert len(backend.shard_iterators) <= 2  # only those of the last read are left
+
+
+def test_records_are_kept_and_dated_in_utc_whatever_the_machines_time_zone(table, monkeypatch):
+    # GIVEN a machine in Tokyo (moto stamps records with naive UTC times)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        ddb = boto3.client("dynamodb")
+        before = time.time()
+        ddb.put_item(TableName=table, Item=put("Z", "1"))
+        ddb.put_item(TableName=table, Item=put("Z", "2"))  # a write, so the retention is applied
+        records, _ = stream_records(table)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    # THEN neither record was taken for nine hours old, and their creation time is now
+    assert [r["dynamodb"]["Keys"]["sk"]["S"] for r in records] == ["1", "2"]
+    created = records[0]["dynamodb"]["ApproximateCreationDateTime"].timestamp()
+    assert before - 5 <= created <= time.time() + 5
