@@ -36,22 +36,15 @@ class _Chunk:
 
     opens: list[tuple[str, events.PreparedOpen]] = field(default_factory=list)
     markers: dict[str, events.PreparedOpen] = field(default_factory=dict)  # copy pk -> its unique open
-    counters: dict[tuple[str, str, int, str], dict[str, int]] = field(default_factory=dict)
-    counter_expiry: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
+    counters: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # (pk, sk) -> increments
+    counter_expiry: dict[tuple[str, str], int] = field(default_factory=dict)
     copies: set[str] = field(default_factory=set)
 
     def size_with(self, opened: events.PreparedOpen, claims_marker: bool) -> int:
-        new_counters = {key for key in _counter_keys(opened) if key not in self.counters}
-        return (
-            len(self.opens)
-            + len(self.markers)
-            + len(self.counters)
-            + len(self.copies)
-            + 1
-            + (1 if claims_marker else 0)
-            + len(new_counters)
-            + (0 if opened.copy_pk in self.copies else 1)
-        )
+        """The transaction's item count once `opened` is added."""
+        size = len(self.opens) + len(self.markers) + len(self.counters) + len(self.copies)
+        new_counters = sum(1 for key in _counter_keys(opened) if key not in self.counters)
+        return size + 1 + int(claims_marker) + new_counters + int(opened.copy_pk not in self.copies)
 
     def add(self, key: str, opened: events.PreparedOpen, claims_marker: bool) -> None:
         self.opens.append((key, opened))
@@ -63,40 +56,27 @@ class _Chunk:
             fields["opened_total"] += 1
             fields["opened_machine_total"] += 1 if opened.verdict.bot else 0
             fields["opened_unique"] += 1 if claims_marker else 0
-            expires = int(opened.timestamp) + opened.stats_days * 86400
-            self.counter_expiry.setdefault(counter, expires)
+            self.counter_expiry.setdefault(counter, int(opened.timestamp) + opened.stats_days * 86400)
 
     def operations(self, table: str) -> list[dict]:
         operations = [events._put_if_absent(table, opened.item) for _, opened in self.opens]
         operations += [events._put_if_absent(table, events.unique_marker(m)) for m in self.markers.values()]
-        for (domain, tag, shard, hour), fields in self.counters.items():
-            increments = {name: count for name, count in fields.items() if count}
-            if not increments:
-                increments = {"opened_total": 0}
-            names = {f"#f{i}": name for i, name in enumerate(increments)}
-            values = {f":v{i}": {"N": str(count)} for i, count in enumerate(increments.values())}
-            values[":exp"] = {"N": str(self.counter_expiry[(domain, tag, shard, hour)])}
-            operations.append(
-                {
-                    "Update": {
-                        "TableName": table,
-                        "Key": {"pk": {"S": f"STATS#{domain}#{tag}#{shard}"}, "sk": {"S": f"H#{hour}"}},
-                        "UpdateExpression": "ADD "
-                        + ", ".join(f"#f{i} :v{i}" for i in range(len(increments)))
-                        + " SET expires_at = if_not_exists(expires_at, :exp)",
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": values,
-                    }
-                }
-            )
+        for (pk, sk), fields in self.counters.items():
+            key = {"pk": {"S": pk}, "sk": {"S": sk}}
+            increments = {name: count for name, count in fields.items() if count}  # opened_total >= 1
+            operations.append(events.counter_update(table, key, increments, self.counter_expiry[(pk, sk)]))
         operations += [events._copy_exists(table, copy_pk) for copy_pk in sorted(self.copies)]
         return operations
 
 
-def _counter_keys(opened: events.PreparedOpen) -> list[tuple[str, str, int, str]]:
+def _counter_keys(opened: events.PreparedOpen) -> list[tuple[str, str]]:
+    """The (pk, sk) of each counter item the open adds to: all tags and each of its own, in its shard."""
     shard = events._shard(opened.event_id)
-    hour = events.hour_bucket(opened.timestamp)
-    return [(opened.domain, tag, shard, hour) for tag in [events.ALL_TAGS, *opened.tags]]
+    keys = [
+        events.counter_key(opened.domain, tag, shard, opened.timestamp)
+        for tag in [events.ALL_TAGS, *opened.tags]
+    ]
+    return [(key["pk"]["S"], key["sk"]["S"]) for key in keys]
 
 
 def record(images: list[tuple[str, dict]], cache: dict) -> set[str]:

@@ -60,6 +60,23 @@ def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict:
     return {"pk": {"S": f"STATS#{domain}#{tag}#{shard}"}, "sk": {"S": f"H#{hour_bucket(timestamp)}"}}
 
 
+def counter_update(table: str, key: dict, increments: dict[str, int], expires: int) -> dict:
+    """One counter item's transaction operation: ADD each increment, and its expiry set once."""
+    names = {f"#f{i}": field for i, field in enumerate(increments)}
+    values = {f":v{i}": {"N": str(value)} for i, value in enumerate(increments.values())}
+    values[":exp"] = {"N": str(expires)}
+    add = ", ".join(f"#f{i} :v{i}" for i in range(len(increments)))
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": f"ADD {add} SET expires_at = if_not_exists(expires_at, :exp)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }
+
+
 def _counter_updates(
     table: str,
     domain: str,
@@ -71,21 +88,9 @@ def _counter_updates(
     stats_days: int,
 ) -> list[dict]:
     expires = int(timestamp) + stats_days * 86400
-    names = {f"#f{i}": field for i, field in enumerate(increments)}
-    values = {f":v{i}": {"N": str(value)} for i, value in enumerate(increments.values())}
-    values[":exp"] = {"N": str(expires)}
-    add = ", ".join(f"#f{i} :v{i}" for i in range(len(increments)))
     shard = _shard(event_id)
     return [
-        {
-            "Update": {
-                "TableName": table,
-                "Key": counter_key(domain, tag, shard, timestamp),
-                "UpdateExpression": f"ADD {add} SET expires_at = if_not_exists(expires_at, :exp)",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-            }
-        }
+        counter_update(table, counter_key(domain, tag, shard, timestamp), increments, expires)
         for tag in [ALL_TAGS, *tags]
     ]
 

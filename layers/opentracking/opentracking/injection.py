@@ -793,6 +793,8 @@ def _base64_and_appended(core: bytes) -> tuple[bytes, bytes]:
     is not base64, and show the HTML: so do we, and keep the appended text as it is. The split falls at
     the end of the last encoded line, so the appended part starts with that line's ending. A body whose
     first line is not base64 has no encoded lines: it is left whole (and found undecodable)."""
+    if not _NOT_BASE64.search(core):
+        return core, b""  # only base64 characters: nothing appended (the common case, at C speed)
     end, pos = 0, 0
     while pos < len(core):
         newline = core.find(b"\n", pos)
