@@ -1,18 +1,69 @@
 """Calling the template's functions in-process, as Lambda would: their handler, their environment, a
 Lambda context. A Lambda instance serves one request at once and Lambda starts more instances when
 requests overlap: here each function has up to LOCAL_CONCURRENCY instances (4), each a module of its own
-(its own handler globals), started when requests overlap and kept warm."""
+(its own handler globals), started when requests overlap and kept warm.
+
+Lambda's instances are processes and these are threads of one, so what a library keeps per process is
+made per thread here: Powertools' metric set (see `_per_thread_metrics`)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 from devstack.events import LambdaContext
 from devstack.handlers import load_handler
 from devstack.template import Stack
+
+
+class _PerThread:
+    """A provider attribute that each thread sees a value of its own of (a data descriptor, so it takes
+    precedence over the instance's own attribute)."""
+
+    def __init__(self, name: str, fresh: Callable[[Any], Any]) -> None:
+        self.name, self.fresh = name, fresh
+
+    def __get__(self, provider: Any, owner: type | None = None) -> Any:
+        if provider is None:
+            return self
+        state = provider.__dict__.setdefault("_per_thread_state", threading.local())
+        if not hasattr(state, self.name):
+            setattr(state, self.name, self.fresh(provider))
+        return getattr(state, self.name)
+
+    def __set__(self, provider: Any, value: Any) -> None:
+        # A copy: Metrics hands every provider the same class-level dict, which is the sharing to undo.
+        state = provider.__dict__.setdefault("_per_thread_state", threading.local())
+        setattr(state, self.name, copy.copy(value))
+
+
+_metrics_isolated = threading.Lock()
+
+
+def _per_thread_metrics() -> None:
+    """Powertools keeps the metrics an invocation adds in one set per process (a Metrics class attribute)
+    and publishes them when the handler returns. Two overlapping invocations in threads of one process
+    would publish each other's metrics, and the second would then fail with "Must contain at least one
+    metric". What an invocation adds lives in the provider's four per-request attributes: give each
+    thread its own (default dimensions stay shared: they are set once, at import)."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    with _metrics_isolated:
+        if isinstance(AmazonCloudWatchEMFProvider.__dict__.get("metric_set"), _PerThread):
+            return
+        fresh: dict[str, Callable[[Any], Any]] = {
+            "metric_set": lambda provider: {},
+            "metadata_set": lambda provider: {},
+            "dimension_sets": lambda provider: [],
+            "dimension_set": lambda provider: dict(provider.default_dimensions),
+        }
+        for name, make in fresh.items():
+            setattr(AmazonCloudWatchEMFProvider, name, _PerThread(name, make))
 
 
 def _default_concurrency() -> int:
@@ -61,6 +112,7 @@ class Function:
                 return self._idle.pop()
             self._instances += 1
             number = self._instances
+        _per_thread_metrics()
         try:
             # The first instance is the handler module itself (tests reach it through load_handler too).
             return load_handler(self.code_uri, instance=number if number > 1 else None)

@@ -4,6 +4,7 @@ its concurrency, and never two invocations on one instance at once."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 
 from devstack.runtime import Function
@@ -50,3 +51,32 @@ def test_overlapping_invocations_get_instances_of_their_own_up_to_the_limit():
 def test_one_instance_serves_one_invocation_at_a_time():
     log = invoke_at_once(concurrency=1, calls=4, hold=0.05)
     assert len(log) == 4 and overlapping(log) == 1 and len({i for _, _, i, _ in log}) == 1
+
+
+def test_instances_publish_their_own_metrics(capfd):
+    """Powertools keeps one metric set per process; Lambda's instances are processes, the local ones are
+    threads. Each instance must publish exactly what its own invocation added: before, one instance
+    published another's metrics and the other then failed with "Must contain at least one metric"."""
+    function = Function(
+        "Metered", "tests/integration/fixtures/metered", "app.lambda_handler", 128, 3.0, concurrency=4
+    )
+    failures: list[BaseException] = []
+
+    def call_many() -> None:
+        for _ in range(10):
+            try:
+                function.invoke({"hold": 0.002})
+            except Exception as exc:  # the test counts every failure
+                failures.append(exc)
+
+    threads = [threading.Thread(target=call_many) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    published = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"Calls"' in line]
+    assert failures == []
+    # One EMF document per invocation, each with its own single call
+    assert len(published) == 60
+    assert all(document["Calls"] == [1.0] for document in published)
