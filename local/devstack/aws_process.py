@@ -6,6 +6,11 @@ In the local stack's own process, moto's work (every DynamoDB write, stream read
 interpreter lock with the API, the handlers and the stream consumer: the whole stack ran on one core, and
 the read side reached 15 opened events a second. In a process of its own, moto runs on the second core.
 
+moto is served by waitress, not by moto's own server (werkzeug's development server): that one closes the
+connection after every response, so each AWS call paid a new TCP connection and a new thread on both
+sides, which was about a third of the local stack's CPU per open. waitress keeps connections alive and
+serves them from a fixed pool of threads.
+
 The process ends when its parent does: it reads its standard input until end of file, which comes when
 the parent closes the pipe or dies (even by SIGKILL), so no moto server outlives the stack that started it.
 """
@@ -14,33 +19,43 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import sys
+import threading
 
 from devstack import moto_fidelity
 
+# Worker threads: the stack's SQS pollers each hold one in a long poll (WaitTimeSeconds), and the API,
+# the pixel and the stream consumer make calls of their own at the same time.
+_THREADS = 32
+
 
 def main() -> None:
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from waitress.server import create_server
 
     port = int(sys.argv[1])
     # Ctrl-C reaches the whole process group: the parent decides when AWS goes (it closes the pipe).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every call; the stack logs requests
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # the stack logs requests
     moto_fidelity.apply()
-    # ThreadedMotoServer.start() waits forever when its thread cannot bind: find out first, and end.
     try:
-        socket.create_server(("127.0.0.1", port)).close()
+        server = create_server(
+            DomainDispatcherApplication(create_backend_app),
+            host="127.0.0.1",
+            port=port,
+            threads=_THREADS,
+            connection_limit=_THREADS * 4,
+            ident="moto",
+        )
     except OSError as exc:
         sys.exit(f"moto cannot listen on 127.0.0.1:{port}: {exc.strerror}")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    threading.Thread(target=server.run, name="moto", daemon=True).start()
     print("ready", flush=True)
     try:
         while sys.stdin.buffer.read(65536):
             pass
     finally:
-        server.stop()
+        server.close()
 
 
 if __name__ == "__main__":

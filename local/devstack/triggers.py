@@ -185,11 +185,13 @@ class Triggers:
         last: dict[str, tuple[str, str]] = {}  # shard -> (sequence number, event id) of the last record read
         seen: deque[str] = deque(maxlen=_SEEN_EVENT_IDS)
         while not self._stop.is_set():
+            caught_up = True
             for shard_id, iterator in list(iterators.items()):
                 if len(pending) < batch_size:
                     response = streams.get_records(ShardIterator=iterator, Limit=batch_size - len(pending))
                     iterators[shard_id] = response.get("NextShardIterator") or iterator
                     records = response.get("Records", [])
+                    caught_up = caught_up and not records
                     for record in records:
                         last[shard_id] = (record["dynamodb"]["SequenceNumber"], record["eventID"])
                         if record["eventID"] in seen:
@@ -208,7 +210,9 @@ class Triggers:
                     first = next(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed)
                     pending = batch[first:] + pending
                     self._stop.wait(self.poll_interval)
-            else:
+            elif caught_up:
+                # Only an empty read waits: records the filter dropped (the consumer's own writes, most of
+                # the stream under load) are no reason to, and waiting on them capped the read side.
                 self._stop.wait(self.poll_interval)
 
     def _poll_queue(self, function: Function, props: dict) -> None:

@@ -53,6 +53,16 @@ def test_one_instance_serves_one_invocation_at_a_time():
     assert len(log) == 4 and overlapping(log) == 1 and len({i for _, _, i, _ in log}) == 1
 
 
+def json_documents(text: str) -> list[dict]:
+    """Every JSON document printed, in order. Threads print a document and its newline in two writes, so
+    two documents can share a line."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while (at := text.find("{", at)) != -1:
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+    return documents
+
+
 def test_instances_publish_their_own_metrics(capfd):
     """Powertools keeps one metric set per process; Lambda's instances are processes, the local ones are
     threads. Each instance must publish exactly what its own invocation added: before, one instance
@@ -75,7 +85,7 @@ def test_instances_publish_their_own_metrics(capfd):
     for thread in threads:
         thread.join(timeout=60)
 
-    published = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"Calls"' in line]
+    published = [document for document in json_documents(capfd.readouterr().out) if "Calls" in document]
     assert failures == []
     # One EMF document per invocation, each with its own single call
     assert len(published) == 60

@@ -3,6 +3,7 @@ touches and still cancels exactly as DynamoDB does, and concurrent requests neve
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -263,3 +264,99 @@ def test_records_are_kept_and_dated_in_utc_whatever_the_machines_time_zone(table
     assert [r["dynamodb"]["Keys"]["sk"]["S"] for r in records] == ["1", "2"]
     created = records[0]["dynamodb"]["ApproximateCreationDateTime"].timestamp()
     assert before - 5 <= created <= time.time() + 5
+
+
+EVERY_TYPE = {
+    "s": {"S": "text é ✓"},
+    "n": {"N": "12.50"},
+    "b": {"B": b"\x00\xffbinary"},
+    "ss": {"SS": ["a", "b"]},
+    "ns": {"NS": ["1", "2.5"]},
+    "bs": {"BS": [b"\x01", b"\x02"]},
+    "m": {"M": {"inner": {"L": [{"S": "x"}, {"N": "1"}, {"NULL": True}, {"BOOL": False}]}}},
+    "l": {"L": [{"M": {"deep": {"B": b"\x03"}}}]},
+    "null": {"NULL": True},
+    "bool": {"BOOL": True},
+}
+
+
+def answers(table: str, run: str) -> list[tuple[str, object]]:
+    """Every item operation the local stack answers as plain JSON, as raw answers ('<run>' in keys and
+    values is replaced, so two runs on their own items compare)."""
+    ddb = boto3.client("dynamodb")
+    bodies: list[tuple[str, object]] = []
+
+    def keep(http_response, model, **_):
+        body = json.loads(http_response.content.decode().replace(run, "RUN"))
+        if model.name == "Scan":  # the other run's items are in the table too
+            body["ScannedCount"] = type(body["ScannedCount"]).__name__
+        bodies.append((model.name, body))
+
+    ddb.meta.events.register("after-call.dynamodb", keep)
+    pk = f"FIDELITY#{run}"
+    total = {"ReturnConsumedCapacity": "TOTAL"}
+    of_partition = {"ExpressionAttributeValues": {":pk": {"S": pk}}}
+    add_one = {"UpdateExpression": "ADD c :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}
+    ddb.put_item(TableName=table, Item={**put(pk, "1"), **EVERY_TYPE}, **total)
+    changed = {**put(pk, "1"), **EVERY_TYPE, "n": {"N": "2"}}
+    ddb.put_item(TableName=table, Item=changed, ReturnValues="ALL_OLD")
+    ddb.get_item(TableName=table, Key=put(pk, "1"), ConsistentRead=True, **total)
+    ddb.get_item(TableName=table, Key=put(pk, "absent"))
+    ddb.update_item(
+        TableName=table,
+        Key=put(pk, "1"),
+        UpdateExpression="SET #n = #n + :one, added = :added REMOVE #null",
+        ExpressionAttributeNames={"#n": "n", "#null": "null"},
+        ExpressionAttributeValues={":one": {"N": "1"}, ":added": {"B": b"\x04"}},
+        ReturnValues="ALL_NEW",
+        **total,
+    )
+    ddb.update_item(TableName=table, Key=put(pk, "2"), ReturnValues="UPDATED_OLD", **add_one)
+    batch = [{"PutRequest": {"Item": {**put(pk, f"b{n}"), **EVERY_TYPE}}} for n in range(3)]
+    ddb.batch_write_item(RequestItems={table: batch}, **total)
+    keys = [put(pk, f"b{n}") for n in range(3)] + [put(pk, "none")]
+    ddb.batch_get_item(RequestItems={table: {"Keys": keys}}, **total)
+    ddb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": table, "Item": {**put(pk, "t"), **EVERY_TYPE}}},
+            {"Update": {"TableName": table, "Key": put(pk, "2"), **add_one}},
+            {
+                "ConditionCheck": {
+                    "TableName": table,
+                    "Key": put(pk, "1"),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+        ],
+        **total,
+    )
+    ddb.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": put(pk, "t")}}], **total)
+    ddb.query(TableName=table, KeyConditionExpression="pk = :pk", Limit=2, **of_partition, **total)
+    ddb.query(TableName=table, KeyConditionExpression="pk = :pk", Select="COUNT", **of_partition)
+    ddb.scan(TableName=table, FilterExpression="pk = :pk", **of_partition, **total)
+    ddb.delete_item(TableName=table, Key=put(pk, "t"), ReturnValues="ALL_OLD", **total)
+    ddb.delete_item(TableName=table, Key=put(pk, "absent"))
+    return bodies
+
+
+def test_item_operations_answer_as_moto_s_generic_serializer_does(table, monkeypatch):
+    """moto_fidelity writes item operations' answers as JSON directly, for speed: every answer, with every
+    attribute type, is the one moto's generic serializer gives."""
+    from moto.core.responses import BaseResponse
+
+    generic_serializer = BaseResponse.serialized
+    serialized_generically: list[str] = []
+
+    def spy(handler, action_result):
+        serialized_generically.append(handler._get_action())
+        return generic_serializer(handler, action_result)
+
+    monkeypatch.setattr(BaseResponse, "serialized", spy)
+    direct = answers(table, "direct")
+    assert serialized_generically == []  # every answer above took the direct way
+    monkeypatch.setattr(moto_fidelity, "PLAIN_JSON_ACTIONS", frozenset())
+    generic = answers(table, "sorted")  # as long as "direct": capacity units count key bytes
+    assert [name for name, _ in direct] == [name for name, _ in generic]
+    assert len(direct) == 15 and len(serialized_generically) == 15
+    for (name, fast), (_, slow) in zip(direct, generic, strict=True):
+        assert fast == slow, name
