@@ -3,6 +3,8 @@ free loopback ports (devstack.process.start_stack), one tracked domain, then
 
 - one message to N recipients (Mailgun's maximum, 1,000): time and resident memory per recipient, against
   a message to one recipient;
+- pixel loads from one reader on one kept-alive connection, against a new connection each (a mail
+  client reuses its connection; Nagle's algorithm once added 40 ms to each such load);
 - M pixel loads of those copies from 8 concurrent readers: raw opens a second (the pixel answering)
   against opened events a second end to end (until the stats API counts every one), and the stack's
   resident memory (its own process and moto's) per 1,000 opens, first and last 1,000.
@@ -11,6 +13,7 @@ free loopback ports (devstack.process.start_stack), one tracked domain, then
 from __future__ import annotations
 
 import re
+import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +45,18 @@ def _resident_mb(pid: int) -> float:
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
     return total_kb / 1024
+
+
+def _one_reader(stack: RunningStack, paths: list[str], *, kept_alive: bool = False) -> float:
+    """The median time of one pixel load, one after another: on one connection, or a new one each time."""
+    times = []
+    with requests.Session() as session:
+        for path in paths:
+            started = time.perf_counter()
+            get = session.get if kept_alive else requests.get
+            get(stack.api_url + path, timeout=60).raise_for_status()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def _send(stack: RunningStack, recipients: int) -> float:
@@ -103,6 +118,7 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
     while _total(stack, "accepted") < recipients + 1 and time.monotonic() < deadline:
         time.sleep(0.2)
 
+    kept_alive, new_each = _one_reader(stack, paths[:200], kept_alive=True), _one_reader(stack, paths[:200])
     session = requests.Session()
     base_opened = _opened(stack)
     per_thousand: list[float] = []
@@ -143,6 +159,14 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
         ),
         row(
             CASE,
+            "one reader on one kept-alive connection: ms per pixel load (baseline: a new connection each)",
+            kept_alive * 1000,
+            "ms",
+            baseline=new_each * 1000,
+            note="median of 200 loads",
+        ),
+        row(
+            CASE,
             f"{opens:,} pixel loads, {READERS} readers: opened events/s end to end (baseline: raw opens/s)",
             end_to_end_rate,
             "/s",
@@ -163,6 +187,8 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
         "recipients": recipients,
         "seconds_one_recipient": single,
         "seconds_all_recipients": many,
+        "seconds_per_load_kept_alive": kept_alive,
+        "seconds_per_load_new_connection": new_each,
         "rss_mb_before_send": before,
         "rss_mb_after_send": after,
         "opens": opens,

@@ -185,13 +185,15 @@ class Triggers:
         last: dict[str, tuple[str, str]] = {}  # shard -> (sequence number, event id) of the last record read
         seen: deque[str] = deque(maxlen=_SEEN_EVENT_IDS)
         while not self._stop.is_set():
-            caught_up = True
+            caught_up = drained = True
             for shard_id, iterator in list(iterators.items()):
                 if len(pending) < batch_size:
-                    response = streams.get_records(ShardIterator=iterator, Limit=batch_size - len(pending))
+                    limit = batch_size - len(pending)
+                    response = streams.get_records(ShardIterator=iterator, Limit=limit)
                     iterators[shard_id] = response.get("NextShardIterator") or iterator
                     records = response.get("Records", [])
                     caught_up = caught_up and not records
+                    drained = drained and len(records) < limit
                     for record in records:
                         last[shard_id] = (record["dynamodb"]["SequenceNumber"], record["eventID"])
                         if record["eventID"] in seen:
@@ -202,6 +204,8 @@ class Triggers:
                             pending.append(record)
                     if not records and shard_id in last:
                         iterators[shard_id] = _live_iterator(streams, stream_arn, shard_id, *last[shard_id])
+            if pending and not drained and len(pending) < batch_size:
+                continue  # as Lambda, fill the batch from what the stream already holds before invoking
             if pending:
                 batch, pending = pending[:batch_size], pending[batch_size:]
                 failed = _failed_ids(function.invoke({"Records": jsonable(batch)}))

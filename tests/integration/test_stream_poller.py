@@ -95,3 +95,32 @@ def test_records_the_filter_drops_are_read_past_without_waiting(stack):
     assert delivered(echo, "poller-") == ["poller-wanted"]
     assert not delivered(echo, "dropped-")
     json.dumps(echo.RECEIVED[-1])
+
+
+def test_a_batch_holds_every_wanted_record_the_stream_already_has(stack):
+    """As Lambda: the poller reads on until the batch is full or the stream has no more, before it
+    invokes. Invoking with whatever the first read held made batches of a few records under load."""
+    # GIVEN 150 records already in the stream, every other one wanted (75, under the batch size of 100)
+    ddb = boto3.client("dynamodb")
+    table = stack.ref("Table")
+    for n in range(150):
+        kind = "wanted" if n % 2 else "counter"
+        ddb.put_item(TableName=table, Item={"pk": {"S": f"batch-{n}"}, "type": {"S": kind}})
+    echo = load_handler("tests/integration/fixtures/echo")
+    already = len(echo.RECEIVED)
+
+    triggers = Triggers(stack, functions(stack), log=print, poll_interval=POLL_INTERVAL)
+    triggers.start()
+    try:
+        deadline = time.monotonic() + 15
+        while len(delivered(echo, "batch-")) < 75 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        triggers.stop()
+
+    # THEN they arrive in one invocation, in stream order
+    batches = [event for event in echo.RECEIVED[already:] if event.get("Records")]
+    assert len(batches) == 1
+    assert [r["dynamodb"]["NewImage"]["pk"]["S"] for r in batches[0]["Records"]] == [
+        f"batch-{n}" for n in range(1, 150, 2)
+    ]
