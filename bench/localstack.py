@@ -83,6 +83,16 @@ def _opened(stack: RunningStack) -> int:
     return _total(stack, "opened")
 
 
+def _items(stack: RunningStack) -> int:
+    """Items in the table: what the local stack's memory holds by design (moto keeps them in memory)."""
+    pages = (
+        stack.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(TableName=stack.resource("DataTable"), Select="COUNT")
+    )
+    return sum(page["Count"] for page in pages)
+
+
 def _pixel_paths(stack: RunningStack) -> list[str]:
     s3, bucket = stack.client("s3"), stack.resource("MessageBucket")
     paths = []
@@ -124,7 +134,7 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
     while _opened(stack) < before_latency + 2 * len(sample) and time.monotonic() < deadline:
         time.sleep(0.2)
     session = requests.Session()
-    base_opened = _opened(stack)
+    base_opened, items_before, memory_before = _opened(stack), _items(stack), _resident_mb(pid)
     per_thousand: list[float] = []
     started = time.perf_counter()
     sent = 0
@@ -140,6 +150,8 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
         time.sleep(0.2)
     end_to_end_seconds = time.perf_counter() - started
     recorded = _opened(stack) - base_opened
+    items_added, memory_added = _items(stack) - items_before, _resident_mb(pid) - memory_before
+    per_item_kb = memory_added * 1024 / max(items_added, 1)
 
     raw_rate, end_to_end_rate = opens / raw_seconds, recorded / end_to_end_seconds
     first = per_thousand[0] - after if per_thousand else 0.0
@@ -184,7 +196,8 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
             "resident memory added by the last 1,000 opens",
             last,
             "MB",
-            note=f"the first 1,000: {first:.1f} MB; {end:.0f} MB in all",
+            note=f"the first 1,000: {first:.1f} MB; {end:.0f} MB in all; the opens stored {items_added:,} "
+            f"items (raw opens, events): {per_item_kb:.1f} KB of memory each",
         ),
     ]
     raw = {
@@ -197,6 +210,8 @@ def _measure(stack: RunningStack, recipients: int, opens: int, *, tiny: bool) ->
         "rss_mb_after_send": after,
         "opens": opens,
         "opens_recorded": recorded,
+        "items_stored_by_the_opens": items_added,
+        "rss_mb_added_by_the_opens": memory_added,
         "raw_opens_per_s": raw_rate,
         "opened_events_per_s": end_to_end_rate,
         "rss_mb_per_1000_opens": per_thousand,
