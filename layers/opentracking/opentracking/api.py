@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -23,6 +25,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import auth
 from opentracking.aws import client
@@ -41,7 +44,7 @@ _IDEMPOTENCY_CONFIG = IdempotencyConfig(
 )
 
 
-def error(status: int, message: str) -> Response:
+def error(status: int, message: str) -> Response[Any]:
     return Response(
         status_code=status, content_type=content_types.APPLICATION_JSON, body={"message": message}
     )
@@ -49,35 +52,35 @@ def error(status: int, message: str) -> Response:
 
 def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     @app.exception_handler(OpenTrackingError)
-    def handle_domain_error(exc: OpenTrackingError) -> Response:
+    def handle_domain_error(exc: OpenTrackingError) -> Response[Any]:
         if exc.status >= 500:
             logger.warning("request failed", extra={"error": type(exc).__name__, "status": exc.status})
         return error(exc.status, exc.message)
 
     @app.exception_handler(IdempotencyValidationError)
-    def handle_key_reuse(_exc: IdempotencyValidationError) -> Response:
+    def handle_key_reuse(_exc: IdempotencyValidationError) -> Response[Any]:
         return error(400, "This Idempotency-Key was already used with a different request")
 
     @app.exception_handler(IdempotencyAlreadyInProgressError)
-    def handle_in_progress(_exc: IdempotencyAlreadyInProgressError) -> Response:
+    def handle_in_progress(_exc: IdempotencyAlreadyInProgressError) -> Response[Any]:
         return error(409, "A request with this Idempotency-Key is still being processed, retry shortly")
 
     @app.exception_handler(IdempotencyPersistenceLayerError)
-    def handle_idempotency_store(_exc: IdempotencyPersistenceLayerError) -> Response:
+    def handle_idempotency_store(_exc: IdempotencyPersistenceLayerError) -> Response[Any]:
         return error(503, "The idempotency store is unavailable, please retry")
 
     @app.not_found
-    def handle_not_found(_exc: Exception) -> Response:
+    def handle_not_found(_exc: Exception) -> Response[Any]:
         return error(404, "Not Found")
 
     @app.exception_handler(Exception)
-    def handle_unexpected(exc: Exception) -> Response:
+    def handle_unexpected(exc: Exception) -> Response[Any]:
         # Never a stack trace or input in the response; the log has the exception type and trace.
         logger.exception("unhandled error", extra={"error": type(exc).__name__})
         return error(500, "Internal server error")
 
 
-def require_api_key(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
+def require_api_key(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
     """Powertools middleware: every route of a resolver that uses it needs a valid API key, and a domain
     sending key only reaches the sending routes of its own domain."""
     event = app.current_event
@@ -112,7 +115,7 @@ def request_form(event: APIGatewayProxyEventV2) -> Form:
     return parse_form(event.headers.get("content-type"), body) if body else Form()
 
 
-def idempotency_request(event: APIGatewayProxyEventV2, body: bytes) -> dict:
+def idempotency_request(event: APIGatewayProxyEventV2, body: bytes) -> dict[str, Any]:
     """The data Powertools keys on: the client's Idempotency-Key scoped to the route, and a fingerprint
     of the body so the same key with a different message is refused instead of silently replayed."""
     key = (event.headers or {}).get(IDEMPOTENCY_HEADER)
@@ -138,7 +141,9 @@ def _persistence(table_name: str) -> DynamoDBPersistenceLayer:
     )
 
 
-def run_idempotently(table_name: str, request: dict, function, **kwargs):
+def run_idempotently(
+    table_name: str, request: dict[str, Any], function: Callable[..., Any], **kwargs: Any
+) -> Any:
     """Call function(request=request, **kwargs) at most once per idempotency key (Powertools)."""
     wrapped = idempotent_function(
         data_keyword_argument="request",
@@ -148,7 +153,7 @@ def run_idempotently(table_name: str, request: dict, function, **kwargs):
     return wrapped(request=request, **kwargs)
 
 
-def register_lambda_context(context: object) -> None:
+def register_lambda_context(context: LambdaContext) -> None:
     """Lets idempotency records expire with the invocation if it times out mid-way."""
     _IDEMPOTENCY_CONFIG.register_lambda_context(context)
 

@@ -23,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Any
 
 from opentracking import domains, store
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError
@@ -108,7 +109,7 @@ def authenticate(authorization: str | None, secret_name: str, table: str) -> Pri
     return Principal(role=item["role"], domain=item.get("domain_name"), key_id=item["id"])
 
 
-def _key_object(item: dict) -> dict:
+def _key_object(item: dict[str, Any]) -> dict[str, Any]:
     created = float(item["created_at"])
     return {
         "id": item["id"],
@@ -134,7 +135,7 @@ def create_key(
     domain_name: str | None,
     description: str | None,
     expiration: str | None,
-) -> dict:
+) -> dict[str, Any]:
     """Make a key; its secret is returned once and stored only as a digest."""
     kind = (kind or "user").strip().lower()
     if kind not in KINDS:
@@ -171,7 +172,7 @@ def create_key(
     return {"key": {**_key_object(item), "secret": secret}, "message": "great success"}
 
 
-def list_keys(table: str, *, domain_name: str | None, kind: str | None) -> dict:
+def list_keys(table: str, *, domain_name: str | None, kind: str | None) -> dict[str, Any]:
     items = store.query_index(table, "gsi1", "gsi1pk", KEY_LIST)
     keys = [
         _key_object(item)
@@ -182,7 +183,7 @@ def list_keys(table: str, *, domain_name: str | None, kind: str | None) -> dict:
     return {"total_count": len(keys), "items": keys}
 
 
-def delete_key(table: str, key_id: str) -> dict:
+def delete_key(table: str, key_id: str) -> dict[str, Any]:
     matches = [item for item in store.query_index(table, "gsi1", "gsi1pk", KEY_LIST) if item["id"] == key_id]
     if not matches:
         raise NotFound("Key not found")

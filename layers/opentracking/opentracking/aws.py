@@ -8,6 +8,7 @@ reader must never wait on DynamoDB.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -33,9 +34,10 @@ def _session() -> boto3.session.Session:
 
 
 @cache
-def client(service: str, profile: str = "default"):
+def client(service: str, profile: str = "default") -> Any:
     config = PIXEL_CONFIG if profile == "pixel" else DEFAULT_CONFIG
-    return _session().client(service, config=config)
+    # The stubs type each service's client for a literal name; callers name theirs, botocore checks it.
+    return _session().client(service, config=config)  # type: ignore[call-overload]
 
 
 def reset_clients() -> None:

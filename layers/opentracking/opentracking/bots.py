@@ -71,13 +71,13 @@ def parse_ranges(text: str) -> dict[int, AddressRanges]:
         firsts: list[int] = []
         lasts: list[int] = []
         labels: list[tuple[str, str]] = []
-        for first, last, network, source in sorted(items, key=lambda item: (item[0], -item[1])):
+        for first, last, cidr, source in sorted(items, key=lambda item: (item[0], -item[1])):
             if lasts and first <= lasts[-1] + 1:
                 lasts[-1] = max(lasts[-1], last)  # touching or overlapping: one interval
                 continue
             firsts.append(first)
             lasts.append(last)
-            labels.append((network, source))
+            labels.append((cidr, source))
         result[version] = AddressRanges(firsts, lasts, labels)
     return result
 

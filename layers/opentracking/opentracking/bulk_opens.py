@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -58,7 +59,7 @@ class _Chunk:
             fields["opened_unique"] += 1 if claims_marker else 0
             self.counter_expiry.setdefault(counter, int(opened.timestamp) + opened.stats_days * 86400)
 
-    def operations(self, table: str) -> list[dict]:
+    def operations(self, table: str) -> list[dict[str, Any]]:
         operations = [events._put_if_absent(table, opened.item) for _, opened in self.opens]
         operations += [events._put_if_absent(table, events.unique_marker(m)) for m in self.markers.values()]
         for (pk, sk), fields in self.counters.items():
@@ -79,10 +80,10 @@ def _counter_keys(opened: events.PreparedOpen) -> list[tuple[str, str]]:
     return [(key["pk"]["S"], key["sk"]["S"]) for key in keys]
 
 
-def record(images: list[tuple[str, dict]], cache: dict) -> set[str]:
+def record(images: list[tuple[str, dict[str, Any]]], cache: dict[str, Any]) -> set[str]:
     """Record the raw opens among `images` ((record id, new image) in stream order, INSERTs only) in bulk;
     the ids of the records done. `cache`: the batch's copies and settings, shared with events.handle_image."""
-    plain = [(key, events._plain(image)) for key, image in images]
+    plain = [(key, events.plain_image(image)) for key, image in images]
     clicked = {image["pk"] for _, image in plain if image.get("type") == "click"}
     raw_opens = [(key, image) for key, image in plain if image.get("type") == "open"]
     if len(raw_opens) < 2:
@@ -121,7 +122,7 @@ def record(images: list[tuple[str, dict]], cache: dict) -> set[str]:
     return done
 
 
-def _read_copies(table: str, copy_pks: list[str], cache: dict) -> None:
+def _read_copies(table: str, copy_pks: list[str], cache: dict[str, Any]) -> None:
     wanted = sorted({pk for pk in copy_pks if pk not in cache})
     if not wanted:
         return

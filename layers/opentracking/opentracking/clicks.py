@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -66,19 +67,19 @@ def location_for(url: str) -> str | None:
     return quote(url, safe=_LOCATION_SAFE)
 
 
-def redirect_response(location: str) -> dict:
+def redirect_response(location: str) -> dict[str, Any]:
     return {"statusCode": 302, "headers": {**_COMMON_HEADERS, "Location": location}, "body": ""}
 
 
-def invalid_response() -> dict:
+def invalid_response() -> dict[str, Any]:
     return {"statusCode": 404, "headers": dict(_PAGE_HEADERS), "body": _INVALID_PAGE}
 
 
-def unavailable_response() -> dict:
+def unavailable_response() -> dict[str, Any]:
     return {"statusCode": 503, "headers": {**_PAGE_HEADERS, "Retry-After": "5"}, "body": _UNAVAILABLE_PAGE}
 
 
-def item_for(request: pixel.OpenRequest, claims: ClickClaims, retention_days: int) -> dict:
+def item_for(request: pixel.OpenRequest, claims: ClickClaims, retention_days: int) -> dict[str, Any]:
     """The raw click in DynamoDB's wire format: the copy, when, from where (anonymised when the token
     says so), and the URL followed; kept as long as the token's retention says, like a raw open."""
     item = pixel.item_for(request, claims.open_claims(), retention_days)
@@ -88,7 +89,7 @@ def item_for(request: pixel.OpenRequest, claims: ClickClaims, retention_days: in
     return item
 
 
-def handle(event: dict) -> dict:
+def handle(event: dict[str, Any]) -> dict[str, Any]:
     """The whole redirect: verify, redirect, record (or spill). Never raises."""
     config = settings()
     request = pixel.OpenRequest.from_event(event, kind="click")

@@ -12,6 +12,7 @@ rules package) and our bot classification.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from ua_parser import parse
 
@@ -63,7 +64,7 @@ def _parsed(user_agent: str) -> tuple[str, str, str]:
     return family, os_family, device
 
 
-def describe(user_agent: str, verdict: BotVerdict) -> dict:
+def describe(user_agent: str, verdict: BotVerdict) -> dict[str, Any]:
     user_agent = user_agent or ""
     family, os_family, device = _parsed(user_agent) if user_agent else ("Other", "Other", "Other")
     name = _RENAMED.get(family, family)

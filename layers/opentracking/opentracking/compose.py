@@ -234,7 +234,7 @@ def _cte_for(body: str) -> str:
 def _html_part(msg: EmailMessage) -> EmailMessage | None:
     for part in msg.walk():
         if part.get_content_type() == "text/html":
-            return part  # type: ignore[return-value]
+            return part
     return None
 
 

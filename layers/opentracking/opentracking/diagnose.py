@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from opentracking import bots, dns_check, domains, https_check, store, suppressions, tracking_hosts
 from opentracking.aws import client
@@ -66,7 +67,7 @@ def _https(domain: domains.Domain) -> Check:
     return Check("https", status, result.detail)
 
 
-def _message_copies(domain: domains.Domain, message_id: str) -> list[dict]:
+def _message_copies(domain: domains.Domain, message_id: str) -> list[dict[str, Any]]:
     bare = message_id.strip().strip("<>")
     copies = store.query_index(settings().table_name, "gsi1", "gsi1pk", f"COPIES#{domain.name}#{bare}")
     if not copies:
@@ -74,7 +75,7 @@ def _message_copies(domain: domains.Domain, message_id: str) -> list[dict]:
     return copies
 
 
-def _message_record(domain: domains.Domain, message_id: str) -> dict:
+def _message_record(domain: domains.Domain, message_id: str) -> dict[str, Any]:
     bare = message_id.strip().strip("<>")
     records = store.query_index(settings().table_name, "gsi1", "gsi1pk", f"MSGID#{domain.name}#{bare}")
     if not records:
@@ -82,7 +83,7 @@ def _message_record(domain: domains.Domain, message_id: str) -> dict:
     return records[0]
 
 
-def _tracking(domain: domains.Domain, message: dict | None) -> Check:
+def _tracking(domain: domains.Domain, message: dict[str, Any] | None) -> Check:
     if message is None:
         if domain.open_tracking:
             return Check(
@@ -110,7 +111,7 @@ def _tracking(domain: domains.Domain, message: dict | None) -> Check:
     return Check("tracking_enabled", PASS, f"Tracking was asked for ({decided} decided).")
 
 
-def _html(message: dict | None) -> Check:
+def _html(message: dict[str, Any] | None) -> Check:
     if message is None:
         return Check("html_body", SKIP, "Give message-id to check a message's HTML body.")
     reason = message.get("tracking_reason")
@@ -130,7 +131,7 @@ def _html(message: dict | None) -> Check:
     return Check("html_body", PASS, "The message has an HTML part and every copy got its pixel.")
 
 
-def _tag(message: dict | None) -> Check:
+def _tag(message: dict[str, Any] | None) -> Check:
     if message is None:
         return Check("tag", SKIP, "Give message-id to check a message's tags.")
     tags = message.get("tags") or []
@@ -144,7 +145,7 @@ def _tag(message: dict | None) -> Check:
     )
 
 
-def _links(domain: domains.Domain, copies: list[dict]) -> Check:
+def _links(domain: domains.Domain, copies: list[dict[str, Any]]) -> Check:
     s3 = client("s3")
     plain: list[str] = []
     for copy in copies:
@@ -166,7 +167,7 @@ def _links(domain: domains.Domain, copies: list[dict]) -> Check:
     )
 
 
-def _opted_out(domain: domains.Domain, copies: list[dict]) -> Check | None:
+def _opted_out(domain: domains.Domain, copies: list[dict[str, Any]]) -> Check | None:
     """Copies that got no pixel because their recipient is on the tracking suppression list."""
     suppressed = [c for c in copies if c.get("untracked_reason") == suppressions.REASON_SUPPRESSED]
     if not suppressed:
@@ -180,8 +181,8 @@ def _opted_out(domain: domains.Domain, copies: list[dict]) -> Check | None:
     )
 
 
-def _opens(copies: list[dict]) -> tuple[Check, Check]:
-    loads: list[tuple[dict, dict]] = []
+def _opens(copies: list[dict[str, Any]]) -> tuple[Check, Check]:
+    loads: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for copy in copies:
         for raw in store.query_prefix(settings().table_name, copy["pk"], "OPEN#"):
             loads.append((copy, raw))
@@ -218,7 +219,9 @@ def _opens(copies: list[dict]) -> tuple[Check, Check]:
     )
 
 
-def diagnose(domain_name: str, *, message_id: str | None = None, recipient: str | None = None) -> dict:
+def diagnose(
+    domain_name: str, *, message_id: str | None = None, recipient: str | None = None
+) -> dict[str, Any]:
     domain = domains.get(domain_name)
     message = _message_record(domain, message_id) if message_id else None
     copies = _message_copies(domain, message_id) if message_id else []

@@ -194,7 +194,7 @@ class _Outcome:
 
 
 def _query_once(
-    resolver: dns.resolver.Resolver, qname: dns.name.Name, rdtype: int, lifetime: float
+    resolver: dns.resolver.Resolver, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, lifetime: float
 ) -> _Outcome:
     try:
         answer = resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False, lifetime=lifetime)
@@ -235,7 +235,11 @@ def _classify_no_nameservers(error: dns.resolver.NoNameservers) -> _Outcome:
 
 
 def _lookup(
-    resolver: dns.resolver.Resolver, qname: dns.name.Name, rdtype: int, retries: int, deadline: float
+    resolver: dns.resolver.Resolver,
+    qname: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    retries: int,
+    deadline: float,
 ) -> _Outcome:
     """One query, retried on SERVFAIL and timeout, within the check's deadline."""
     outcome = _Outcome("timeout", attempts=0)

@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from email.utils import formatdate
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -76,7 +77,7 @@ class Domain:
         return f"{self.web_prefix}.{self.name}"
 
     # --- DynamoDB ---
-    def to_item(self) -> dict:
+    def to_item(self) -> dict[str, Any]:
         return {
             "pk": f"DOMAIN#{self.name}",
             "sk": "DOMAIN",
@@ -90,7 +91,7 @@ class Domain:
         }
 
     @classmethod
-    def from_item(cls, item: dict) -> Domain:
+    def from_item(cls, item: dict[str, Any]) -> Domain:
         def number(key: str) -> float | None:
             return None if item.get(key) is None else float(item[key])
 
@@ -116,7 +117,7 @@ class Domain:
         )
 
     # --- Mailgun shapes ---
-    def mailgun(self) -> dict:
+    def mailgun(self) -> dict[str, Any]:
         return {
             "created_at": formatdate(self.created_at, usegmt=True),
             "id": self.name,
@@ -133,7 +134,7 @@ class Domain:
             "wildcard": False,
         }
 
-    def tracking_record(self) -> dict:
+    def tracking_record(self) -> dict[str, Any]:
         """The tracking CNAME as Mailgun lists a DNS record, with the last check's findings."""
         return {
             "record_type": "CNAME",
@@ -153,7 +154,7 @@ class Domain:
             },
         }
 
-    def response(self, message: str | None = None) -> dict:
+    def response(self, message: str | None = None) -> dict[str, Any]:
         validation = self.host.validation_record()
         body = {
             "domain": self.mailgun(),
@@ -165,7 +166,7 @@ class Domain:
             body["message"] = message
         return body
 
-    def tracking(self) -> dict:
+    def tracking(self) -> dict[str, Any]:
         return {
             "tracking": {
                 "open": {"active": self.open_tracking, "place_at_the_top": self.place_at_the_top},
@@ -174,7 +175,7 @@ class Domain:
             }
         }
 
-    def click_setting(self) -> dict:
+    def click_setting(self) -> dict[str, Any]:
         """Mailgun's shape (`active`: true, false or "htmlonly") plus opentracking's `implies_open`."""
         active = {"yes": True, "no": False}.get(self.click_tracking, self.click_tracking)
         return {"active": active, "implies_open": self.click_implies_open}

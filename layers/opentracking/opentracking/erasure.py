@@ -17,6 +17,8 @@ Safe to retry and to race:
 
 from __future__ import annotations
 
+from typing import Any
+
 from botocore.exceptions import BotoCoreError, ClientError
 
 from opentracking import compose, store, suppressions
@@ -106,7 +108,7 @@ def _erase_copy(table: str, bucket: str, copy_pk: str) -> tuple[int, int]:
     # Consistent read after the mark: every item the consumer committed before it is seen here.
     items = store.query_prefix(table, copy_pk, "", consistent=True)
     objects = sorted({item["s3_key"] for item in items if item.get("s3_key")})
-    markers: list[dict] = []
+    markers: list[dict[str, Any]] = []
     for item in items:
         if item.get("type") == "event":
             event_id = item["sk"].rsplit("#", 1)[-1]
@@ -119,7 +121,7 @@ def _erase_copy(table: str, bucket: str, copy_pk: str) -> tuple[int, int]:
     return len(objects), len(rest) + 1
 
 
-def erase(domain: str, form: Form) -> dict:
+def erase(domain: str, form: Form) -> dict[str, Any]:
     """POST /v3/{domain}/erasures with `address`: erase that recipient's data in the domain."""
     address = _address(form)
     config = settings()

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -56,11 +57,13 @@ def _shard(event_id: str) -> int:
     return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:2], "big") % SHARDS
 
 
-def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict:
+def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict[str, Any]:
     return {"pk": {"S": f"STATS#{domain}#{tag}#{shard}"}, "sk": {"S": f"H#{hour_bucket(timestamp)}"}}
 
 
-def counter_update(table: str, key: dict, increments: dict[str, int], expires: int) -> dict:
+def counter_update(
+    table: str, key: dict[str, Any], increments: dict[str, int], expires: int
+) -> dict[str, Any]:
     """One counter item's transaction operation: ADD each increment, and its expiry set once."""
     names = {f"#f{i}": field for i, field in enumerate(increments)}
     values = {f":v{i}": {"N": str(value)} for i, value in enumerate(increments.values())}
@@ -86,7 +89,7 @@ def _counter_updates(
     increments: dict[str, int],
     *,
     stats_days: int,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     expires = int(timestamp) + stats_days * 86400
     shard = _shard(event_id)
     return [
@@ -95,7 +98,7 @@ def _counter_updates(
     ]
 
 
-def _put_if_absent(table: str, item: dict) -> dict:
+def _put_if_absent(table: str, item: dict[str, Any]) -> dict[str, Any]:
     return {
         "Put": {
             "TableName": table,
@@ -109,7 +112,7 @@ class CopyErased(Exception):
     """The copy record went away (an erasure) between the join and the write."""
 
 
-def _copy_exists(table: str, copy_pk: str) -> dict:
+def _copy_exists(table: str, copy_pk: str) -> dict[str, Any]:
     # Derived items are written only while their copy exists and no erasure has started on it (erasure
     # marks the copy first, then deletes), so an erasure racing the consumer never leaves an event behind.
     return {
@@ -121,7 +124,7 @@ def _copy_exists(table: str, copy_pk: str) -> dict:
     }
 
 
-def _transact(operations: list[dict]) -> bool:
+def _transact(operations: list[dict[str, Any]]) -> bool:
     """Run the transaction; False when its first (conditional) put found the item already there, and
     CopyErased when a later condition (the copy's existence) failed."""
     try:
@@ -137,6 +140,11 @@ def _transact(operations: list[dict]) -> bool:
     return True
 
 
+def plain_image(image: dict[str, Any]) -> dict[str, Any]:
+    """A stream image (deserialized by Powertools: numbers are Decimals) as JSON values."""
+    return {name: _plain(value) for name, value in image.items()}
+
+
 def _plain(value: object) -> object:
     """Stream images carry Decimals; events are JSON."""
     if isinstance(value, Decimal):
@@ -148,7 +156,9 @@ def _plain(value: object) -> object:
     return value
 
 
-def opened_event(raw: dict, copy: dict, verdict: bots.BotVerdict, event_id: str) -> dict:
+def opened_event(
+    raw: dict[str, Any], copy: dict[str, Any], verdict: bots.BotVerdict, event_id: str
+) -> dict[str, Any]:
     return {
         "event": "opened",
         "id": event_id,
@@ -168,14 +178,14 @@ def opened_event(raw: dict, copy: dict, verdict: bots.BotVerdict, event_id: str)
     }
 
 
-def handle_open(raw: dict, copies: dict[str, dict | None]) -> None:
+def handle_open(raw: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:
     _join_and_derive(raw, copies, _derive_open, orphan_metric="OpenWithoutCopy")
 
 
 def _join_and_derive(
-    raw: dict,
-    cache: dict,
-    derive: Callable[[str, dict, dict, dict], None],
+    raw: dict[str, Any],
+    cache: dict[str, Any],
+    derive: Callable[[str, dict[str, Any], dict[str, Any], dict[str, Any]], None],
     *,
     orphan_metric: str,
 ) -> None:
@@ -195,14 +205,16 @@ def _join_and_derive(
         _drop_orphan(table, raw, orphan_metric)
 
 
-def _drop_orphan(table: str, raw: dict, metric: str) -> None:
+def _drop_orphan(table: str, raw: dict[str, Any], metric: str) -> None:
     # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open or click
     # of an erased recipient's copy must not outlive the erasure.
     store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
     metrics.add_metric(name=metric, unit="Count", value=1)
 
 
-def _privacy_applied(table: str, raw: dict, copy: dict, cache: dict) -> tuple[dict, privacy.PrivacySettings]:
+def _privacy_applied(
+    table: str, raw: dict[str, Any], copy: dict[str, Any], cache: dict[str, Any]
+) -> tuple[dict[str, Any], privacy.PrivacySettings]:
     """The raw item with the domain's privacy settings applied, and those settings. A token issued before
     the domain switched anonymisation on stored the full address: it is truncated in the raw item too,
     before anything is derived from it."""
@@ -217,19 +229,19 @@ def _privacy_applied(table: str, raw: dict, copy: dict, cache: dict) -> tuple[di
 class PreparedOpen:
     """Everything a raw open becomes, before it is written: its `opened` event and the event's item."""
 
-    raw: dict
+    raw: dict[str, Any]
     copy_pk: str
     domain: str
     tags: list[str]
     timestamp: float
     verdict: bots.BotVerdict
     event_id: str
-    event: dict
-    item: dict
+    event: dict[str, Any]
+    item: dict[str, Any]
     stats_days: int
 
 
-def needs_ip_rewrite(raw: dict, copy: dict, cache: dict) -> bool:
+def needs_ip_rewrite(raw: dict[str, Any], copy: dict[str, Any], cache: dict[str, Any]) -> bool:
     """Whether the domain's privacy settings ask for the raw open's address to be truncated first."""
     domain_privacy = privacy.cached(copy["domain"], cache)
     return bool(copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(
@@ -237,7 +249,9 @@ def needs_ip_rewrite(raw: dict, copy: dict, cache: dict) -> bool:
     )
 
 
-def prepare_open(raw: dict, copy: dict, domain_privacy: privacy.PrivacySettings) -> PreparedOpen:
+def prepare_open(
+    raw: dict[str, Any], copy: dict[str, Any], domain_privacy: privacy.PrivacySettings
+) -> PreparedOpen:
     timestamp = float(raw["ts"])
     verdict = bots.classify(
         method=raw.get("method", "GET"),
@@ -268,7 +282,7 @@ def prepare_open(raw: dict, copy: dict, domain_privacy: privacy.PrivacySettings)
     )
 
 
-def unique_marker(opened: PreparedOpen) -> dict:
+def unique_marker(opened: PreparedOpen) -> dict[str, Any]:
     """The first human open of a copy is its unique open: this item says which one it was."""
     return {
         "pk": opened.copy_pk,
@@ -278,7 +292,7 @@ def unique_marker(opened: PreparedOpen) -> dict:
     }
 
 
-def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
+def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: dict[str, Any]) -> None:
     raw, domain_privacy = _privacy_applied(table, raw, copy, copies)
     opened = prepare_open(raw, copy, domain_privacy)
     domain, tags, event_id, timestamp = opened.domain, opened.tags, opened.event_id, opened.timestamp
@@ -316,7 +330,7 @@ def _derive_open(table: str, raw: dict, copy: dict, copies: dict) -> None:
     webhooks.enqueue(domain, opened.event)
 
 
-def _rewrite_ip(table: str, raw: dict) -> None:
+def _rewrite_ip(table: str, raw: dict[str, Any]) -> None:
     """Replace a raw open's address; only if the item is still there (an erasure may have removed it)."""
     try:
         client("dynamodb").update_item(
@@ -331,12 +345,14 @@ def _rewrite_ip(table: str, raw: dict) -> None:
             raise
 
 
-def clicked_event(raw: dict, copy: dict, verdict: bots.BotVerdict, event_id: str) -> dict:
+def clicked_event(
+    raw: dict[str, Any], copy: dict[str, Any], verdict: bots.BotVerdict, event_id: str
+) -> dict[str, Any]:
     """Mailgun's `clicked` event: the `opened` shape plus the `url` that was followed."""
     return {**opened_event(raw, copy, verdict, event_id), "event": "clicked", "url": raw["url"]}
 
 
-def click_verdict(raw: dict, copy: dict) -> bots.BotVerdict:
+def click_verdict(raw: dict[str, Any], copy: dict[str, Any]) -> bots.BotVerdict:
     """The open rules, read for a link: prefetchers that fetch images (Apple's bare `Mozilla/5.0`,
     Gmail's prefetch) do not follow links, so on a link those agents are scanners."""
     timestamp = float(raw["ts"])
@@ -355,7 +371,7 @@ def url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
-def url_counter_key(domain: str, tag: str, shard: int, url: str) -> dict:
+def url_counter_key(domain: str, tag: str, shard: int, url: str) -> dict[str, Any]:
     return {"pk": {"S": f"URLSTATS#{domain}#{tag}#{shard}"}, "sk": {"S": url_key(url)}}
 
 
@@ -369,7 +385,7 @@ def _url_counter_updates(
     field: str,
     *,
     stats_days: int,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Per-URL click counters (per domain and tag, sharded like the hourly ones), kept while clicks come."""
     expires = int(timestamp) + stats_days * 86400
     shard = _shard(event_id)
@@ -391,11 +407,11 @@ def _url_counter_updates(
     ]
 
 
-def handle_click(raw: dict, cache: dict[str, dict | None]) -> None:
+def handle_click(raw: dict[str, Any], cache: dict[str, dict[str, Any] | None]) -> None:
     _join_and_derive(raw, cache, _derive_click, orphan_metric="ClickWithoutCopy")
 
 
-def _derive_click(table: str, raw: dict, copy: dict, cache: dict) -> None:
+def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: dict[str, Any]) -> None:
     copy_pk = raw["pk"]
     raw, domain_privacy = _privacy_applied(table, raw, copy, cache)
     timestamp, url = float(raw["ts"]), raw["url"]
@@ -472,17 +488,18 @@ def _derive_click(table: str, raw: dict, copy: dict, cache: dict) -> None:
     webhooks.enqueue(domain, event)
 
 
-def _cached_item(cache: dict, pk: str, sk: str) -> dict | None:
+def _cached_item(cache: dict[str, Any], pk: str, sk: str) -> dict[str, Any] | None:
     """One read per item per batch (the domain record, for its click settings)."""
     if pk not in cache:
         cache[pk] = store.get_item(settings().table_name, {"pk": pk, "sk": sk})
-    return cache[pk]
+    item: dict[str, Any] | None = cache[pk]
+    return item
 
 
 def _implied_open(
     table: str,
-    raw: dict,
-    copy: dict,
+    raw: dict[str, Any],
+    copy: dict[str, Any],
     verdict: bots.BotVerdict,
     click_id: str,
     expires_at: int,
@@ -538,7 +555,7 @@ def _implied_open(
         webhooks.enqueue(domain, event)
 
 
-def handle_accepted(item: dict, cache: dict) -> None:
+def handle_accepted(item: dict[str, Any], cache: dict[str, Any]) -> None:
     table = settings().table_name
     event = json.loads(item["payload"])
     timestamp = float(event["timestamp"])
@@ -577,10 +594,10 @@ def handle_accepted(item: dict, cache: dict) -> None:
         metrics.add_metric(name="AcceptedAfterErasure", unit="Count", value=1)
 
 
-def handle_image(image: dict, copies: dict[str, dict | None]) -> None:
+def handle_image(image: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:
     """One new item from the stream: raw opens, raw clicks and accepted events are processed, the rest
     ignored. `copies` caches what the batch has read: copy records, domains and their privacy settings."""
-    image = _plain(image)
+    image = plain_image(image)
     kind = image.get("type")
     if kind == "open":
         handle_open(image, copies)

@@ -5,6 +5,7 @@ job, URL-encoded bodies the standard library's."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import FormParserError
@@ -68,10 +69,10 @@ def parse_form(content_type: str | None, body: bytes) -> Form:
 
     form = Form()
 
-    def on_field(item) -> None:
+    def on_field(item: Any) -> None:
         form.fields.append((_text(item.field_name), _text(item.value)))
 
-    def on_file(item) -> None:
+    def on_file(item: Any) -> None:
         item.file_object.seek(0)
         form.files.append(
             UploadedFile(

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
@@ -39,7 +40,7 @@ class DomainHealth:
         """Open tracking is switched on but pixels are not being added: what the alarm is about."""
         return self.after.open_tracking and not self.after.tracking_ready
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "domain": self.after.name,
             "tracking_host": self.after.tracking_host,
@@ -61,7 +62,7 @@ class DomainHealth:
         }
 
 
-def check_all(bucket: str, *, max_workers: int = 16) -> dict:
+def check_all(bucket: str, *, max_workers: int = 16) -> dict[str, Any]:
     started = time.time()
     current, _total = domains.list_domains(limit=10**9)
     # Each domain: its certificate and custom domain advanced, its validation and tracking CNAMEs checked.

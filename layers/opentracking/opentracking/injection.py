@@ -28,6 +28,7 @@ import html as _html
 import itertools
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "DKIM_SIGNED",
@@ -493,7 +494,9 @@ def _truncated(parameter: str) -> str:
     return cut + '"' if quoted else cut
 
 
-def _parse_part(data: bytes, start: int, end: int, default_type: str, depth: int, state: dict) -> _Part:
+def _parse_part(
+    data: bytes, start: int, end: int, default_type: str, depth: int, state: dict[str, Any]
+) -> _Part:
     header_end, body_start, has_body = _header_end(data, start, end)
     info = email.message.Message()
     seen: set[bytes] = set()

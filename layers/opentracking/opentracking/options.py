@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentracking.errors import BadRequest
 
@@ -92,8 +93,8 @@ def decide_tracking(
     )
     explicit = [(name, parse_bool(name, value)) for name, value in candidates if value is not None]
     if explicit:
-        source, value = explicit[0]
-        opens = bool(value)
+        source, parsed = explicit[0]
+        opens = bool(parsed)
         reason = None if opens else REASON_MESSAGE_DISABLED
     else:
         source, opens = "domain", domain_active
@@ -139,7 +140,7 @@ def normalise_tags(raw_tags: Iterable[str]) -> list[str]:
     return tags
 
 
-def parse_json_object(name: str, value: str) -> dict:
+def parse_json_object(name: str, value: str) -> dict[str, Any]:
     try:
         parsed = json.loads(value)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
@@ -149,9 +150,11 @@ def parse_json_object(name: str, value: str) -> dict:
     return parsed
 
 
-def collect_variables(v_fields: Iterable[tuple[str, str]], variables_headers: Iterable[str]) -> dict:
+def collect_variables(
+    v_fields: Iterable[tuple[str, str]], variables_headers: Iterable[str]
+) -> dict[str, Any]:
     """User variables from v: fields and X-Mailgun-Variables headers (JSON objects); v: fields win."""
-    variables: dict = {}
+    variables: dict[str, Any] = {}
     for header in variables_headers:
         variables.update(parse_json_object("X-Mailgun-Variables", header))
     for name, value in v_fields:

@@ -17,10 +17,11 @@ import http.client
 import ipaddress
 import socket
 import ssl
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-SocketAddress = tuple[socket.AddressFamily, tuple]
+SocketAddress = tuple[socket.AddressFamily, tuple[Any, ...]]
 
 
 class RefusedTarget(Exception):

@@ -12,6 +12,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from opentracking.anonymity import anonymize_ip
 from opentracking.aws import client
@@ -33,7 +34,7 @@ PIXEL_HEADERS = {
 MAX_USER_AGENT = 1024
 
 
-def gif_response() -> dict:
+def gif_response() -> dict[str, Any]:
     """The API Gateway (payload 2.0) response for every pixel request, whatever happened."""
     return {"statusCode": 200, "headers": dict(PIXEL_HEADERS), "body": _GIF_BODY, "isBase64Encoded": True}
 
@@ -52,7 +53,7 @@ class OpenRequest:
     kind: str = "open"  # or "click"; spilled opens from before clicks existed have no kind
 
     @classmethod
-    def from_event(cls, event: dict, now: float | None = None, kind: str = "open") -> OpenRequest:
+    def from_event(cls, event: dict[str, Any], now: float | None = None, kind: str = "open") -> OpenRequest:
         now = time.time() if now is None else now
         context = event.get("requestContext") or {}
         http = context.get("http") or {}
@@ -68,7 +69,7 @@ class OpenRequest:
         )
 
 
-def item_for(request: OpenRequest, claims: OpenClaims, retention_days: int) -> dict:
+def item_for(request: OpenRequest, claims: OpenClaims, retention_days: int) -> dict[str, Any]:
     """The raw open for a verified request. The token carries the domain's privacy instructions, so an
     anonymising domain's reader address is truncated here, before the one write; `retention_days` is the
     deployment default that a token's own retention overrides."""
@@ -113,7 +114,7 @@ def open_item(
     method: str,
     expires_at: int,
     now: float | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The raw open in DynamoDB's wire format (no serializer on the hot path)."""
     now = time.time() if now is None else now
     return {
@@ -131,6 +132,6 @@ def open_item(
     }
 
 
-def record_open(table_name: str, item: dict, *, profile: str = "pixel") -> None:
+def record_open(table_name: str, item: dict[str, Any], *, profile: str = "pixel") -> None:
     """One PutItem, no reads. On the pixel, retried within its small budget (see opentracking.aws)."""
     client("dynamodb", profile).put_item(TableName=table_name, Item=item)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from opentracking import store
 from opentracking.config import settings
@@ -39,7 +40,7 @@ class PrivacySettings:
     def stats_days(self) -> int:
         return self.stats_retention_days or settings().stats_retention_days
 
-    def response(self) -> dict:
+    def response(self) -> dict[str, Any]:
         config = settings()
         return {
             "privacy": {
@@ -54,7 +55,7 @@ class PrivacySettings:
         }
 
 
-def _key(domain: str) -> dict:
+def _key(domain: str) -> dict[str, Any]:
     return {"pk": f"DOMAIN#{domain}", "sk": SETTINGS_SK}
 
 
@@ -73,12 +74,13 @@ def get(domain: str) -> PrivacySettings:
     )
 
 
-def cached(domain: str, cache: dict) -> PrivacySettings:
+def cached(domain: str, cache: dict[str, Any]) -> PrivacySettings:
     """The domain's settings, read at most once per cache (the events consumer keeps one per batch)."""
     key = f"PRIVACY#{domain}"
     if key not in cache:
         cache[key] = get(domain)
-    return cache[key]
+    settings: PrivacySettings = cache[key]
+    return settings
 
 
 def _days(name: str, value: str) -> int | None:

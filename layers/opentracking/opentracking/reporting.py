@@ -14,6 +14,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
 
 from opentracking import events, store
 from opentracking.aws import client
@@ -78,11 +79,11 @@ def _limit(value: str | None, maximum: int) -> int:
     return int(value)
 
 
-def _encode_page(state: dict) -> str:
+def _encode_page(state: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).rstrip(b"=").decode()
 
 
-def _decode_page(token: str) -> dict:
+def _decode_page(token: str) -> dict[str, Any]:
     try:
         state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
@@ -98,7 +99,7 @@ def _sort_key(timestamp: float) -> str:
 
 def query_events(
     domain: str, params: dict[str, str | None], *, base_url: str, page: str | None = None
-) -> dict:
+) -> dict[str, Any]:
     """GET /v3/{domain}/events (and its paging URLs)."""
     if page:
         state = _decode_page(page)
@@ -109,10 +110,9 @@ def query_events(
         if event is not None and event not in SUPPORTED_EVENTS:
             raise BadRequest(f"'event' must be one of {', '.join(SUPPORTED_EVENTS)}")
         begin, end = parse_time("begin", params.get("begin")), parse_time("end", params.get("end"))
-        ascending = _yes_no("ascending", params.get("ascending"))
-        if ascending is None:
-            # Mailgun: begin alone, or begin before end, reads forward; otherwise newest first.
-            ascending = begin is not None and (end is None or begin <= end)
+        asked = _yes_no("ascending", params.get("ascending"))
+        # Mailgun: begin alone, or begin before end, reads forward; otherwise newest first.
+        ascending = asked if asked is not None else begin is not None and (end is None or begin <= end)
         lo, hi = _window(begin, end, ascending=ascending)
         filters = {
             "event": event,
@@ -130,7 +130,7 @@ def query_events(
         items.reverse()
     payloads = [json.loads(item["payload"]) for item in items]
 
-    def url(state: dict | None) -> str:
+    def url(state: dict[str, Any] | None) -> str:
         return f"{base_url}/v3/{domain}/events" + (f"/{_encode_page(state)}" if state else "")
 
     first_sk = items[0]["gsi1sk"] if items else pivot
@@ -156,7 +156,7 @@ def _window(begin: float | None, end: float | None, *, ascending: bool) -> tuple
     return end, begin
 
 
-def _scan(domain: str, filters: dict, *, forward: bool, pivot: str | None) -> list[dict]:
+def _scan(domain: str, filters: dict[str, Any], *, forward: bool, pivot: str | None) -> list[dict[str, Any]]:
     lo = _sort_key(filters["lo"]) if filters.get("lo") is not None else "0"
     hi = _sort_key(filters["hi"]) + "~" if filters.get("hi") is not None else "~"
     if pivot is not None:
@@ -190,7 +190,7 @@ def _scan(domain: str, filters: dict, *, forward: bool, pivot: str | None) -> li
         request["FilterExpression"] = " AND ".join(conditions)
     if names:
         request["ExpressionAttributeNames"] = names
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     ddb = client("dynamodb")
     for _ in range(_MAX_PAGES_SCANNED):
         response = ddb.query(**request)
@@ -208,7 +208,7 @@ def _scan(domain: str, filters: dict, *, forward: bool, pivot: str | None) -> li
 # ------------------------------------------------------------------------------------------- tags
 
 
-def tag_object(item: dict) -> dict:
+def tag_object(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "tag": item["sk"],
         "description": item.get("description", ""),
@@ -217,7 +217,7 @@ def tag_object(item: dict) -> dict:
     }
 
 
-def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> dict:
+def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> dict[str, Any]:
     limit = _limit(params.get("limit"), 1000)
     items = store.query_prefix(settings().table_name, f"TAGS#{domain}", "")
     pivot = params.get("page")
@@ -236,7 +236,7 @@ def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> d
     }
 
 
-def get_tag(domain: str, tag: str) -> dict:
+def get_tag(domain: str, tag: str) -> dict[str, Any]:
     item = store.get_item(settings().table_name, {"pk": f"TAGS#{domain}", "sk": tag.lower()})
     if item is None:
         raise NotFound("Tag not found")
@@ -271,7 +271,9 @@ def _next_bucket(moment: datetime, resolution: str) -> datetime:
     return (moment.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def stats(domain: str, tag: str | None, event_names: list[str], params: dict[str, str | None]) -> dict:
+def stats(
+    domain: str, tag: str | None, event_names: list[str], params: dict[str, str | None]
+) -> dict[str, Any]:
     if not event_names:
         raise BadRequest("'event' parameter is required")
     for name in event_names:
@@ -299,7 +301,7 @@ def stats(domain: str, tag: str | None, event_names: list[str], params: dict[str
             if bucket <= hour < following:
                 for field, value in counters.items():
                     totals[field] = totals.get(field, 0) + value
-        row: dict = {"time": rfc2822(bucket.timestamp())}
+        row: dict[str, Any] = {"time": rfc2822(bucket.timestamp())}
         if "accepted" in event_names:
             accepted = totals.get("accepted_total", 0)
             row["accepted"] = {"incoming": 0, "outgoing": accepted, "total": accepted}
@@ -353,7 +355,7 @@ def _hourly_counters(domain: str, tag: str, start: datetime, end: datetime) -> d
     return hourly
 
 
-def url_aggregates(domain: str, tag: str | None) -> dict:
+def url_aggregates(domain: str, tag: str | None) -> dict[str, Any]:
     """Clicks per URL (opentracking's addition, in the shape of Mailgun's tag aggregates): each URL
     followed from the domain's (or the tag's) messages, with its total and unique clicks."""
     urls: dict[str, dict[str, int]] = {}
@@ -364,7 +366,9 @@ def url_aggregates(domain: str, tag: str | None) -> dict:
             counts = urls.setdefault(item["url"], {"clicked": 0, "unique_clicked": 0})
             counts["clicked"] += int(item.get("clicked_total", 0))
             counts["unique_clicked"] += int(item.get("clicked_unique", 0))
-    body: dict = {"urls": dict(sorted(urls.items(), key=lambda entry: (-entry[1]["clicked"], entry[0])))}
+    body: dict[str, Any] = {
+        "urls": dict(sorted(urls.items(), key=lambda entry: (-entry[1]["clicked"], entry[0])))
+    }
     if tag:
         body["tag"] = tag
     return body

@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,15 +36,15 @@ _S3_WORKERS = 16
 AWS_ERRORS = (BotoCoreError, ClientError)
 
 
-def serialize(item: dict) -> dict:
+def serialize(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _serializer.serialize(value) for key, value in item.items() if value is not None}
 
 
-def deserialize(item: dict) -> dict:
+def deserialize(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _deserializer.deserialize(value) for key, value in item.items()}
 
 
-def get_item(table: str, key: dict) -> dict | None:
+def get_item(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
     try:
         response = client("dynamodb").get_item(TableName=table, Key=serialize(key), ConsistentRead=True)
     except AWS_ERRORS as exc:
@@ -52,7 +53,7 @@ def get_item(table: str, key: dict) -> dict | None:
     return deserialize(item) if item else None
 
 
-def put_item(table: str, item: dict, *, condition: str | None = None) -> None:
+def put_item(table: str, item: dict[str, Any], *, condition: str | None = None) -> None:
     """Put one item; a failed condition raises ClientError(ConditionalCheckFailedException) for the caller."""
     kwargs = {"ConditionExpression": condition} if condition else {}
     try:
@@ -65,16 +66,16 @@ def put_item(table: str, item: dict, *, condition: str | None = None) -> None:
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
 
 
-def delete_item(table: str, key: dict) -> None:
+def delete_item(table: str, key: dict[str, Any]) -> None:
     try:
         client("dynamodb").delete_item(TableName=table, Key=serialize(key))
     except AWS_ERRORS as exc:
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
 
 
-def query_index(table: str, index: str, key_name: str, key_value: str) -> list[dict]:
+def query_index(table: str, index: str, key_name: str, key_value: str) -> list[dict[str, Any]]:
     """Every item of one index partition (paginated)."""
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     try:
         pages = (
             client("dynamodb")
@@ -94,9 +95,9 @@ def query_index(table: str, index: str, key_name: str, key_value: str) -> list[d
     return items
 
 
-def query_prefix(table: str, pk: str, sk_prefix: str, *, consistent: bool = False) -> list[dict]:
+def query_prefix(table: str, pk: str, sk_prefix: str, *, consistent: bool = False) -> list[dict[str, Any]]:
     """Every item of one partition whose sort key starts with a prefix ("" for all), paginated."""
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     condition, values = "pk = :pk", {":pk": {"S": pk}}
     if sk_prefix:
         condition += " AND begins_with(sk, :prefix)"
@@ -156,7 +157,7 @@ def put_objects(bucket: str, objects: Iterable[tuple[str, bytes]]) -> list[str]:
 class PartialWrite(Exception):
     """A multi-request write failed part-way; `written` is what had been written (to roll back)."""
 
-    def __init__(self, written: list):
+    def __init__(self, written: list[Any]):
         super().__init__(f"{len(written)} writes succeeded before the failure")
         self.written = written
 
@@ -168,14 +169,14 @@ def delete_objects(bucket: str, keys: list[str]) -> None:
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True})
 
 
-def batch_delete(table: str, keys: list[dict]) -> None:
+def batch_delete(table: str, keys: list[dict[str, Any]]) -> None:
     ddb = client("dynamodb")
     for start in range(0, len(keys), _BATCH_SIZE):
         requests = [{"DeleteRequest": {"Key": serialize(key)}} for key in keys[start : start + _BATCH_SIZE]]
         _write_batch(ddb, table, requests)
 
 
-def _write_batch(ddb, table: str, requests: list[dict]) -> None:
+def _write_batch(ddb: Any, table: str, requests: list[dict[str, Any]]) -> None:
     pending = {table: requests}
     for attempt in range(_MAX_BATCH_ROUNDS):
         response = ddb.batch_write_item(RequestItems=pending)
@@ -186,12 +187,12 @@ def _write_batch(ddb, table: str, requests: list[dict]) -> None:
     raise StorageUnavailable("DynamoDB kept throttling the write, please retry")
 
 
-def transact_put(table: str, items: list[dict]) -> list[list[dict]]:
+def transact_put(table: str, items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Write items in TransactWriteItems chunks of 100 (each chunk all-or-nothing), in order, every
     item conditional on not existing yet. Returns the chunks written; on failure the exception carries
     them in `PartialWrite.written` so the caller can roll them back."""
     ddb = client("dynamodb")
-    written: list[list[dict]] = []
+    written: list[list[dict[str, Any]]] = []
     for start in range(0, len(items), _TRANSACTION_SIZE):
         chunk = items[start : start + _TRANSACTION_SIZE]
         try:
@@ -218,7 +219,7 @@ def log_rollback_failure(what: str, exc: Exception) -> None:
     logger.error("rollback failed", extra={"what": what, "error": type(exc).__name__})
 
 
-def batch_put(table: str, items: list[dict]) -> None:
+def batch_put(table: str, items: list[dict[str, Any]]) -> None:
     """Put items in BatchWriteItem chunks of 25 (unconditional, so a retry rewrites the same items)."""
     ddb = client("dynamodb")
     try:
@@ -231,10 +232,10 @@ def batch_put(table: str, items: list[dict]) -> None:
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
 
 
-def batch_get(table: str, keys: list[dict]) -> list[dict]:
+def batch_get(table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The items that exist among `keys` (BatchGetItem in chunks of 100, unprocessed keys retried)."""
     ddb = client("dynamodb")
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     try:
         for start in range(0, len(keys), 100):
             pending = {

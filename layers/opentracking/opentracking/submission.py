@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from opentracking import (
     compose,
@@ -40,7 +41,7 @@ class Copy:
     copy_id: bytes
     recipient: str
     message: bytes
-    user_variables: dict
+    user_variables: dict[str, Any]
     s3_key: str = ""
     tracked: bool = False
     untracked_reason: str | None = None  # why this copy alone has no pixel (the recipient opted out)
@@ -61,7 +62,7 @@ class Submission:
     subject: str
     recipients: list[str]
     tags: list[str]
-    user_variables: dict
+    user_variables: dict[str, Any]
     decision: options.TrackingDecision
     testmode: bool
     copies: list[Copy] = field(default_factory=list)
@@ -185,7 +186,9 @@ def plan(form: Form, domain: domains.Domain, *, mime: bool) -> Submission:
     return submission
 
 
-def _make_copies(submission: Submission, source: object, recipient_variables: dict | None) -> list[Copy]:
+def _make_copies(
+    submission: Submission, source: object, recipient_variables: dict[str, Any] | None
+) -> list[Copy]:
     """One copy per recipient. Without recipient-variables every copy is the same message until its pixel
     goes in, so it is built once (building it per recipient would re-fold an N-address To header N times)."""
     shared: bytes | None = None
@@ -414,7 +417,7 @@ def _storage_prefix(submission_id: str, domain: str, now: datetime) -> str:
     return f"messages/{domain}/{now:%Y/%m/%d}/{submission_id}"
 
 
-def store_submission(submission: Submission, settings: Settings) -> dict:
+def store_submission(submission: Submission, settings: Settings) -> dict[str, Any]:
     """Write the copies to S3, then the copy and event records, then the message record that commits
     the submission. Any failure rolls back what was written and raises StorageUnavailable."""
     now = datetime.now(UTC)
@@ -428,7 +431,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
         copy.s3_key = f"{prefix}/{copy.copy_hex}.eml"
 
     bare_id = submission.message_id.strip("<>")
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     for copy in submission.copies:
         recipient_domain = copy.recipient.rpartition("@")[2].lower()
         common = {
@@ -536,7 +539,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict:
     return {"submission_id": submission_id, "storage_prefix": prefix}
 
 
-def _rolled_back(settings: Settings, keys: list[str], items: list[dict]) -> StorageUnavailable:
+def _rolled_back(settings: Settings, keys: list[str], items: list[dict[str, Any]]) -> StorageUnavailable:
     """Remove what a failed submission wrote; return the error for the client."""
     metrics.add_metric(name="SubmissionRolledBack", unit="Count", value=1)
     try:
@@ -552,7 +555,7 @@ def _rolled_back(settings: Settings, keys: list[str], items: list[dict]) -> Stor
     return StorageUnavailable("The message could not be stored, nothing was kept; please retry")
 
 
-def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> dict:
+def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> dict[str, Any]:
     """The whole submission; returns Mailgun's response body plus `tracking`."""
     started = time.perf_counter()
     domain = domains.get(domain_name)
@@ -593,7 +596,7 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
-    tracking = {
+    tracking: dict[str, Any] = {
         "opens": submission.opens_tracked,
         "reason": submission.reason,
         "detail": reason_text(submission.reason) if submission.reason else None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from email.utils import formatdate
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -53,7 +54,7 @@ def _addresses(form: Form) -> list[str]:
     return addresses
 
 
-def _entry(item: dict) -> dict:
+def _entry(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "address": item["address"],
         "reason": item.get("reason", ""),
@@ -61,7 +62,7 @@ def _entry(item: dict) -> dict:
     }
 
 
-def add(domain: str, form: Form) -> dict:
+def add(domain: str, form: Form) -> dict[str, Any]:
     """Suppress tracking for one or more addresses (`address`, repeatable; optional `reason`)."""
     addresses = _addresses(form)
     reason = (form.last("reason") or "").strip()
@@ -90,7 +91,7 @@ def add(domain: str, form: Form) -> dict:
     return {"message": f"{len(addresses)} addresses have been added to the tracking suppressions table"}
 
 
-def remove(domain: str, form: Form) -> dict:
+def remove(domain: str, form: Form) -> dict[str, Any]:
     """Lift the suppression of the addresses in the body; 404 when none of them was suppressed."""
     addresses = _addresses(form)
     table = settings().table_name
@@ -112,7 +113,7 @@ def suppressed_among(domain: str, recipients: list[str]) -> frozenset[str]:
     return frozenset(item["address"] for item in store.batch_get(settings().table_name, keys))
 
 
-def list_page(domain: str, params: dict[str, str | None], *, base_url: str) -> dict:
+def list_page(domain: str, params: dict[str, str | None], *, base_url: str) -> dict[str, Any]:
     """One page of the list, in digest order. The `page` cursor is the last digest seen, never an address."""
     raw_limit = params.get("limit")
     valid = raw_limit is None or (

@@ -28,6 +28,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
@@ -78,7 +79,7 @@ class KeyRing:
     _click_keys: dict[tuple[int, str], tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_secret(cls, secret: dict) -> KeyRing:
+    def from_secret(cls, secret: dict[str, Any]) -> KeyRing:
         """Build from the secret's JSON: {"active": "1", "1": "<key>", "2": "<key>"}."""
         try:
             keys = {int(kid): str(value).encode() for kid, value in secret.items() if kid != "active"}
@@ -220,7 +221,7 @@ def load_keyring(secret_name: str, *, profile: str = "default") -> KeyRing:
     return keyring
 
 
-_last_keyring: tuple[dict | None, KeyRing | None] = (None, None)
+_last_keyring: tuple[dict[str, Any] | None, KeyRing | None] = (None, None)
 
 
 def reset_cache() -> None:

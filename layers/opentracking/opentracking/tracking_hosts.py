@@ -32,13 +32,16 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from opentracking import dns_check, store
 from opentracking.aws import client
 from opentracking.observability import logger
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 MODE_ENV = "TRACKING_HOSTS"
 CUSTOM_DOMAINS, SHARED_TARGET = "CustomDomains", "SharedTarget"
@@ -101,7 +104,7 @@ class TrackingHost:
     # its deleted certificate back from ACM's one-hour idempotency window.
     request_seed: str = ""
 
-    def to_item(self) -> dict:
+    def to_item(self) -> dict[str, Any]:
         item = asdict(self)
         item["certificate_not_after"] = (
             None if self.certificate_not_after is None else str(self.certificate_not_after)
@@ -109,7 +112,7 @@ class TrackingHost:
         return item
 
     @classmethod
-    def from_item(cls, item: dict | None) -> TrackingHost:
+    def from_item(cls, item: dict[str, Any] | None) -> TrackingHost:
         if not item:
             return cls()
         known = {name: item[name] for name in cls.__dataclass_fields__ if name in item}
@@ -188,7 +191,7 @@ class TrackingHost:
             f"{tracking_host} serves HTTPS with its own certificate; tracking can be switched on." + renewal
         )
 
-    def summary(self, domain: str, tracking_host: str) -> dict:
+    def summary(self, domain: str, tracking_host: str) -> dict[str, Any]:
         """The host's state for the domain API (beside Mailgun's fields) and the health report."""
         return {
             "state": str(self.state),
@@ -201,7 +204,7 @@ class TrackingHost:
             "hosted_zone_id": self.hosted_zone_id or None,
         }
 
-    def validation_record(self) -> dict | None:
+    def validation_record(self) -> dict[str, Any] | None:
         """ACM's validation CNAME as Mailgun lists a DNS record."""
         if not self.certificate_arn:
             return None
@@ -305,16 +308,17 @@ def _delete_certificate(arn: str) -> bool:
 # --- API Gateway ---
 
 
-def _custom_domain(tracking_host: str) -> dict | None:
+def _custom_domain(tracking_host: str) -> dict[str, Any] | None:
     try:
-        return client("apigatewayv2").get_domain_name(DomainName=tracking_host)
+        domain: dict[str, Any] = client("apigatewayv2").get_domain_name(DomainName=tracking_host)
     except ClientError as exc:
         if _code(exc) == "NotFoundException":
             return None
         raise
+    return domain
 
 
-def _ensure_custom_domain(host: TrackingHost, tracking_host: str) -> dict:
+def _ensure_custom_domain(host: TrackingHost, tracking_host: str) -> dict[str, Any]:
     configuration = {
         "CertificateArn": host.certificate_arn,
         "EndpointType": "REGIONAL",
@@ -323,11 +327,12 @@ def _ensure_custom_domain(host: TrackingHost, tracking_host: str) -> dict:
     existing = _custom_domain(tracking_host)
     if existing is None:
         try:
-            return client("apigatewayv2").create_domain_name(
+            created: dict[str, Any] = client("apigatewayv2").create_domain_name(
                 DomainName=tracking_host,
                 DomainNameConfigurations=[configuration],
                 Tags={STACK_TAG: _stack_name()},
             )
+            return created
         except ClientError as exc:
             if _code(exc) not in ("ConflictException", "BadRequestException"):
                 raise
@@ -342,28 +347,38 @@ def _ensure_custom_domain(host: TrackingHost, tracking_host: str) -> dict:
     current = (existing.get("DomainNameConfigurations") or [{}])[0]
     if current.get("CertificateArn") != host.certificate_arn:
         # A replacement certificate (after a failure or expiry) takes over the existing custom domain.
-        return client("apigatewayv2").update_domain_name(
+        updated: dict[str, Any] = client("apigatewayv2").update_domain_name(
             DomainName=tracking_host, DomainNameConfigurations=[configuration]
         )
+        return updated
     return existing
 
 
 def _ensure_mapping(host: TrackingHost, tracking_host: str) -> str:
     api = client("apigatewayv2")
-    for mapping in api.get_api_mappings(DomainName=tracking_host).get("Items", []):
-        if mapping.get("ApiId") == host.api_id and not mapping.get("ApiMappingKey"):
-            return mapping["ApiMappingId"]
+    existing = _root_mapping(api, host, tracking_host)
+    if existing:
+        return existing
     try:
-        return api.create_api_mapping(DomainName=tracking_host, ApiId=host.api_id, Stage=STAGE)[
+        created: str = api.create_api_mapping(DomainName=tracking_host, ApiId=host.api_id, Stage=STAGE)[
             "ApiMappingId"
         ]
+        return created
     except ClientError as exc:
         if _code(exc) != "ConflictException":
             raise
-        for mapping in api.get_api_mappings(DomainName=tracking_host).get("Items", []):
-            if mapping.get("ApiId") == host.api_id and not mapping.get("ApiMappingKey"):
-                return mapping["ApiMappingId"]
+        existing = _root_mapping(api, host, tracking_host)  # created by a concurrent run
+        if existing:
+            return existing
         raise
+
+
+def _root_mapping(api: Any, host: TrackingHost, tracking_host: str) -> str | None:
+    """The id of the mapping of the tracking host's root path to our API, if there is one."""
+    for mapping in api.get_api_mappings(DomainName=tracking_host).get("Items", []):
+        if mapping.get("ApiId") == host.api_id and not mapping.get("ApiMappingKey"):
+            return str(mapping["ApiMappingId"])
+    return None
 
 
 # --- the state machine ---
@@ -426,7 +441,7 @@ def advance(host: TrackingHost, tracking_host: str, *, renew: bool = False) -> T
         return replace(host, detail=_error(exc))
 
 
-def with_validation_check(host: TrackingHost, resolver) -> TrackingHost:
+def with_validation_check(host: TrackingHost, resolver: dns.resolver.Resolver) -> TrackingHost:
     """ACM renews a DNS-validated certificate only while its validation record stays published."""
     if not host.validation_name or not host.validation_value:
         return host

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from functools import cache
+from typing import Any
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -89,7 +90,7 @@ class Webhook:
     created_at: float = 0.0
     updated_at: float = 0.0
 
-    def to_item(self) -> dict:
+    def to_item(self) -> dict[str, Any]:
         return {
             "pk": f"DOMAIN#{self.domain}",
             "sk": f"WEBHOOK#{self.id}",
@@ -102,7 +103,7 @@ class Webhook:
         }
 
     @classmethod
-    def from_item(cls, item: dict) -> Webhook:
+    def from_item(cls, item: dict[str, Any]) -> Webhook:
         return cls(
             domain=item["domain"],
             id=item["webhook"],
@@ -111,7 +112,7 @@ class Webhook:
             updated_at=float(item.get("updated_at") or 0),
         )
 
-    def mailgun(self) -> dict:
+    def mailgun(self) -> dict[str, Any]:
         return {"urls": list(self.urls)}
 
 
@@ -121,7 +122,7 @@ def _table() -> str:
     return settings().table_name
 
 
-def _key(domain: str, webhook_id: str) -> dict:
+def _key(domain: str, webhook_id: str) -> dict[str, Any]:
     return {"pk": f"DOMAIN#{domain}", "sk": f"WEBHOOK#{webhook_id}"}
 
 
@@ -270,7 +271,7 @@ def _queue_url() -> str:
     return url
 
 
-def enqueue(domain: str, event: dict, *, now: Callable[[], float] = time.time) -> int:
+def enqueue(domain: str, event: dict[str, Any], *, now: Callable[[], float] = time.time) -> int:
     """Queue one delivery per URL configured for the event's type; the number queued (0: none set)."""
     event_name = str(event.get("event") or "")
     if event_name not in SUPPORTED_WEBHOOKS:
@@ -322,7 +323,9 @@ def verify(key: str, timestamp: str, token: str, signature: str) -> bool:
     return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
 
 
-def signed_payload(key: str, event: dict, *, now: Callable[[], float] = time.time) -> dict:
+def signed_payload(
+    key: str, event: dict[str, Any], *, now: Callable[[], float] = time.time
+) -> dict[str, Any]:
     """The POST body: a fresh timestamp and 50-character token for every attempt, and the event."""
     timestamp, token = str(int(now())), secrets.token_hex(25)
     return {
@@ -353,7 +356,7 @@ class Delivery:
 
     url: str
     domain: str
-    event: dict
+    event: dict[str, Any]
     attempt: int = 0  # deliveries tried before this one
     first_attempt_at: float = 0.0
     next_at: float | None = None  # not before this time (a wait longer than SQS's 15-minute delay)
@@ -451,7 +454,7 @@ def post_json(url: str, body: bytes, timeout: float, *, allow_private: bool = Fa
     return outbound.post(url, body, headers, timeout, allow_private=allow_private)
 
 
-def _sent_key(delivery: Delivery) -> dict:
+def _sent_key(delivery: Delivery) -> dict[str, Any]:
     return {
         "pk": f"WEBHOOK_SENT#{delivery.event.get('id')}",
         "sk": hashlib.sha256(delivery.url.encode()).hexdigest()[:32],
@@ -477,7 +480,7 @@ def _mark_sent(delivery: Delivery, now: float) -> None:
         logger.warning("webhook delivery marker not stored", extra={"error": type(exc).__name__})
 
 
-def _log_fields(delivery: Delivery) -> dict:
+def _log_fields(delivery: Delivery) -> dict[str, Any]:
     # No addresses in logs: the domain, the event id, the receiver's host, the attempt.
     return {
         "domain": delivery.domain,
@@ -492,7 +495,7 @@ def _still_configured(delivery: Delivery) -> bool:
     if not isinstance(event_name, str):
         return False
     item = store.get_item(_table(), _key(delivery.domain, event_name))  # consistent, not the cached read
-    return bool(item) and delivery.url in (item.get("urls") or ())
+    return item is not None and delivery.url in (item.get("urls") or ())
 
 
 def _send_one(queue_url: str, body: str, delay: float) -> None:
