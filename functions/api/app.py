@@ -10,7 +10,8 @@ from opentracking import api, auth, diagnose, domains, reporting
 from opentracking.config import settings
 from opentracking.errors import BadRequest
 from opentracking.forms import Form
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger, metrics
 from opentracking.options import click_mode, parse_bool
 from opentracking.tracing import tracer
 
@@ -51,7 +52,7 @@ def create_domain() -> dict:
         # function cannot name its own API in the template: that reference would be circular.)
         api_id=app.current_event.request_context.api_id,
     )
-    metrics.add_metric(name="DomainCreated", unit="Count", value=1)
+    count(Metric.DOMAIN_CREATED)
     return domain.response("Domain DNS records have been created")
 
 
@@ -156,7 +157,7 @@ def create_key() -> dict:
         description=form.last("description"),
         expiration=form.last("expiration"),
     )
-    metrics.add_metric(name="ApiKeyCreated", unit="Count", value=1)
+    count(Metric.API_KEY_CREATED)
     return key
 
 

@@ -11,7 +11,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import clicks, pixel, tokens
 from opentracking.config import settings
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger, metrics
 from opentracking.tracing import tracer
 
 # Every record failing is reported like any partial failure: SQS retries exactly those messages.
@@ -25,24 +26,24 @@ def record_handler(record: SQSRecord) -> None:
         try:
             claims = tokens.verify_click_token(tokens.load_keyring(config.token_secret_name), request.token)
         except tokens.InvalidToken:
-            metrics.add_metric(name="InvalidClickToken", unit="Count", value=1)
+            count(Metric.INVALID_CLICK_TOKEN)
             return
         pixel.record_open(
             config.table_name,
             clicks.item_for(request, claims, config.event_retention_days),
             profile="default",
         )
-        metrics.add_metric(name="ClickRedriven", unit="Count", value=1)
+        count(Metric.CLICK_REDRIVEN)
         return
     try:
         claims = tokens.verify_token(tokens.load_keyring(config.token_secret_name), request.token)
     except tokens.InvalidToken:
-        metrics.add_metric(name="InvalidToken", unit="Count", value=1)
+        count(Metric.INVALID_TOKEN)
         return  # a forged token stays unrecorded, as on the pixel
     pixel.record_open(
         config.table_name, pixel.item_for(request, claims, config.event_retention_days), profile="default"
     )
-    metrics.add_metric(name="OpenRedriven", unit="Count", value=1)
+    count(Metric.OPEN_REDRIVEN)
 
 
 @logger.inject_lambda_context

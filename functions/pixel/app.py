@@ -5,19 +5,19 @@ path, token or headers, even when Secrets Manager or DynamoDB are down. An open 
 or written within the budget goes to the spill queue instead of being lost.
 """
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import pixel, tokens
 from opentracking.config import settings
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger, metrics
 
 
 def _record(event: dict) -> None:
     config = settings()
     request = pixel.OpenRequest.from_event(event)
     if not request.token:
-        metrics.add_metric(name="InvalidToken", unit=MetricUnit.Count, value=1)
+        count(Metric.INVALID_TOKEN)
         return
     claims = None
     try:
@@ -25,15 +25,15 @@ def _record(event: dict) -> None:
         claims = tokens.verify_token(keyring, request.token)
         pixel.record_open(config.table_name, pixel.item_for(request, claims, config.event_retention_days))
     except tokens.InvalidToken:
-        metrics.add_metric(name="InvalidToken", unit=MetricUnit.Count, value=1)
+        count(Metric.INVALID_TOKEN)
         return
     except Exception as exc:
         # Keys or table out of reach: keep the open for the redrive function.
         logger.warning("open spilled", extra={"error": type(exc).__name__})
         pixel.spill(pixel.scrubbed(request, claims))
-        metrics.add_metric(name="OpenSpilled", unit=MetricUnit.Count, value=1)
+        count(Metric.OPEN_SPILLED)
         return
-    metrics.add_metric(name="OpenRecorded", unit=MetricUnit.Count, value=1)
+    count(Metric.OPEN_RECORDED)
 
 
 @metrics.log_metrics
@@ -43,5 +43,5 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     except Exception as exc:
         # Not even the spill queue answered. The reader still gets the image; the loss is counted.
         logger.error("open lost", extra={"error": type(exc).__name__})
-        metrics.add_metric(name="OpenLost", unit=MetricUnit.Count, value=1)
+        count(Metric.OPEN_LOST)
     return pixel.gif_response()

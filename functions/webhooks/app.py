@@ -6,7 +6,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import api, webhooks
 from opentracking.forms import Form
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger, metrics
 from opentracking.tracing import tracer
 
 app = APIGatewayHttpResolver()
@@ -29,7 +30,7 @@ def list_webhooks(name: str) -> dict:
 def create_webhook(name: str) -> dict:
     form = _form()
     webhook = webhooks.create(name.lower(), form.last("id"), form.all("url"))
-    metrics.add_metric(name="WebhookCreated", unit="Count", value=1)
+    count(Metric.WEBHOOK_CREATED)
     return {"message": "Webhook has been created", "webhook": webhook.mailgun()}
 
 

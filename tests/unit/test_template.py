@@ -129,13 +129,28 @@ def test_every_route_has_a_sample_event():
 
 
 def _emitted_metric_names() -> set[str]:
+    """The metrics the code publishes: every opentracking.metric_names.Metric it names."""
     import re
+
+    from opentracking.metric_names import Metric
 
     sources = [
         *(ROOT / "layers" / "opentracking" / "opentracking").glob("*.py"),
         *(ROOT / "functions").glob("*/app.py"),
     ]
-    return {name for path in sources for name in re.findall(r'name="([A-Za-z]+)"', path.read_text())}
+    named = {name for path in sources for name in re.findall(r"\bMetric\.([A-Z_]+)\b", path.read_text())}
+    return {Metric[name].value for name in named}
+
+
+def test_every_metric_name_is_published_and_every_alarm_watches_one():
+    from opentracking.metric_names import Metric
+
+    # No name in the list that nothing publishes (a renamed metric leaves no stale entry behind)
+    assert _emitted_metric_names() == {metric.value for metric in Metric}
+    alarms = [r["Properties"] for r in R.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    ours = [alarm["MetricName"] for alarm in alarms if alarm.get("Namespace") == "OpenTracking"]
+    assert {"TrackingDomainsUnhealthy", "OpenLost", "ClickLost"} <= set(ours)
+    assert set(ours) <= _emitted_metric_names()
 
 
 def test_alarm_watches_unhealthy_domains_and_notifies_the_topic():

@@ -26,7 +26,8 @@ from botocore.exceptions import ClientError
 from opentracking import events, privacy, store, webhooks
 from opentracking.aws import client
 from opentracking.config import settings
-from opentracking.observability import metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count
 
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for TransactWriteItems
 
@@ -142,16 +143,16 @@ def _commit(table: str, chunk: _Chunk) -> bool:
         client("dynamodb").transact_write_items(TransactItems=chunk.operations(table))
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("TransactionCanceledException", "TransactionConflictException"):
-            metrics.add_metric(name="BulkOpensFallback", unit="Count", value=1)
+            count(Metric.BULK_OPENS_FALLBACK)
             return False
         raise
     human = sum(1 for _, o in chunk.opens if not o.verdict.bot)
     if human:
-        metrics.add_metric(name="OpenedEvents", unit="Count", value=human)
+        count(Metric.OPENED_EVENTS, human)
     if len(chunk.opens) - human:
-        metrics.add_metric(name="MachineOpenedEvents", unit="Count", value=len(chunk.opens) - human)
+        count(Metric.MACHINE_OPENED_EVENTS, len(chunk.opens) - human)
     if chunk.markers:
-        metrics.add_metric(name="UniqueOpens", unit="Count", value=len(chunk.markers))
+        count(Metric.UNIQUE_OPENS, len(chunk.markers))
     for _, opened in chunk.opens:
         webhooks.enqueue(opened.domain, opened.event)
     return True

@@ -16,11 +16,10 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from aws_lambda_powertools.metrics import MetricUnit
-
 from opentracking import pixel, tokens
 from opentracking.config import settings
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger
 from opentracking.tokens import ClickClaims
 
 _COMMON_HEADERS = {
@@ -103,11 +102,11 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     try:
         claims = tokens.verify_click_token(keyring, request.token)
     except tokens.InvalidToken:
-        metrics.add_metric(name="InvalidClickToken", unit=MetricUnit.Count, value=1)
+        count(Metric.INVALID_CLICK_TOKEN)
         return invalid_response()
     location = location_for(claims.url)
     if location is None:
-        metrics.add_metric(name="InvalidClickToken", unit=MetricUnit.Count, value=1)
+        count(Metric.INVALID_CLICK_TOKEN)
         return invalid_response()
     started = time.perf_counter()
     try:
@@ -120,7 +119,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         # Parked without the full address when the domain anonymises (the redrive truncates it again).
         _spill(pixel.scrubbed(request, claims.open_claims()))
     else:
-        metrics.add_metric(name="ClickRecorded", unit=MetricUnit.Count, value=1)
+        count(Metric.CLICK_RECORDED)
     return redirect_response(location)
 
 
@@ -130,6 +129,6 @@ def _spill(request: pixel.OpenRequest) -> None:
     except Exception as exc:
         # Not even the spill queue answered: the reader still gets where they were going; the loss counts.
         logger.error("click lost", extra={"error": type(exc).__name__})
-        metrics.add_metric(name="ClickLost", unit=MetricUnit.Count, value=1)
+        count(Metric.CLICK_LOST)
         return
-    metrics.add_metric(name="ClickSpilled", unit=MetricUnit.Count, value=1)
+    count(Metric.CLICK_SPILLED)

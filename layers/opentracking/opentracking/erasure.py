@@ -26,7 +26,8 @@ from opentracking.aws import client
 from opentracking.config import settings
 from opentracking.errors import BadRequest, StorageUnavailable
 from opentracking.forms import Form
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger
 
 MAX_COPIES_PER_CALL = 100
 AWS_ERRORS = (BotoCoreError, ClientError)
@@ -133,7 +134,7 @@ def erase(domain: str, form: Form) -> dict[str, Any]:
         copies += 1 if removed_items else 0
         objects += removed_objects
         items += removed_items
-    metrics.add_metric(name="RecipientCopiesErased", unit="Count", value=copies)
+    count(Metric.RECIPIENT_COPIES_ERASED, copies)
     # Counts only: the address is never logged.
     logger.info("recipient erased", extra={"copies": copies, "items": items, "complete": complete})
     return {

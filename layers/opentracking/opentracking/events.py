@@ -36,7 +36,8 @@ from opentracking import bots, client_info, privacy, store, webhooks
 from opentracking.anonymity import anonymize_ip, is_anonymized
 from opentracking.aws import client
 from opentracking.config import settings
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger
 
 SHARDS = 4
 ALL_TAGS = "_all"
@@ -179,7 +180,7 @@ def opened_event(
 
 
 def handle_open(raw: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:
-    _join_and_derive(raw, copies, _derive_open, orphan_metric="OpenWithoutCopy")
+    _join_and_derive(raw, copies, _derive_open, orphan_metric=Metric.OPEN_WITHOUT_COPY)
 
 
 def _join_and_derive(
@@ -187,7 +188,7 @@ def _join_and_derive(
     cache: dict[str, Any],
     derive: Callable[[str, dict[str, Any], dict[str, Any], dict[str, Any]], None],
     *,
-    orphan_metric: str,
+    orphan_metric: Metric,
 ) -> None:
     """Join a raw open or click with its copy record (read once per batch) and derive from it."""
     table = settings().table_name
@@ -205,11 +206,11 @@ def _join_and_derive(
         _drop_orphan(table, raw, orphan_metric)
 
 
-def _drop_orphan(table: str, raw: dict[str, Any], metric: str) -> None:
+def _drop_orphan(table: str, raw: dict[str, Any], metric: Metric) -> None:
     # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open or click
     # of an erased recipient's copy must not outlive the erasure.
     store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
-    metrics.add_metric(name=metric, unit="Count", value=1)
+    count(metric)
 
 
 def _privacy_applied(
@@ -321,11 +322,9 @@ def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: 
             _copy_exists(table, opened.copy_pk),
         ]
     ):
-        metrics.add_metric(name="UniqueOpens", unit="Count", value=1)
+        count(Metric.UNIQUE_OPENS)
     if is_new:
-        metrics.add_metric(
-            name="OpenedEvents" if not opened.verdict.bot else "MachineOpenedEvents", unit="Count", value=1
-        )
+        count(Metric.OPENED_EVENTS if not opened.verdict.bot else Metric.MACHINE_OPENED_EVENTS)
     # Webhooks after the event is stored; a replay enqueues again (receivers deduplicate on the id).
     webhooks.enqueue(domain, opened.event)
 
@@ -408,7 +407,7 @@ def _url_counter_updates(
 
 
 def handle_click(raw: dict[str, Any], cache: dict[str, dict[str, Any] | None]) -> None:
-    _join_and_derive(raw, cache, _derive_click, orphan_metric="ClickWithoutCopy")
+    _join_and_derive(raw, cache, _derive_click, orphan_metric=Metric.CLICK_WITHOUT_COPY)
 
 
 def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: dict[str, Any]) -> None:
@@ -477,14 +476,12 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
                 _transact([_put_if_absent(table, marker), *updates, _copy_exists(table, copy_pk)])
                 and marker_sk == "UNIQUE#clicked"
             ):
-                metrics.add_metric(name="UniqueClicks", unit="Count", value=1)
+                count(Metric.UNIQUE_CLICKS)
         domain_item = _cached_item(cache, f"DOMAIN#{domain}", "DOMAIN")
         if domain_item is None or domain_item.get("click_implies_open", True):
             _implied_open(table, raw, copy, verdict, event_id, expires_at, stats_days)
     if is_new:
-        metrics.add_metric(
-            name="ClickedEvents" if not verdict.bot else "MachineClickedEvents", unit="Count", value=1
-        )
+        count(Metric.CLICKED_EVENTS if not verdict.bot else Metric.MACHINE_CLICKED_EVENTS)
     webhooks.enqueue(domain, event)
 
 
@@ -551,7 +548,7 @@ def _implied_open(
             _copy_exists(table, raw["pk"]),
         ]
     ):
-        metrics.add_metric(name="DerivedOpens", unit="Count", value=1)
+        count(Metric.DERIVED_OPENS)
         webhooks.enqueue(domain, event)
 
 
@@ -591,7 +588,7 @@ def handle_accepted(item: dict[str, Any], cache: dict[str, Any]) -> None:
     except CopyErased:
         # A replay after the recipient was erased (or an erasure before the first count): the marker
         # must not come back into the erased partition.
-        metrics.add_metric(name="AcceptedAfterErasure", unit="Count", value=1)
+        count(Metric.ACCEPTED_AFTER_ERASURE)
 
 
 def handle_image(image: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:

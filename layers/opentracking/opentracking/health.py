@@ -17,7 +17,8 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from opentracking import domains, https_check, store, tracking_hosts
 from opentracking.errors import NotFound
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger, metrics
 
 REPORT_PREFIX = "health"
 
@@ -93,19 +94,15 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict[str, Any]:
         "validation_records_missing": sum(h.after.host.validation_valid == "invalid" for h in results),
         "certificates_awaiting_deletion": certificates_waiting,
     }
-    metrics.add_metric(name="DomainsChecked", unit=MetricUnit.Count, value=totals["checked"])
-    metrics.add_metric(name="DomainsCnameInvalid", unit=MetricUnit.Count, value=totals["invalid"])
-    metrics.add_metric(name="DomainsCnameUnknown", unit=MetricUnit.Count, value=totals["unknown"])
-    metrics.add_metric(name="TrackingDomainsUnhealthy", unit=MetricUnit.Count, value=totals["unhealthy"])
-    metrics.add_metric(name="CnameBroke", unit=MetricUnit.Count, value=totals["broke"])
-    metrics.add_metric(name="CnameRecovered", unit=MetricUnit.Count, value=totals["recovered"])
-    metrics.add_metric(name="DomainsHttpsBroken", unit=MetricUnit.Count, value=totals["https_broken"])
-    metrics.add_metric(
-        name="TrackingHostsNotServing", unit=MetricUnit.Count, value=totals["hosts_not_serving"]
-    )
-    metrics.add_metric(
-        name="ValidationRecordsMissing", unit=MetricUnit.Count, value=totals["validation_records_missing"]
-    )
+    count(Metric.DOMAINS_CHECKED, totals["checked"])
+    count(Metric.DOMAINS_CNAME_INVALID, totals["invalid"])
+    count(Metric.DOMAINS_CNAME_UNKNOWN, totals["unknown"])
+    count(Metric.TRACKING_DOMAINS_UNHEALTHY, totals["unhealthy"])
+    count(Metric.CNAME_BROKE, totals["broke"])
+    count(Metric.CNAME_RECOVERED, totals["recovered"])
+    count(Metric.DOMAINS_HTTPS_BROKEN, totals["https_broken"])
+    count(Metric.TRACKING_HOSTS_NOT_SERVING, totals["hosts_not_serving"])
+    count(Metric.VALIDATION_RECORDS_MISSING, totals["validation_records_missing"])
 
     finished = datetime.now(UTC)
     report = {
@@ -150,14 +147,14 @@ def _record(health: DomainHealth) -> None:
         )
     if domain.cert_days_left is not None:
         with single_metric(
-            name="TrackingCertDaysLeft",
+            name=Metric.TRACKING_CERT_DAYS_LEFT,
             unit=MetricUnit.Count,
             value=domain.cert_days_left,
             namespace=metrics.namespace,
         ) as metric:
             metric.add_dimension(name="domain", value=domain.name)
     with single_metric(
-        name="TrackingCnameValid",
+        name=Metric.TRACKING_CNAME_VALID,
         unit=MetricUnit.Count,
         value=1 if domain.cname_valid == "valid" else 0,
         namespace=metrics.namespace,

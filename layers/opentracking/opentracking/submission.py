@@ -26,7 +26,8 @@ from opentracking.config import Settings
 from opentracking.errors import BadRequest, PayloadTooLarge, StorageUnavailable
 from opentracking.forms import Form
 from opentracking.injection import REASON_TEXT, inject
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger
 
 MAX_RECIPIENTS = 1000
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # Mailgun's limit for a message with its attachments
@@ -541,7 +542,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
 
 def _rolled_back(settings: Settings, keys: list[str], items: list[dict[str, Any]]) -> StorageUnavailable:
     """Remove what a failed submission wrote; return the error for the client."""
-    metrics.add_metric(name="SubmissionRolledBack", unit="Count", value=1)
+    count(Metric.SUBMISSION_ROLLED_BACK)
     try:
         if keys:
             store.delete_objects(settings.bucket_name, keys)
@@ -575,15 +576,13 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
         )
     store_submission(submission, settings)
 
-    metrics.add_metric(name="MessagesAccepted", unit="Count", value=1)
-    metrics.add_metric(name="CopiesStored", unit="Count", value=len(submission.copies))
+    count(Metric.MESSAGES_ACCEPTED)
+    count(Metric.COPIES_STORED, len(submission.copies))
     suppressed_copies = sum(1 for copy in submission.copies if copy.untracked_reason)
     if submission.opens_tracked:
-        metrics.add_metric(
-            name="CopiesTracked", unit="Count", value=len(submission.copies) - suppressed_copies
-        )
+        count(Metric.COPIES_TRACKED, len(submission.copies) - suppressed_copies)
     if suppressed_copies:
-        metrics.add_metric(name="CopiesSuppressed", unit="Count", value=suppressed_copies)
+        count(Metric.COPIES_SUPPRESSED, suppressed_copies)
     logger.info(
         "message accepted",
         extra={

@@ -43,13 +43,13 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from opentracking import domains, outbound, store
 from opentracking.aws import client
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError, StorageUnavailable
-from opentracking.observability import logger, metrics
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger
 from opentracking.tokens import secrets_provider
 
 # Every webhook type Mailgun has; the ones this deployment produces events for can be configured.
@@ -284,7 +284,7 @@ def enqueue(domain: str, event: dict[str, Any], *, now: Callable[[], float] = ti
         Delivery(url=url, domain=domain, event=event, first_attempt_at=started).to_body() for url in urls
     ]
     _send_batch(_queue_url(), bodies)
-    metrics.add_metric(name="WebhooksQueued", unit=MetricUnit.Count, value=len(bodies))
+    count(Metric.WEBHOOKS_QUEUED, len(bodies))
     return len(bodies)
 
 
@@ -521,7 +521,7 @@ def process(
     except ValueError as exc:
         logger.error("malformed webhook delivery dead-lettered", extra={"error": str(exc)[:200]})
         _send_one(config.dead_letter_queue_url, body, 0)
-        metrics.add_metric(name="WebhookDeadLettered", unit=MetricUnit.Count, value=1)
+        count(Metric.WEBHOOK_DEAD_LETTERED)
         return Outcome.DEAD_LETTERED
 
     current = now()
@@ -537,11 +537,11 @@ def process(
         # in the meantime must not keep receiving events. The first attempt was enqueued moments ago from
         # the current configuration, so it skips this read.
         logger.info("webhook withdrawn while a retry waited: not delivered", extra=fields)
-        metrics.add_metric(name="WebhookWithdrawn", unit=MetricUnit.Count, value=1)
+        count(Metric.WEBHOOK_WITHDRAWN)
         return Outcome.WITHDRAWN
     if _already_sent(delivery):
         logger.info("webhook already delivered", extra=fields)
-        metrics.add_metric(name="WebhookDuplicate", unit=MetricUnit.Count, value=1)
+        count(Metric.WEBHOOK_DUPLICATE)
         return Outcome.DUPLICATE
 
     status: int | None = None
@@ -551,7 +551,7 @@ def process(
         error = str(status)
     except outbound.RefusedTarget:
         logger.warning("webhook target refused: not a public address", extra=fields)
-        metrics.add_metric(name="WebhookRefused", unit=MetricUnit.Count, value=1)
+        count(Metric.WEBHOOK_REFUSED)
         return Outcome.REFUSED
     except (OSError, http.client.HTTPException, ValueError) as exc:
         error = type(exc).__name__
@@ -559,11 +559,11 @@ def process(
     if status is not None and 200 <= status < 300:
         _mark_sent(delivery, current)
         logger.info("webhook delivered", extra={**fields, "status": status})
-        metrics.add_metric(name="WebhookDelivered", unit=MetricUnit.Count, value=1)
+        count(Metric.WEBHOOK_DELIVERED)
         return Outcome.DELIVERED
     if status == 406:
         logger.warning("webhook rejected by the receiver (406): not retried", extra=fields)
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        count(Metric.WEBHOOK_REJECTED)
         return Outcome.REJECTED
     return _retry_or_dead_letter(delivery, error, config, current)
 
@@ -575,12 +575,12 @@ def _retry_or_dead_letter(delivery: Delivery, error: str, config: DeliveryConfig
         retry = replace(delivery, attempt=delivery.attempt + 1, next_at=now + wait, last_error=error)
         _send_one(config.queue_url, retry.to_body(), wait)
         logger.warning("webhook delivery failed: retry scheduled", extra={**fields, "retry_in": wait})
-        metrics.add_metric(name="WebhookRetryScheduled", unit=MetricUnit.Count, value=1)
+        count(Metric.WEBHOOK_RETRY_SCHEDULED)
         return Outcome.RETRY_SCHEDULED
     dead = replace(
         delivery, attempt=delivery.attempt + 1, last_error=error, next_at=None, dead_lettered_at=now
     )
     _send_one(config.dead_letter_queue_url, dead.to_body(), 0)
     logger.error("webhook delivery gave up: dead-lettered", extra=fields)
-    metrics.add_metric(name="WebhookDeadLettered", unit=MetricUnit.Count, value=1)
+    count(Metric.WEBHOOK_DEAD_LETTERED)
     return Outcome.DEAD_LETTERED
