@@ -8,12 +8,8 @@ expected outcome below, checked for both bottom and top placement.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import importlib.util
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +23,7 @@ from opentracking.injection import (
     inject,
     inject_html,
 )
+from tests.helpers.mime import assert_preserved, expected_markup, strip_dkim, wrap_html
 
 pytestmark = pytest.mark.corpus
 
@@ -40,22 +37,6 @@ if not (CORPUS / "html").is_dir() or not (CORPUS / "mime").is_dir():
         allow_module_level=True,
     )
 
-
-def _load_unit_helpers():
-    """Load assert_preserved and friends from test_injection.py (a sibling, not a package)."""
-    name = "_opentracking_injection_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_injection.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses need the module registered while it runs
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_helpers = _load_unit_helpers()
-assert_preserved = _helpers.assert_preserved
-expected_markup = _helpers.expected_markup
-leaf, message = _helpers.leaf, _helpers.message
 
 URL = "https://pixel.test.invalid/o/CorpusToken123?m=1&r=2"
 HTML_FILES = sorted(p.name for p in (CORPUS / "html").iterdir() if p.is_file())
@@ -126,14 +107,6 @@ _WS = " \t\r\n\f"
 
 def read(sub: str, name: str) -> bytes:
     return (CORPUS / sub / name).read_bytes()
-
-
-def strip_dkim(raw: bytes) -> bytes:
-    """Cut every DKIM-Signature field (with its folded lines) out of the top-level header block."""
-    blank = re.search(rb"\r?\n\r?\n", raw)
-    end = blank.start() + (2 if raw.startswith(b"\r\n", blank.start()) else 1) if blank else len(raw)
-    header = re.sub(rb"(?im)^dkim-signature[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*", b"", raw[:end])
-    return header + raw[end:]
 
 
 def check_placement(text: str, pos: int, top: bool) -> None:
@@ -254,23 +227,12 @@ def test_corpus_html(name, top):
     check_placement(text, pos, top)
 
 
-def _wrap(raw: bytes, cte: str) -> bytes:
-    """A single-part text/html message around the template bytes, in the given encoding."""
-    if cte == "8bit":
-        return message(leaf("text/html; charset=utf-8", raw, cte="8bit", eol=b"\n"), eol=b"\n")
-    if cte == "quoted-printable":
-        body = binascii.b2a_qp(raw).replace(b"\n", b"\r\n")
-    else:
-        body = base64.encodebytes(raw).replace(b"\n", b"\r\n")
-    return message(leaf("text/html; charset=utf-8", body, cte=cte))
-
-
 @pytest.mark.parametrize("top", PLACEMENTS)
 @pytest.mark.parametrize("cte", ["8bit", "quoted-printable", "base64"])
 @pytest.mark.parametrize("name", HTML_FILES)
 def test_corpus_html_in_a_mime_message(name, cte, top):
     # GIVEN a template wrapped as a single-part text/html message
-    raw = _wrap(read("html", name), cte)
+    raw = wrap_html(read("html", name), cte)
     # WHEN injecting
     result = inject(raw, URL, top=top)
     # THEN the part is preserved and the pixel lands where inject_html puts it

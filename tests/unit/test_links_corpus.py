@@ -11,10 +11,8 @@ from __future__ import annotations
 import email
 import email.policy
 import html
-import importlib.util
 import os
 import re
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 
 from opentracking.injection import DKIM_SIGNED, SIGNED
 from opentracking.links import rewrite, rewrite_html
+from tests.helpers.mime import as_text, body_span, decoded_payload, line_endings, parse, strip_dkim, wrap_html
 
 pytestmark = pytest.mark.corpus
 
@@ -36,17 +35,6 @@ if not (CORPUS / "html").is_dir() or not (CORPUS / "mime").is_dir():
     )
 
 
-def _load_injection_helpers():
-    name = "_opentracking_injection_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_injection.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_helpers = _load_injection_helpers()
 HTML_FILES = sorted(p.name for p in (CORPUS / "html").iterdir() if p.is_file())
 MIME_FILES = sorted(p.name for p in (CORPUS / "mime").iterdir() if p.is_file())
 HOST = "track.test.invalid"
@@ -184,7 +172,7 @@ def test_corpus_message_changes_only_link_urls(name):
 @pytest.mark.parametrize("name", sorted(n for n, reason in UNTOUCHED.items() if reason == DKIM_SIGNED))
 def test_corpus_message_without_its_dkim_signature(name):
     # GIVEN a DKIM-signed corpus message with its DKIM-Signature cut out, so the walker runs on it
-    raw = _corpus_helpers().strip_dkim((CORPUS / "mime" / name).read_bytes())
+    raw = strip_dkim((CORPUS / "mime" / name).read_bytes())
     recorder = Recorder()
     # WHEN rewritten, THEN only link URLs change
     check_rewritten(raw, rewrite(raw, recorder, text=True, tracking_host=HOST), recorder)
@@ -194,7 +182,7 @@ def test_corpus_message_without_its_dkim_signature(name):
 @pytest.mark.parametrize("name", HTML_FILES)
 def test_corpus_html_in_a_mime_message(name, cte):
     # GIVEN a template as a single-part text/html message in each transfer encoding
-    raw = _corpus_helpers()._wrap((CORPUS / "html" / name).read_bytes(), cte)
+    raw = wrap_html((CORPUS / "html" / name).read_bytes(), cte)
     recorder = Recorder()
     # WHEN rewritten
     result = rewrite(raw, recorder, tracking_host=HOST)
@@ -210,19 +198,6 @@ def test_corpus_html_in_a_mime_message(name, cte):
     )
 
 
-def _corpus_helpers():
-    """strip_dkim and _wrap from the injector's corpus tier (a sibling module, not a package)."""
-    name = "_opentracking_injection_corpus_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_injection_corpus.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def check_rewritten(raw: bytes, result, recorder: Recorder) -> None:
     assert result.reason is None
     assert result.links == len(recorder.urls)
@@ -230,13 +205,13 @@ def check_rewritten(raw: bytes, result, recorder: Recorder) -> None:
         assert result.message == raw
         return
     # AND the same tree of parts, with the same headers, comes back
-    before, after = _helpers.parse(raw), _helpers.parse(result.message)
+    before, after = parse(raw), parse(result.message)
     old_leaves, new_leaves = _leaves(before), _leaves(after)
     assert [p for p, _ in old_leaves] == [p for p, _ in new_leaves]
     assert [m.items() for m in before.walk()] == [m.items() for m in after.walk()]
     # AND bytes outside the bodies of the leaves are identical (boundaries, headers, preamble, epilogue)
-    spans_before = [_helpers.body_span(raw, p) for p, _ in old_leaves]
-    spans_after = [_helpers.body_span(result.message, p) for p, _ in new_leaves]
+    spans_before = [body_span(raw, p) for p, _ in old_leaves]
+    spans_after = [body_span(result.message, p) for p, _ in new_leaves]
     outside_before, outside_after, last_b, last_a = [], [], 0, 0
     for (sb, eb), (sa, ea) in zip(spans_before, spans_after, strict=True):
         outside_before.append(raw[last_b:sb])
@@ -248,13 +223,13 @@ def check_rewritten(raw: bytes, result, recorder: Recorder) -> None:
     for ((path, old), (_, new)), (sb, eb), (sa, ea) in zip(
         zip(old_leaves, new_leaves, strict=True), spans_before, spans_after, strict=True
     ):
-        old_data, new_data = _helpers.decoded_payload(old), _helpers.decoded_payload(new)
+        old_data, new_data = decoded_payload(old), decoded_payload(new)
         if old_data == new_data:
             assert raw[sb:eb] == result.message[sa:ea], f"{path}: re-encoded without a change"
             continue
         assert old.get_content_type() in ("text/html", "text/plain"), path
         charset = old.get_content_charset()
-        old_text, new_text = _helpers.as_text(old_data, charset), _helpers.as_text(new_data, charset)
+        old_text, new_text = as_text(old_data, charset), as_text(new_data, charset)
         found = [int(n) for n in MARKER.findall(new_text)]
         urls = recorder.urls[found[0] : found[-1] + 1]
         # renumber: this part's markers start at 0 for align()
@@ -265,7 +240,7 @@ def check_rewritten(raw: bytes, result, recorder: Recorder) -> None:
         align(old_text, renumbered, urls, html_attribute=old.get_content_type() == "text/html")
         markers_seen += len(found)
         old_body, new_body = raw[sb:eb], result.message[sa:ea]
-        crlf_old, lf_old = _helpers._line_endings(old_body)
-        crlf_new, lf_new = _helpers._line_endings(new_body)
+        crlf_old, lf_old = line_endings(old_body)
+        crlf_new, lf_new = line_endings(new_body)
         assert (crlf_old == 0) == (crlf_new == 0) and (lf_old == 0) == (lf_new == 0), f"{path}: line endings"
     assert markers_seen == result.links
