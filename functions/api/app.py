@@ -6,7 +6,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import api, auth, diagnose, domains, reporting
+from opentracking import api, auth, diagnose, domain_lifecycle, domains, reporting
 from opentracking.config import settings
 from opentracking.errors import BadRequest
 from opentracking.forms import Form
@@ -84,7 +84,7 @@ def verify_domain(name: str) -> dict:
 @app.delete("/v4/domains/<name>")
 @tracer.capture_method
 def delete_domain(name: str) -> dict:
-    domains.delete(name.lower())
+    domain_lifecycle.delete(name.lower())
     return {"message": "Domain has been deleted"}
 
 

@@ -22,7 +22,7 @@ import requests
 from devstack.events import make_http_event
 from devstack.handlers import load_handler
 from devstack.process import start_stack
-from opentracking import domains, webhooks
+from opentracking import domain_lifecycle, domains, webhooks
 from opentracking.domains import Domain
 
 pytestmark = [pytest.mark.integration, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -563,9 +563,9 @@ def test_a_retry_is_withdrawn_when_the_webhook_went_away_meanwhile(
                 == 200
             )
         elif change == "delete the domain":
-            from opentracking import domains
+            from opentracking import domain_lifecycle
 
-            domains.delete(DOMAIN)
+            domain_lifecycle.delete(DOMAIN)
         else:  # dead-lettered, the webhook deleted, then the dead-letter queue redriven
             due = {**due, "dead_lettered_at": time.time()}
             assert call("DELETE", f"/v3/domains/{DOMAIN}/webhooks/opened")[0] == 200
@@ -800,7 +800,7 @@ def test_deleting_a_domain_deletes_its_webhooks(call):
     # GIVEN a domain with an opened webhook
     create_hook(call, "https://hooks.example.net/opened")
     # WHEN the domain is deleted and created again
-    domains.delete(DOMAIN)
+    domain_lifecycle.delete(DOMAIN)
     domains.put(Domain(name=DOMAIN, cname_target="t.example"))
     # THEN the old webhook is gone
     assert webhooks.list_webhooks(DOMAIN) == []

@@ -61,19 +61,19 @@ class _Chunk:
             self.counter_expiry.setdefault(counter, int(opened.timestamp) + opened.stats_days * 86400)
 
     def operations(self, table: str) -> list[dict[str, Any]]:
-        operations = [events._put_if_absent(table, opened.item) for _, opened in self.opens]
-        operations += [events._put_if_absent(table, events.unique_marker(m)) for m in self.markers.values()]
+        operations = [events.put_if_absent(table, opened.item) for _, opened in self.opens]
+        operations += [events.put_if_absent(table, events.unique_marker(m)) for m in self.markers.values()]
         for (pk, sk), fields in self.counters.items():
             key = {"pk": {"S": pk}, "sk": {"S": sk}}
             increments = {name: count for name, count in fields.items() if count}  # opened_total >= 1
             operations.append(events.counter_update(table, key, increments, self.counter_expiry[(pk, sk)]))
-        operations += [events._copy_exists(table, copy_pk) for copy_pk in sorted(self.copies)]
+        operations += [events.copy_exists(table, copy_pk) for copy_pk in sorted(self.copies)]
         return operations
 
 
 def _counter_keys(opened: events.PreparedOpen) -> list[tuple[str, str]]:
     """The (pk, sk) of each counter item the open adds to: all tags and each of its own, in its shard."""
-    shard = events._shard(opened.event_id)
+    shard = events.counter_shard(opened.event_id)
     keys = [
         events.counter_key(opened.domain, tag, shard, opened.timestamp)
         for tag in [events.ALL_TAGS, *opened.tags]

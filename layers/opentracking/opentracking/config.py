@@ -28,6 +28,11 @@ def _require(name: str) -> str:
     return value
 
 
+def table_name() -> str:
+    """The one DynamoDB table every record lives in."""
+    return settings().table_name
+
+
 @cache
 def settings() -> Settings:
     scheme = os.environ.get("TRACKING_SCHEME", "https").strip().lower() or "https"

@@ -17,7 +17,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from opentracking import dns_check, privacy, store, suppressions, tracking_hosts
+from opentracking import dns_check, store, tracking_hosts
+from opentracking.config import table_name
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -196,14 +197,8 @@ class Domain:
         )
 
 
-def _table() -> str:
-    from opentracking.config import settings
-
-    return settings().table_name
-
-
 def get(name: str) -> Domain:
-    item = store.get_item(_table(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
+    item = store.get_item(table_name(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
     if item is None:
         raise NotFound(f"Domain not found: {name}")
     return Domain.from_item(item)
@@ -267,7 +262,7 @@ def create(
 
 def _put_if(domain: Domain, condition: str, conflict: OpenTrackingError) -> Domain:
     try:
-        store.put_item(_table(), domain.to_item(), condition=condition)
+        store.put_item(table_name(), domain.to_item(), condition=condition)
     except ClientError:  # store.put_item lets only a failed condition through; the rest is StorageUnavailable
         raise conflict from None
     return domain
@@ -275,7 +270,7 @@ def _put_if(domain: Domain, condition: str, conflict: OpenTrackingError) -> Doma
 
 def put(domain: Domain) -> Domain:
     """Store a domain as it is, created or replaced (imports, tests and the local stack)."""
-    store.put_item(_table(), domain.to_item())
+    store.put_item(table_name(), domain.to_item())
     return domain
 
 
@@ -289,22 +284,8 @@ def verify(name: str) -> Domain:
     return save(check(get(name), renew=True))
 
 
-def delete(name: str) -> None:
-    """Delete a domain, its webhooks, privacy settings and suppression list (a domain created again
-    later starts clean)."""
-    from opentracking import webhooks  # webhooks reads domains: import here, not at module load
-
-    domain = get(name)
-    # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
-    tracking_hosts.release(domain.host, domain.tracking_host)
-    webhooks.delete_all(name)
-    privacy.delete(name)
-    suppressions.delete_all(name)
-    store.delete_item(_table(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
-
-
 def list_domains(*, limit: int = 100, skip: int = 0) -> tuple[list[Domain], int]:
-    items = store.query_index(_table(), "gsi1", "gsi1pk", DOMAIN_LIST_KEY)
+    items = store.query_index(table_name(), "gsi1", "gsi1pk", DOMAIN_LIST_KEY)
     domains = [Domain.from_item(item) for item in items]
     return domains[skip : skip + limit], len(domains)
 

@@ -54,7 +54,8 @@ def hour_bucket(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H")
 
 
-def _shard(event_id: str) -> int:
+def counter_shard(event_id: str) -> int:
+    """The counter shard an event adds to: spread by its id, so a hot tag's counter is SHARDS items."""
     return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:2], "big") % SHARDS
 
 
@@ -92,14 +93,15 @@ def _counter_updates(
     stats_days: int,
 ) -> list[dict[str, Any]]:
     expires = int(timestamp) + stats_days * 86400
-    shard = _shard(event_id)
+    shard = counter_shard(event_id)
     return [
         counter_update(table, counter_key(domain, tag, shard, timestamp), increments, expires)
         for tag in [ALL_TAGS, *tags]
     ]
 
 
-def _put_if_absent(table: str, item: dict[str, Any]) -> dict[str, Any]:
+def put_if_absent(table: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A transaction's Put that is cancelled if the item exists (a replayed record writes nothing twice)."""
     return {
         "Put": {
             "TableName": table,
@@ -113,7 +115,7 @@ class CopyErased(Exception):
     """The copy record went away (an erasure) between the join and the write."""
 
 
-def _copy_exists(table: str, copy_pk: str) -> dict[str, Any]:
+def copy_exists(table: str, copy_pk: str) -> dict[str, Any]:
     # Derived items are written only while their copy exists and no erasure has started on it (erasure
     # marks the copy first, then deletes), so an erasure racing the consumer never leaves an event behind.
     return {
@@ -300,7 +302,7 @@ def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: 
     machine = 1 if opened.verdict.bot else 0
     is_new = _transact(
         [
-            _put_if_absent(table, opened.item),
+            put_if_absent(table, opened.item),
             *_counter_updates(
                 table,
                 domain,
@@ -310,16 +312,16 @@ def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: 
                 {"opened_total": 1, "opened_machine_total": machine},
                 stats_days=opened.stats_days,
             ),
-            _copy_exists(table, opened.copy_pk),
+            copy_exists(table, opened.copy_pk),
         ]
     )
     if not opened.verdict.bot and _transact(
         [
-            _put_if_absent(table, unique_marker(opened)),
+            put_if_absent(table, unique_marker(opened)),
             *_counter_updates(
                 table, domain, tags, event_id, timestamp, {"opened_unique": 1}, stats_days=opened.stats_days
             ),
-            _copy_exists(table, opened.copy_pk),
+            copy_exists(table, opened.copy_pk),
         ]
     ):
         count(Metric.UNIQUE_OPENS)
@@ -387,7 +389,7 @@ def _url_counter_updates(
 ) -> list[dict[str, Any]]:
     """Per-URL click counters (per domain and tag, sharded like the hourly ones), kept while clicks come."""
     expires = int(timestamp) + stats_days * 86400
-    shard = _shard(event_id)
+    shard = counter_shard(event_id)
     return [
         {
             "Update": {
@@ -439,7 +441,7 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
     machine = 1 if verdict.bot else 0
     is_new = _transact(
         [
-            _put_if_absent(table, item),
+            put_if_absent(table, item),
             *_counter_updates(
                 table,
                 domain,
@@ -452,7 +454,7 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
             *_url_counter_updates(
                 table, domain, tags, event_id, url, timestamp, "clicked_total", stats_days=stats_days
             ),
-            _copy_exists(table, copy_pk),
+            copy_exists(table, copy_pk),
         ]
     )
     if not verdict.bot:
@@ -473,7 +475,7 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
         ):
             marker = {"pk": copy_pk, "sk": marker_sk, "event_id": event_id, "expires_at": expires_at}
             if (
-                _transact([_put_if_absent(table, marker), *updates, _copy_exists(table, copy_pk)])
+                _transact([put_if_absent(table, marker), *updates, copy_exists(table, copy_pk)])
                 and marker_sk == "UNIQUE#clicked"
             ):
                 count(Metric.UNIQUE_CLICKS)
@@ -534,7 +536,7 @@ def _implied_open(
     }
     if _transact(
         [
-            _put_if_absent(table, marker),
+            put_if_absent(table, marker),
             {"Put": {"TableName": table, "Item": store.serialize(item)}},
             *_counter_updates(
                 table,
@@ -545,7 +547,7 @@ def _implied_open(
                 {"opened_total": 1, "opened_unique": 1, "opened_derived_total": 1},
                 stats_days=stats_days,
             ),
-            _copy_exists(table, raw["pk"]),
+            copy_exists(table, raw["pk"]),
         ]
     ):
         count(Metric.DERIVED_OPENS)
@@ -577,12 +579,12 @@ def handle_accepted(item: dict[str, Any], cache: dict[str, Any]) -> None:
     try:
         _transact(
             [
-                _put_if_absent(table, marker),
+                put_if_absent(table, marker),
                 *_counter_updates(
                     table, domain, tags, event["id"], timestamp, {"accepted_total": 1}, stats_days=stats_days
                 ),
                 *tag_updates,
-                _copy_exists(table, item["pk"]),
+                copy_exists(table, item["pk"]),
             ]
         )
     except CopyErased:

@@ -41,23 +41,20 @@ from dataclasses import dataclass
 from html.entities import html5 as _HTML5_ENTITIES
 from urllib.parse import urlsplit
 
-# The MIME walker and the charset rules are the injector's on purpose: one definition of "the parts a
-# client shows" and of "which charsets can be edited as bytes".
-from opentracking.injection import (
-    _BLANK_LINE,
-    _DKIM,
-    DKIM_SIGNED,
-    ENCRYPTED,
-    SIGNED,
-    UNDECODABLE,
-    _base64_and_appended,
-    _candidates,
-    _charset_kind,
-    _is_attachment,
-    _mask_shifted,
-    _parse_part,
-    _Part,
-    _resolve_unicode,
+# The MIME walker and the charset rules are shared with the injector on purpose: one definition of "the
+# parts a client shows" and of "which charsets can be edited as bytes".
+from opentracking.injection import DKIM_SIGNED, ENCRYPTED, SIGNED, UNDECODABLE
+from opentracking.mime import (
+    BLANK_LINE,
+    DKIM_FIELD,
+    Part,
+    base64_and_appended,
+    candidates,
+    charset_kind,
+    is_attachment,
+    mask_shifted,
+    parse_part,
+    resolve_unicode,
 )
 
 __all__ = ["RewriteResult", "rewrite", "rewrite_html", "rewrite_text"]
@@ -99,7 +96,7 @@ def _trackable(url: str, skip: frozenset[str], tracking_host: str) -> bool:
 
 def list_unsubscribe_targets(message: bytes) -> frozenset[str]:
     """The URLs in the top-level List-Unsubscribe header(s): those links are the unsubscribe link."""
-    blank = _BLANK_LINE.search(message)
+    blank = BLANK_LINE.search(message)
     header = message[: blank.start() if blank else len(message)]
     targets: set[str] = set()
     for m in re.finditer(rb"^list-unsubscribe[ \t]*:((?:[^\r\n]|\r?\n[ \t])*)", header, re.I | re.M):
@@ -292,7 +289,7 @@ def _replacements(
 ) -> Edited | None:
     """The decoded body with its links replaced. With *line_limit* (7bit/8bit), a replacement that would
     push its line past 998 octets is skipped: that link stays as it was."""
-    kind, name = _charset_kind(charset)
+    kind, name = charset_kind(charset)
     if kind != "text":
         # A UTF-16/32 byte-order mark beats the label (as in the injector); other NULs mean a wrong label.
         if decoded.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
@@ -303,7 +300,7 @@ def _replacements(
             return None
     if kind == "text":
         assert name is not None
-        unicode_codec, bom = _resolve_unicode(decoded, name)
+        unicode_codec, bom = resolve_unicode(decoded, name)
         try:
             text = decoded[bom:].decode(unicode_codec)
             if text.encode(unicode_codec) != decoded[bom:]:  # only edit what round-trips
@@ -313,7 +310,7 @@ def _replacements(
             return decoded[:bom] + rewritten.encode(unicode_codec), count
         except (UnicodeError, LookupError, ValueError):
             return None
-    masked, runs = _mask_shifted(decoded) if kind == "stateful" else (decoded, [])
+    masked, runs = mask_shifted(decoded) if kind == "stateful" else (decoded, [])
     lower = masked.lower()
     spans = _find_hrefs(lower) if html else _find_text_urls(lower)
     codec = _codec_for(charset)
@@ -482,7 +479,7 @@ def _rewrite_base64(body: bytes, transform: Callable[[bytes], Edited | None]) ->
     lead_len = len(body) - len(body.lstrip(ws))
     core = body[lead_len:].rstrip(ws)
     lead, trail = body[:lead_len], body[lead_len + len(core) :]
-    core, appended = _base64_and_appended(core)  # a list footer after the padding is kept as it is
+    core, appended = base64_and_appended(core)  # a list footer after the padding is kept as it is
     compact = core.translate(None, b" \t\r\n")
     if len(compact) % 4 in (2, 3) and b"=" not in compact:
         compact += b"=" * (-len(compact) % 4)  # tolerate missing padding
@@ -507,7 +504,7 @@ def _rewrite_base64(body: bytes, transform: Callable[[bytes], Edited | None]) ->
     return lead + wrapped + appended + trail, edited[1]
 
 
-def _rewrite_part(data: bytes, part: _Part, html: bool, link_url: LinkUrl) -> Edited | None:
+def _rewrite_part(data: bytes, part: Part, html: bool, link_url: LinkUrl) -> Edited | None:
     body = data[part.body_start : part.end]
     charset = part.info.get_content_charset()
     cte = part.cte
@@ -520,9 +517,9 @@ def _rewrite_part(data: bytes, part: _Part, html: bool, link_url: LinkUrl) -> Ed
     return _replacements(body, charset, html, link_url, line_limit=True)
 
 
-def _text_parts(part: _Part, top_level: bool = False) -> list[_Part]:
+def _text_parts(part: Part, top_level: bool = False) -> list[Part]:
     """Inline text/plain parts a client shows: never attachments, attached messages or signed content."""
-    if _is_attachment(part, top_level) or part.ctype == "multipart/signed":
+    if is_attachment(part, top_level) or part.ctype == "multipart/signed":
         return []
     if part.ctype == "text/plain":
         return [part] if part.has_body else []
@@ -539,14 +536,14 @@ def rewrite(
     parts) at ``link_url(original)``. Every byte outside the rewritten URLs is kept."""
     data = bytes(message)
     state = {"encrypted": False}
-    root = _parse_part(data, 0, len(data), "text/plain", 0, state)
+    root = parse_part(data, 0, len(data), "text/plain", 0, state)
     if state["encrypted"]:
         return RewriteResult(data, 0, ENCRYPTED)
-    paths = _candidates(root, (), top_level=True)
+    paths = candidates(root, (), top_level=True)
     if root.ctype == "multipart/signed" or any(p.ctype == "multipart/signed" for path in paths for p in path):
         return RewriteResult(data, 0, SIGNED)
-    blank = _BLANK_LINE.search(data)
-    if _DKIM.search(data, 0, blank.end() if blank else len(data)):
+    blank = BLANK_LINE.search(data)
+    if DKIM_FIELD.search(data, 0, blank.end() if blank else len(data)):
         return RewriteResult(data, 0, DKIM_SIGNED)
     choose = _filtered(link_url, list_unsubscribe_targets(data), tracking_host)
     targets = [(path[-1], True) for path in paths]

@@ -38,6 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from opentracking import dns_check, store
 from opentracking.aws import client
+from opentracking.config import table_name
 from opentracking.observability import logger
 
 if TYPE_CHECKING:
@@ -489,15 +490,9 @@ def release(host: TrackingHost, tracking_host: str) -> None:
         _queue_cleanup(host.certificate_arn)
 
 
-def _table() -> str:
-    from opentracking.config import settings
-
-    return settings().table_name
-
-
 def _queue_cleanup(arn: str) -> None:
     store.put_item(
-        _table(),
+        table_name(),
         {"pk": CLEANUP_KEY, "sk": f"CERT#{arn}", "type": "cleanup", "arn": arn, "at": str(time.time())},
     )
 
@@ -505,14 +500,14 @@ def _queue_cleanup(arn: str) -> None:
 def retry_cleanups() -> int:
     """Delete certificates left behind by deleted domains; returns how many are still waiting."""
     waiting = 0
-    for item in store.query_prefix(_table(), CLEANUP_KEY, "CERT#"):
+    for item in store.query_prefix(table_name(), CLEANUP_KEY, "CERT#"):
         try:
             done = _delete_certificate(item["arn"])
         except (ClientError, BotoCoreError) as exc:
             logger.warning("certificate cleanup failed", extra={"error": _error(exc)})
             done = False
         if done:
-            store.delete_item(_table(), {"pk": CLEANUP_KEY, "sk": item["sk"]})
+            store.delete_item(table_name(), {"pk": CLEANUP_KEY, "sk": item["sk"]})
         else:
             waiting += 1
     return waiting

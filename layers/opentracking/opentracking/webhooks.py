@@ -47,6 +47,7 @@ from botocore.exceptions import ClientError
 
 from opentracking import domains, outbound, store
 from opentracking.aws import client
+from opentracking.config import table_name
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError, StorageUnavailable
 from opentracking.metric_names import Metric
 from opentracking.observability import count, logger
@@ -116,12 +117,6 @@ class Webhook:
         return {"urls": list(self.urls)}
 
 
-def _table() -> str:
-    from opentracking.config import settings
-
-    return settings().table_name
-
-
 def _key(domain: str, webhook_id: str) -> dict[str, Any]:
     return {"pk": f"DOMAIN#{domain}", "sk": f"WEBHOOK#{webhook_id}"}
 
@@ -178,14 +173,14 @@ def _is_http_url(url: str) -> bool:
 
 def list_webhooks(domain: str) -> list[Webhook]:
     domains.get(domain)
-    items = store.query_prefix(_table(), f"DOMAIN#{domain}", "WEBHOOK#")
+    items = store.query_prefix(table_name(), f"DOMAIN#{domain}", "WEBHOOK#")
     return sorted((Webhook.from_item(item) for item in items), key=lambda webhook: webhook.id)
 
 
 def get(domain: str, webhook_id: str) -> Webhook:
     domains.get(domain)
     name = (webhook_id or "").strip().lower()
-    item = store.get_item(_table(), _key(domain, name)) if name in MAILGUN_WEBHOOKS else None
+    item = store.get_item(table_name(), _key(domain, name)) if name in MAILGUN_WEBHOOKS else None
     if item is None:
         raise NotFound(f"Webhook not found: {name}")
     return Webhook.from_item(item)
@@ -208,21 +203,21 @@ def update(domain: str, webhook_id: str, urls: Iterable[str]) -> Webhook:
 
 def delete(domain: str, webhook_id: str) -> Webhook:
     webhook = get(domain, webhook_id)
-    store.delete_item(_table(), _key(domain, webhook.id))
+    store.delete_item(table_name(), _key(domain, webhook.id))
     _forget(domain)
     return webhook
 
 
 def delete_all(domain: str) -> None:
     """Remove every webhook of a domain (call it when the domain is deleted)."""
-    items = store.query_prefix(_table(), f"DOMAIN#{domain}", "WEBHOOK#")
-    store.batch_delete(_table(), [{"pk": item["pk"], "sk": item["sk"]} for item in items])
+    items = store.query_prefix(table_name(), f"DOMAIN#{domain}", "WEBHOOK#")
+    store.batch_delete(table_name(), [{"pk": item["pk"], "sk": item["sk"]} for item in items])
     _forget(domain)
 
 
 def _put(webhook: Webhook, *, condition: str, conflict: OpenTrackingError) -> None:
     try:
-        store.put_item(_table(), webhook.to_item(), condition=condition)
+        store.put_item(table_name(), webhook.to_item(), condition=condition)
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
             raise conflict from None
@@ -245,7 +240,7 @@ def targets(domain: str, event_name: str) -> tuple[str, ...]:
         cached = _targets_cache.get(key)
     if cached and cached[0] > now:
         return cached[1]
-    item = store.get_item(_table(), _key(domain, event_name))
+    item = store.get_item(table_name(), _key(domain, event_name))
     urls = tuple(item.get("urls") or ()) if item else ()
     with _targets_lock:
         _targets_cache[key] = (now + TARGETS_CACHE_SECONDS, urls)
@@ -465,7 +460,7 @@ def _already_sent(delivery: Delivery) -> bool:
     if not delivery.event.get("id"):
         return False
     try:
-        return store.get_item(_table(), _sent_key(delivery)) is not None
+        return store.get_item(table_name(), _sent_key(delivery)) is not None
     except OpenTrackingError:
         return False  # when in doubt, deliver: the id lets the receiver deduplicate
 
@@ -475,7 +470,7 @@ def _mark_sent(delivery: Delivery, now: float) -> None:
         return
     item = {**_sent_key(delivery), "type": "webhook_sent", "expires_at": int(now) + SENT_MARKER_SECONDS}
     try:
-        store.put_item(_table(), item)
+        store.put_item(table_name(), item)
     except (OpenTrackingError, ClientError) as exc:
         logger.warning("webhook delivery marker not stored", extra={"error": type(exc).__name__})
 
@@ -494,7 +489,7 @@ def _still_configured(delivery: Delivery) -> bool:
     event_name = delivery.event.get("event")
     if not isinstance(event_name, str):
         return False
-    item = store.get_item(_table(), _key(delivery.domain, event_name))  # consistent, not the cached read
+    item = store.get_item(table_name(), _key(delivery.domain, event_name))  # consistent, not the cached read
     return item is not None and delivery.url in (item.get("urls") or ())
 
 

@@ -1,0 +1,19 @@
+"""Deleting a domain and everything kept for it. A module of its own: the cascade reaches webhooks,
+privacy settings and suppressions, which themselves read domains, so `domains` cannot import them."""
+
+from __future__ import annotations
+
+from opentracking import domains, privacy, store, suppressions, tracking_hosts, webhooks
+from opentracking.config import table_name
+
+
+def delete(name: str) -> None:
+    """Delete a domain, its webhooks, privacy settings and suppression list (a domain created again
+    later starts clean)."""
+    domain = domains.get(name)
+    # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
+    tracking_hosts.release(domain.host, domain.tracking_host)
+    webhooks.delete_all(name)
+    privacy.delete(name)
+    suppressions.delete_all(name)
+    store.delete_item(table_name(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
