@@ -110,7 +110,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         return invalid_response()
     started = time.perf_counter()
     try:
-        pixel.record_open(config.table_name, item_for(request, claims, config.event_retention_days))
+        pixel.put_raw_event(config.table_name, item_for(request, claims, config.event_retention_days))
     except Exception as exc:
         logger.warning(
             "click spilled",

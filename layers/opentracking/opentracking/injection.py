@@ -30,8 +30,8 @@ from opentracking.mime import (
     BLANK_LINE,
     DKIM_FIELD,
     base64_and_appended,
+    body_charset,
     candidates,
-    charset_kind,
     mask_shifted,
     parse_part,
     resolve_unicode,
@@ -260,16 +260,10 @@ def _locate(decoded: bytes, charset: str | None, top: bool, markup: str) -> tupl
     Returns (byte offset, markup encoded like the body, ascii_compatible), or None when
     the body cannot be handled safely.
     """
-    kind, name = charset_kind(charset)
-    if kind != "text":
-        # A UTF-16/32 byte-order mark beats the label; other NULs mean the label is wrong in
-        # a way we cannot guess, and splicing ASCII there would corrupt the text.
-        if decoded.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-            kind, name = "text", "utf-32"
-        elif decoded.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            kind, name = "text", "utf-16"
-        elif b"\x00" in decoded:
-            return None
+    editable = body_charset(decoded, charset)
+    if editable is None:
+        return None
+    kind, name = editable
     if kind == "ascii":
         start = 3 if decoded.startswith(codecs.BOM_UTF8) else 0
         return _insertion_point(decoded, top, start), markup.encode("ascii"), True

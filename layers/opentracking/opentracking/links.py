@@ -49,8 +49,8 @@ from opentracking.mime import (
     DKIM_FIELD,
     Part,
     base64_and_appended,
+    body_charset,
     candidates,
-    charset_kind,
     is_attachment,
     mask_shifted,
     parse_part,
@@ -289,15 +289,10 @@ def _replacements(
 ) -> Edited | None:
     """The decoded body with its links replaced. With *line_limit* (7bit/8bit), a replacement that would
     push its line past 998 octets is skipped: that link stays as it was."""
-    kind, name = charset_kind(charset)
-    if kind != "text":
-        # A UTF-16/32 byte-order mark beats the label (as in the injector); other NULs mean a wrong label.
-        if decoded.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-            kind, name = "text", "utf-32"
-        elif decoded.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            kind, name = "text", "utf-16"
-        elif b"\x00" in decoded:
-            return None
+    editable = body_charset(decoded, charset)
+    if editable is None:
+        return None
+    kind, name = editable
     if kind == "text":
         assert name is not None
         unicode_codec, bom = resolve_unicode(decoded, name)

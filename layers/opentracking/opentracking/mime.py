@@ -67,6 +67,22 @@ def charset_kind(charset: str | None) -> tuple[str, str | None]:
     return "text", name
 
 
+def body_charset(decoded: bytes, charset: str | None) -> tuple[str, str | None] | None:
+    """How a decoded body can be edited: its label's charset_kind, except that a UTF-16/32 byte-order
+    mark beats the label. None when NULs say the label is wrong in a way we cannot guess: splicing ASCII
+    there would corrupt the text."""
+    kind, name = charset_kind(charset)
+    if kind == "text":
+        return kind, name
+    if decoded.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "text", "utf-32"
+    if decoded.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "text", "utf-16"
+    if b"\x00" in decoded:
+        return None
+    return kind, name
+
+
 # ISO-2022: ESC $ X / ESC $ ( X and ESC ( X (X not B or J) switch G0 away from ASCII, ESC ( B / ESC ( J
 # switch back; SO ... SI (ISO-2022-KR) shift to G1.  ESC $ ) C only designates G1.
 _ISO2022_SWITCH = re.compile(rb"\x1b\$\(?[@-~]|\x1b\([@-~]|\x1b\$\)[@-~]|\x0e|\x0f")

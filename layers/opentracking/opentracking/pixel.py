@@ -14,8 +14,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from opentracking import tokens
 from opentracking.anonymity import anonymize_ip
 from opentracking.aws import client
+from opentracking.config import settings
+from opentracking.metric_names import Metric
+from opentracking.observability import count, logger
 from opentracking.tokens import OpenClaims
 
 # The classic 43-byte transparent 1x1 GIF89a (white palette entry, transparency extension on index 0).
@@ -32,6 +36,40 @@ PIXEL_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 MAX_USER_AGENT = 1024
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    """The whole pixel: the GIF for every request, whatever the path, token or headers, even when Secrets
+    Manager or DynamoDB are down. An open that cannot be verified or written within the budget goes to
+    the spill queue; one that not even the spill queue takes is counted as lost. Never raises."""
+    try:
+        _record(OpenRequest.from_event(event))
+    except Exception as exc:
+        logger.error("open lost", extra={"error": type(exc).__name__})
+        count(Metric.OPEN_LOST)
+    return gif_response()
+
+
+def _record(request: OpenRequest) -> None:
+    if not request.token:
+        count(Metric.INVALID_TOKEN)
+        return
+    config = settings()
+    claims = None
+    try:
+        keyring = tokens.load_keyring(config.token_secret_name, profile="pixel")
+        claims = tokens.verify_token(keyring, request.token)
+        put_raw_event(config.table_name, item_for(request, claims, config.event_retention_days))
+    except tokens.InvalidToken:
+        count(Metric.INVALID_TOKEN)
+        return
+    except Exception as exc:
+        # Keys or table out of reach: keep the open for the redrive function.
+        logger.warning("open spilled", extra={"error": type(exc).__name__})
+        spill(scrubbed(request, claims))
+        count(Metric.OPEN_SPILLED)
+        return
+    count(Metric.OPEN_RECORDED)
 
 
 def gif_response() -> dict[str, Any]:
@@ -132,6 +170,7 @@ def open_item(
     }
 
 
-def record_open(table_name: str, item: dict[str, Any], *, profile: str = "pixel") -> None:
-    """One PutItem, no reads. On the pixel, retried within its small budget (see opentracking.aws)."""
+def put_raw_event(table_name: str, item: dict[str, Any], *, profile: str = "pixel") -> None:
+    """A raw open or click: one PutItem, no reads. On the reader's path it is retried within the pixel's
+    small budget (see opentracking.aws)."""
     client("dynamodb", profile).put_item(TableName=table_name, Item=item)
