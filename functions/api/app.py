@@ -2,26 +2,18 @@
 
 import os
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import api, auth, diagnose, domain_lifecycle, domains, reporting
 from opentracking.config import settings
 from opentracking.errors import BadRequest
-from opentracking.forms import Form
 from opentracking.metric_names import Metric
 from opentracking.observability import count, logger, metrics
-from opentracking.options import click_mode, parse_bool
+from opentracking.options import optional_bool, optional_click_mode
 from opentracking.tracing import tracer
 
-app = APIGatewayHttpResolver()
-app.use(middlewares=[api.require_api_key])
-api.register_error_handlers(app)
-
-
-def _form() -> Form:
-    return api.request_form(app.current_event)
+app = api.resolver()
 
 
 def _cname_target() -> str:
@@ -42,7 +34,7 @@ def _int_query(name: str, default: int, maximum: int) -> int:
 @app.post("/v4/domains")
 @tracer.capture_method
 def create_domain() -> dict:
-    form = _form()
+    form = api.request_form(app.current_event)
     domain = domains.create(
         form.last("name"),
         web_prefix=form.last("web_prefix"),
@@ -97,14 +89,14 @@ def get_tracking(name: str) -> dict:
 @app.put("/v3/domains/<name>/tracking/open")
 @tracer.capture_method
 def put_open_tracking(name: str) -> dict:
-    form = _form()
+    form = api.request_form(app.current_event)
     active, top = form.last("active"), form.last("place_at_the_top")
     if active is None and top is None:
         raise BadRequest("'active' or 'place_at_the_top' parameter is required")
     domain = domains.set_open_tracking(
         name.lower(),
-        active=None if active is None else bool(parse_bool("active", active)),
-        place_at_the_top=None if top is None else bool(parse_bool("place_at_the_top", top)),
+        active=optional_bool("active", active),
+        place_at_the_top=optional_bool("place_at_the_top", top),
     )
     return {
         "message": "Domain tracking settings have been updated",
@@ -115,14 +107,14 @@ def put_open_tracking(name: str) -> dict:
 @app.put("/v3/domains/<name>/tracking/click")
 @tracer.capture_method
 def put_click_tracking(name: str) -> dict:
-    form = _form()
+    form = api.request_form(app.current_event)
     active, implies_open = form.last("active"), form.last("implies_open")
     if active is None and implies_open is None:
         raise BadRequest("'active' parameter is required")
     domain = domains.set_click_tracking(
         name.lower(),
-        active=None if active is None else click_mode(parse_bool("active", active, allow_htmlonly=True)),
-        implies_open=None if implies_open is None else bool(parse_bool("implies_open", implies_open)),
+        active=optional_click_mode("active", active),
+        implies_open=optional_bool("implies_open", implies_open),
     )
     return {"message": "Domain tracking settings have been updated", "click": domain.click_setting()}
 
@@ -148,7 +140,7 @@ def list_keys() -> dict:
 @app.post("/v1/keys")
 @tracer.capture_method
 def create_key() -> dict:
-    form = _form()
+    form = api.request_form(app.current_event)
     key = auth.create_key(
         settings().table_name,
         kind=form.last("kind"),
@@ -167,12 +159,6 @@ def delete_key(key_id: str) -> dict:
     return auth.delete_key(settings().table_name, key_id)
 
 
-def _base_url() -> str:
-    """Where paging URLs point: the scheme and host the client called."""
-    headers = app.current_event.headers
-    return f"{headers.get('x-forwarded-proto', 'https')}://{headers.get('host', '')}"
-
-
 def _query() -> dict[str, str | None]:
     return dict(app.current_event.query_string_parameters or {})
 
@@ -182,13 +168,15 @@ def _query() -> dict[str, str | None]:
 @tracer.capture_method
 def list_events(domain: str, page: str | None = None) -> dict:
     name = domains.get(domain.lower()).name
-    return reporting.query_events(name, _query(), base_url=_base_url(), page=page)
+    return reporting.query_events(name, _query(), base_url=api.base_url(app.current_event), page=page)
 
 
 @app.get("/v3/<domain>/tags")
 @tracer.capture_method
 def list_tags(domain: str) -> dict:
-    return reporting.list_tags(domains.get(domain.lower()).name, _query(), base_url=_base_url())
+    return reporting.list_tags(
+        domains.get(domain.lower()).name, _query(), base_url=api.base_url(app.current_event)
+    )
 
 
 @app.get("/v3/<domain>/tags/<tag>")

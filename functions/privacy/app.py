@@ -2,32 +2,19 @@
 per-recipient erasure. Recipient addresses arrive in form bodies only, never in paths or query strings,
 so no access log, trace or paging URL carries them."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import api, domains, erasure, privacy, suppressions
-from opentracking.forms import Form
 from opentracking.observability import logger, metrics
 from opentracking.tracing import tracer
 
-app = APIGatewayHttpResolver()
-app.use(middlewares=[api.require_api_key])
-api.register_error_handlers(app)
-
-
-def _form() -> Form:
-    return api.request_form(app.current_event)
+app = api.resolver()
 
 
 def _domain(name: str) -> str:
     """The stored domain's name; 404 for an unknown one, before anything else is read or written."""
     return domains.get(name.lower()).name
-
-
-def _base_url() -> str:
-    headers = app.current_event.headers
-    return f"{headers.get('x-forwarded-proto', 'https')}://{headers.get('host', '')}"
 
 
 @app.get("/v3/domains/<name>/tracking/privacy")
@@ -40,7 +27,7 @@ def get_privacy(name: str) -> dict:
 @tracer.capture_method
 def put_privacy(name: str) -> dict:
     domain = _domain(name)
-    updated = privacy.update(domain, _form())
+    updated = privacy.update(domain, api.request_form(app.current_event))
     return {"message": "Domain privacy settings have been updated", **updated.response()}
 
 
@@ -48,25 +35,25 @@ def put_privacy(name: str) -> dict:
 @tracer.capture_method
 def list_suppressions(domain: str) -> dict:
     query = dict(app.current_event.query_string_parameters or {})
-    return suppressions.list_page(_domain(domain), query, base_url=_base_url())
+    return suppressions.list_page(_domain(domain), query, base_url=api.base_url(app.current_event))
 
 
 @app.post("/v3/<domain>/tracking-suppressions")
 @tracer.capture_method
 def add_suppressions(domain: str) -> dict:
-    return suppressions.add(_domain(domain), _form())
+    return suppressions.add(_domain(domain), api.request_form(app.current_event))
 
 
 @app.delete("/v3/<domain>/tracking-suppressions")
 @tracer.capture_method
 def delete_suppressions(domain: str) -> dict:
-    return suppressions.remove(_domain(domain), _form())
+    return suppressions.remove(_domain(domain), api.request_form(app.current_event))
 
 
 @app.post("/v3/<domain>/erasures")
 @tracer.capture_method
 def erase_recipient(domain: str) -> dict:
-    return erasure.erase(_domain(domain), _form())
+    return erasure.erase(_domain(domain), api.request_form(app.current_event))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

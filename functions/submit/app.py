@@ -1,6 +1,5 @@
 """POST /v3/{domain}/messages and /messages.mime: Mailgun-compatible submission."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -10,9 +9,7 @@ from opentracking.forms import parse_form
 from opentracking.observability import logger, metrics
 from opentracking.tracing import tracer
 
-app = APIGatewayHttpResolver()
-app.use(middlewares=[api.require_api_key])
-api.register_error_handlers(app)
+app = api.resolver()
 
 
 def _submit(*, request: dict, domain: str, content_type: str | None, body: bytes, mime: bool) -> dict:

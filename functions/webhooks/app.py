@@ -1,22 +1,14 @@
 """Mailgun domain webhooks: create, list, get, update and delete the URLs an event type is POSTed to."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from opentracking import api, webhooks
-from opentracking.forms import Form
 from opentracking.metric_names import Metric
 from opentracking.observability import count, logger, metrics
 from opentracking.tracing import tracer
 
-app = APIGatewayHttpResolver()
-app.use(middlewares=[api.require_api_key])
-api.register_error_handlers(app)
-
-
-def _form() -> Form:
-    return api.request_form(app.current_event)
+app = api.resolver()
 
 
 @app.get("/v3/domains/<name>/webhooks")
@@ -28,7 +20,7 @@ def list_webhooks(name: str) -> dict:
 @app.post("/v3/domains/<name>/webhooks")
 @tracer.capture_method
 def create_webhook(name: str) -> dict:
-    form = _form()
+    form = api.request_form(app.current_event)
     webhook = webhooks.create(name.lower(), form.last("id"), form.all("url"))
     count(Metric.WEBHOOK_CREATED)
     return {"message": "Webhook has been created", "webhook": webhook.mailgun()}
@@ -43,7 +35,7 @@ def get_webhook(name: str, webhook_id: str) -> dict:
 @app.put("/v3/domains/<name>/webhooks/<webhook_id>")
 @tracer.capture_method
 def update_webhook(name: str, webhook_id: str) -> dict:
-    webhook = webhooks.update(name.lower(), webhook_id, _form().all("url"))
+    webhook = webhooks.update(name.lower(), webhook_id, api.request_form(app.current_event).all("url"))
     return {"message": "Webhook has been updated", "webhook": webhook.mailgun()}
 
 

@@ -109,6 +109,19 @@ def raw_body(event: APIGatewayProxyEventV2) -> bytes:
     return body.encode("utf-8", "surrogateescape")
 
 
+def resolver() -> APIGatewayHttpResolver:
+    """An API function's resolver: a valid API key on every route, and Mailgun's error shape."""
+    app = APIGatewayHttpResolver()
+    app.use(middlewares=[require_api_key])
+    register_error_handlers(app)
+    return app
+
+
+def base_url(event: APIGatewayProxyEventV2) -> str:
+    """Where paging URLs point: the scheme and host the client called."""
+    return f"{event.headers.get('x-forwarded-proto', 'https')}://{event.headers.get('host', '')}"
+
+
 def request_form(event: APIGatewayProxyEventV2) -> Form:
     """The form fields of a management request (an empty form when there is no body)."""
     body = raw_body(event)

@@ -58,6 +58,16 @@ def parse_bool(name: str, value: str, *, allow_htmlonly: bool = False) -> bool |
     raise BadRequest(f"'{name}' parameter must be one of {allowed}, not {value.strip()!r}")
 
 
+def optional_bool(name: str, value: str | None) -> bool | None:
+    """A yes/no setting a request may leave out (None): a domain setting it does not change."""
+    return None if value is None else bool(parse_bool(name, value))
+
+
+def optional_click_mode(name: str, value: str | None) -> str | None:
+    """A click tracking setting a request may leave out: yes, no or htmlonly, or None."""
+    return None if value is None else click_mode(parse_bool(name, value, allow_htmlonly=True))
+
+
 @dataclass(frozen=True)
 class TrackingDecision:
     opens: bool
