@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from opentracking.mime import (
     BLANK_LINE,
     DKIM_FIELD,
-    base64_and_appended,
     body_charset,
     candidates,
+    decode_base64_body,
     mask_shifted,
     parse_part,
     resolve_unicode,
@@ -443,36 +443,26 @@ def _splice_qp(body: bytes, top: bool, charset: str | None, markup: str, eol: by
 
 def _splice_base64(body: bytes, top: bool, charset: str | None, markup: str, eol: bytes) -> bytes | None:
     # Leading and trailing whitespace (e.g. the final line ending) is kept byte for byte.
-    lead_len = len(body) - len(body.lstrip(_TRAILING_WS))
-    core = body[lead_len:].rstrip(_TRAILING_WS)
-    lead, trail = body[:lead_len], body[lead_len + len(core) :]
-    core, appended = base64_and_appended(core)
-    compact = core.translate(None, b" \t\r\n")
-    if len(compact) % 4 in (2, 3) and b"=" not in compact:
-        compact += b"=" * (-len(compact) % 4)  # tolerate missing padding
-    try:
-        decoded = binascii.a2b_base64(compact, strict_mode=True)
-    except binascii.Error:
+    body64 = decode_base64_body(body)
+    if body64 is None:
         return None
+    decoded, core = body64.decoded, body64.encoded
     found = _locate(decoded, charset, top, markup)
     if found is None:
         return None
     pos, chunk, _ = found
     encoded = binascii.b2a_base64(decoded[:pos] + chunk + decoded[pos:], newline=False)
     # Keep the original layout: same line length and line ending.
-    first_nl = core.find(b"\n")
-    if first_nl != -1:
-        line_eol = b"\r\n" if core[first_nl - 1 : first_nl] == b"\r" else b"\n"
-        width = len(core[:first_nl].rstrip(b" \t\r"))
-        if width <= 0 or width % 4:
-            width = 76
+    layout = body64.line_layout()
+    if layout is not None:
+        line_eol, width = layout
     else:
         line_eol = eol
         # One unwrapped line stays unwrapped, unless it would now pass 998 octets.
         single = len(core) > 76 and not len(core) <= _IDENTITY_LIMIT < len(encoded)
         width = len(encoded) if single else 76
     wrapped = line_eol.join([encoded[i : i + width] for i in range(0, len(encoded), width)])
-    return lead + wrapped + appended + trail
+    return body64.lead + wrapped + body64.appended + body64.trail
 
 
 _SPLICERS = {"quoted-printable": _splice_qp, "base64": _splice_base64}

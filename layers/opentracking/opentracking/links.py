@@ -48,9 +48,9 @@ from opentracking.mime import (
     BLANK_LINE,
     DKIM_FIELD,
     Part,
-    base64_and_appended,
     body_charset,
     candidates,
+    decode_base64_body,
     is_attachment,
     mask_shifted,
     parse_part,
@@ -470,33 +470,22 @@ def _rewrite_qp(body: bytes, transform: Callable[[bytes], Edited | None]) -> Edi
 
 
 def _rewrite_base64(body: bytes, transform: Callable[[bytes], Edited | None]) -> Edited | None:
-    ws = b" \t\r\n\f"
-    lead_len = len(body) - len(body.lstrip(ws))
-    core = body[lead_len:].rstrip(ws)
-    lead, trail = body[:lead_len], body[lead_len + len(core) :]
-    core, appended = base64_and_appended(core)  # a list footer after the padding is kept as it is
-    compact = core.translate(None, b" \t\r\n")
-    if len(compact) % 4 in (2, 3) and b"=" not in compact:
-        compact += b"=" * (-len(compact) % 4)  # tolerate missing padding
-    try:
-        decoded = binascii.a2b_base64(compact, strict_mode=True)
-    except binascii.Error:
+    body64 = decode_base64_body(body)  # a list footer after the padding is kept as it is
+    if body64 is None:
         return None
-    edited = transform(decoded)
+    edited = transform(body64.decoded)
     if edited is None or not edited[1]:
         return None if edited is None else (body, 0)
     encoded = binascii.b2a_base64(edited[0], newline=False)
-    first_nl = core.find(b"\n")
-    if first_nl != -1:  # keep the original line length and line ending
-        eol = b"\r\n" if core[first_nl - 1 : first_nl] == b"\r" else b"\n"
-        width = len(core[:first_nl].rstrip(b" \t\r"))
-        if width <= 0 or width % 4:
-            width = 76
+    core = body64.encoded
+    layout = body64.line_layout()  # keep the original line length and line ending
+    if layout is not None:
+        eol, width = layout
     else:  # one unwrapped line stays unwrapped, unless it would now pass 998 octets
         eol = b"\r\n" if b"\r\n" in body else b"\n"
         width = len(encoded) if len(encoded) <= _IDENTITY_LIMIT or len(core) > _IDENTITY_LIMIT else 76
     wrapped = eol.join(encoded[i : i + width] for i in range(0, len(encoded), width))
-    return lead + wrapped + appended + trail, edited[1]
+    return body64.lead + wrapped + body64.appended + body64.trail, edited[1]
 
 
 def _rewrite_part(data: bytes, part: Part, html: bool, link_url: LinkUrl) -> Edited | None:

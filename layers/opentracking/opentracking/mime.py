@@ -9,6 +9,7 @@ encodings); ``email`` only reads one part's header block at a time, bounded firs
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import email.message
 import functools
@@ -373,6 +374,43 @@ def candidates(part: Part, path: tuple[Part, ...], top_level: bool = False) -> l
 # Characters a line of base64 may hold: the alphabet, padding and blanks. A line with any other character
 # is not encoded data.
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/= \t\r]")
+
+
+@dataclass(frozen=True)
+class Base64Body:
+    """A base64 body taken apart so that it can be put back byte for byte around new content."""
+
+    lead: bytes  # whitespace before the encoded lines
+    encoded: bytes  # the encoded lines, as they were
+    appended: bytes  # text after the padding (a list footer), kept as it is
+    trail: bytes  # whitespace after
+    decoded: bytes
+
+    def line_layout(self) -> tuple[bytes, int] | None:
+        """(line ending, line width) of wrapped encoded lines; None when they are one unwrapped line."""
+        first_nl = self.encoded.find(b"\n")
+        if first_nl == -1:
+            return None
+        eol = b"\r\n" if self.encoded[first_nl - 1 : first_nl] == b"\r" else b"\n"
+        width = len(self.encoded[:first_nl].rstrip(b" \t\r"))
+        return eol, width if width > 0 and width % 4 == 0 else 76
+
+
+def decode_base64_body(body: bytes) -> Base64Body | None:
+    """The body's base64 decoded (missing padding tolerated), or None when it is not base64."""
+    whitespace = b" \t\r\n\f"
+    lead_len = len(body) - len(body.lstrip(whitespace))
+    core = body[lead_len:].rstrip(whitespace)
+    lead, trail = body[:lead_len], body[lead_len + len(core) :]
+    core, appended = base64_and_appended(core)
+    compact = core.translate(None, b" \t\r\n")
+    if len(compact) % 4 in (2, 3) and b"=" not in compact:
+        compact += b"=" * (-len(compact) % 4)
+    try:
+        decoded = binascii.a2b_base64(compact, strict_mode=True)
+    except binascii.Error:
+        return None
+    return Base64Body(lead, core, appended, trail, decoded)
 
 
 def base64_and_appended(core: bytes) -> tuple[bytes, bytes]:

@@ -125,6 +125,14 @@ def _normalise_domain(domain: str) -> bytes:
     return encoded
 
 
+def _check_claims(copy_id: bytes, retention_days: int | None) -> None:
+    """What every token carries, checked before it is sealed."""
+    if len(copy_id) != COPY_ID_BYTES:
+        raise ValueError("copy id must be 16 bytes")
+    if retention_days is not None and not 1 <= retention_days <= MAX_RETENTION_DAYS:
+        raise ValueError("retention days out of range")
+
+
 def issue_token(
     keyring: KeyRing,
     copy_id: bytes,
@@ -133,10 +141,7 @@ def issue_token(
     anonymize_ip: bool = False,
     retention_days: int | None = None,
 ) -> str:
-    if len(copy_id) != COPY_ID_BYTES:
-        raise ValueError("copy id must be 16 bytes")
-    if retention_days is not None and not 1 <= retention_days <= MAX_RETENTION_DAYS:
-        raise ValueError("retention days out of range")
+    _check_claims(copy_id, retention_days)
     kid = keyring.active_key_id
     domain_bytes = _normalise_domain(domain)
     if anonymize_ip or retention_days is not None:
@@ -305,10 +310,7 @@ def issue_click_token(
     retention_days: int | None = None,
 ) -> str:
     """Seal `url` for one copy; ValueError when the URL is too long to travel in a link."""
-    if len(copy_id) != COPY_ID_BYTES:
-        raise ValueError("copy id must be 16 bytes")
-    if retention_days is not None and not 1 <= retention_days <= MAX_RETENTION_DAYS:
-        raise ValueError("retention days out of range")
+    _check_claims(copy_id, retention_days)
     url_bytes = url.encode("utf-8")
     if not url_bytes or len(url_bytes) > MAX_CLICK_URL_BYTES:
         raise ValueError("URL is empty or too long to seal")
