@@ -265,24 +265,41 @@ def prepare_open(
     event_id = event_id_for(raw["pk"], raw["sk"])
     event = opened_event(raw, copy, verdict, event_id)
     domain, tags = copy["domain"], list(copy.get("tags") or [])
-    item = {
-        "pk": raw["pk"],
-        "sk": f"EVENT#{timestamp:017.6f}#opened#{event_id}",
+    expires_at = int(timestamp) + domain_privacy.event_days() * 86400
+    item = event_item(raw["pk"], event, copy, timestamp, event_id, bot=verdict.bot, expires_at=expires_at)
+    return PreparedOpen(
+        raw, raw["pk"], domain, tags, timestamp, verdict, event_id, event, item, domain_privacy.stats_days()
+    )
+
+
+def event_item(
+    copy_pk: str,
+    event: dict[str, Any],
+    copy: dict[str, Any],
+    timestamp: float,
+    event_id: str,
+    *,
+    bot: str,
+    expires_at: int,
+) -> dict[str, Any]:
+    """A stored event (opened, clicked) in its copy's partition, listed by the domain's events index.
+    `bot`: the machine kind ("apple", "gmail", "generic"), or "" for a person."""
+    name, domain = event["event"], copy["domain"]
+    return {
+        "pk": copy_pk,
+        "sk": f"EVENT#{timestamp:017.6f}#{name}#{event_id}",
         "type": "event",
-        "event": "opened",
+        "event": name,
         "payload": json.dumps(event),
         "gsi1pk": f"EVENTS#{domain}",
         "gsi1sk": f"{timestamp:017.6f}#{event_id}",
         "domain": domain,
         "recipient": copy["recipient"],
         "message_id": copy["message_id"],
-        "tags": tags,
-        "bot": verdict.bot,
-        "expires_at": int(timestamp) + domain_privacy.event_days() * 86400,
+        "tags": list(copy.get("tags") or []),
+        "bot": bot,
+        "expires_at": expires_at,
     }
-    return PreparedOpen(
-        raw, raw["pk"], domain, tags, timestamp, verdict, event_id, event, item, domain_privacy.stats_days()
-    )
 
 
 def unique_marker(opened: PreparedOpen) -> dict[str, Any]:
@@ -422,22 +439,8 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
     domain, tags = copy["domain"], list(copy.get("tags") or [])
     expires_at = int(timestamp) + domain_privacy.event_days() * 86400
     stats_days = domain_privacy.stats_days()
-    item = {
-        "pk": copy_pk,
-        "sk": f"EVENT#{timestamp:017.6f}#clicked#{event_id}",
-        "type": "event",
-        "event": "clicked",
-        "payload": json.dumps(event),
-        "gsi1pk": f"EVENTS#{domain}",
-        "gsi1sk": f"{timestamp:017.6f}#{event_id}",
-        "domain": domain,
-        "recipient": copy["recipient"],
-        "message_id": copy["message_id"],
-        "tags": tags,
-        "url": url,
-        "bot": verdict.bot,
-        "expires_at": expires_at,
-    }
+    item = event_item(copy_pk, event, copy, timestamp, event_id, bot=verdict.bot, expires_at=expires_at)
+    item["url"] = url
     machine = 1 if verdict.bot else 0
     is_new = _transact(
         [
