@@ -75,45 +75,34 @@ def delete_item(table: str, key: dict[str, Any]) -> None:
 
 def query_index(table: str, index: str, key_name: str, key_value: str) -> list[dict[str, Any]]:
     """Every item of one index partition (paginated)."""
-    items: list[dict[str, Any]] = []
-    try:
-        pages = (
-            client("dynamodb")
-            .get_paginator("query")
-            .paginate(
-                TableName=table,
-                IndexName=index,
-                KeyConditionExpression="#k = :v",
-                ExpressionAttributeNames={"#k": key_name},
-                ExpressionAttributeValues={":v": {"S": key_value}},
-            )
-        )
-        for page in pages:
-            items.extend(deserialize(item) for item in page["Items"])
-    except AWS_ERRORS as exc:
-        raise StorageUnavailable("The data store is unavailable, please retry") from exc
-    return items
+    return _query_all(
+        TableName=table,
+        IndexName=index,
+        KeyConditionExpression="#k = :v",
+        ExpressionAttributeNames={"#k": key_name},
+        ExpressionAttributeValues={":v": {"S": key_value}},
+    )
 
 
 def query_prefix(table: str, pk: str, sk_prefix: str, *, consistent: bool = False) -> list[dict[str, Any]]:
     """Every item of one partition whose sort key starts with a prefix ("" for all), paginated."""
-    items: list[dict[str, Any]] = []
     condition, values = "pk = :pk", {":pk": {"S": pk}}
     if sk_prefix:
         condition += " AND begins_with(sk, :prefix)"
         values[":prefix"] = {"S": sk_prefix}
+    return _query_all(
+        TableName=table,
+        KeyConditionExpression=condition,
+        ExpressionAttributeValues=values,
+        ConsistentRead=consistent,
+    )
+
+
+def _query_all(**query: Any) -> list[dict[str, Any]]:
+    """Every item a Query finds, page after page, as plain values."""
+    items: list[dict[str, Any]] = []
     try:
-        pages = (
-            client("dynamodb")
-            .get_paginator("query")
-            .paginate(
-                TableName=table,
-                KeyConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ConsistentRead=consistent,
-            )
-        )
-        for page in pages:
+        for page in client("dynamodb").get_paginator("query").paginate(**query):
             items.extend(deserialize(item) for item in page["Items"])
     except AWS_ERRORS as exc:
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
