@@ -487,10 +487,13 @@ def _failed(host: str, where: str, probe: _Probe, now: float, common: dict[str, 
     code = probe.verify_code
     message = (probe.verify_message or "verification failed").rstrip(".")
     cert = probe.certificate
+    fields = dict(
+        common
+    )  # the caller's fields, with what the certificate adds (the caller's stay as they are)
     if cert is not None:
-        common["names"] = list(cert.names)
+        fields["names"] = list(cert.names)
         if cert.not_after is not None:
-            common |= {"days_left": _days_left(cert.not_after, now), "not_after": _iso(cert.not_after)}
+            fields |= {"days_left": _days_left(cert.not_after, now), "not_after": _iso(cert.not_after)}
     expired_too = cert is not None and cert.not_after is not None and _days_left(cert.not_after, now) < 0
     covers = cert is None or _covers(cert, host)
 
@@ -534,7 +537,7 @@ def _failed(host: str, where: str, probe: _Probe, now: float, common: dict[str, 
         fix = f"install a valid certificate for {host} from a public certificate authority"
         also = ""
     detail = f"{problem}{also}; {fix}, or mail clients will refuse to load the tracking pixel from {host}."
-    return HttpsCheck(host, status, detail=_with_note(detail, probe, host), **common)
+    return HttpsCheck(host, status, detail=_with_note(detail, probe, host), **fields)
 
 
 def _with_note(detail: str, probe: _Probe, host: str) -> str:
