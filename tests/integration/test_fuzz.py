@@ -3,18 +3,15 @@ and seeded, with the corpus's smaller messages as its starting points."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from devstack.process import python_environment
 from devstack.template import ROOT
-
-CORPUS = Path(os.environ.get("OPENTRACKING_CORPUS", ROOT.parent / "shared" / "corpus"))
+from tests.helpers.corpus import CORPUS
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,8 @@ expected outcome below, checked for both bottom and top placement.
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,24 +21,17 @@ from opentracking.injection import (
     inject,
     inject_html,
 )
+from tests.helpers.corpus import CORPUS, names, require_corpus
 from tests.helpers.mime import assert_preserved, expected_markup, strip_dkim, wrap_html
 
 pytestmark = pytest.mark.corpus
 
-CORPUS = Path(
-    os.environ.get("OPENTRACKING_CORPUS") or Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
-)
-if not (CORPUS / "html").is_dir() or not (CORPUS / "mime").is_dir():
-    pytest.skip(
-        f"corpus tier skipped: no corpus with html/ and mime/ at {CORPUS} "
-        "(set OPENTRACKING_CORPUS to its location to run these tests)",
-        allow_module_level=True,
-    )
+require_corpus()
 
 
 URL = "https://pixel.test.invalid/o/CorpusToken123?m=1&r=2"
-HTML_FILES = sorted(p.name for p in (CORPUS / "html").iterdir() if p.is_file())
-MIME_FILES = sorted(p.name for p in (CORPUS / "mime").iterdir() if p.is_file())
+HTML_FILES = names("html")
+MIME_FILES = names("mime")
 
 # Messages that must come back unchanged, with the reason (each checked by reading the file).
 NOT_INJECTED = {

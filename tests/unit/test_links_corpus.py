@@ -11,32 +11,23 @@ from __future__ import annotations
 import email
 import email.policy
 import html
-import os
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
 from opentracking.injection import DKIM_SIGNED, SIGNED
 from opentracking.links import rewrite, rewrite_html
+from tests.helpers.corpus import CORPUS, names, require_corpus
 from tests.helpers.mime import as_text, body_span, decoded_payload, line_endings, parse, strip_dkim, wrap_html
 
 pytestmark = pytest.mark.corpus
 
-CORPUS = Path(
-    os.environ.get("OPENTRACKING_CORPUS") or Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
-)
-if not (CORPUS / "html").is_dir() or not (CORPUS / "mime").is_dir():
-    pytest.skip(
-        f"corpus tier skipped: no corpus with html/ and mime/ at {CORPUS} "
-        "(set OPENTRACKING_CORPUS to its location to run these tests)",
-        allow_module_level=True,
-    )
+require_corpus()
 
 
-HTML_FILES = sorted(p.name for p in (CORPUS / "html").iterdir() if p.is_file())
-MIME_FILES = sorted(p.name for p in (CORPUS / "mime").iterdir() if p.is_file())
+HTML_FILES = names("html")
+MIME_FILES = names("mime")
 HOST = "track.test.invalid"
 MARKER = re.compile(r"https://track\.test\.invalid/c/L(\d+)")
 # Messages no link of which may change, and why (checked by reading the files: signed or DKIM-signed).

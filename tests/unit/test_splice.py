@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import quopri
 from pathlib import Path
 
 import pytest
 
 from opentracking import domains, injection, links, options, privacy, splice, submission, suppressions, tokens
+from tests.helpers.corpus import CORPUS
 
 UNIT = Path(__file__).resolve().parent
-CORPUS = Path(
-    os.environ.get("OPENTRACKING_CORPUS") or Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
-)
 KEYRING = tokens.KeyRing.from_secret({"active": "1", "1": "splice-test-master-key-0123456789abcdef"})
 DOMAIN = domains.Domain(name="example.com", cname_target="t.example", tracking_ready=True)
 RECIPIENTS = [f"reader{i}@example.net" for i in range(5)]
