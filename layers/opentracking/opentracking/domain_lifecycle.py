@@ -3,7 +3,7 @@ privacy settings and suppressions, which themselves read domains, so `domains` c
 
 from __future__ import annotations
 
-from opentracking import domains, privacy, store, suppressions, tracking_hosts, webhooks
+from opentracking import domains, keys, privacy, store, suppressions, tracking_hosts, webhooks
 from opentracking.config import table_name
 
 
@@ -16,4 +16,4 @@ def delete(name: str) -> None:
     webhooks.delete_all(name)
     privacy.delete(name)
     suppressions.delete_all(name)
-    store.delete_item(table_name(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
+    store.delete_item(table_name(), keys.domain_key(name))

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from opentracking import dns_check, store, tracking_hosts
+from opentracking import dns_check, keys, store, tracking_hosts
 from opentracking.config import table_name
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError
 
@@ -80,8 +80,7 @@ class Domain:
     # --- DynamoDB ---
     def to_item(self) -> dict[str, Any]:
         return {
-            "pk": f"DOMAIN#{self.name}",
-            "sk": "DOMAIN",
+            **keys.domain_key(self.name),
             "type": "domain",
             "gsi1pk": DOMAIN_LIST_KEY,
             "gsi1sk": self.name,
@@ -198,7 +197,7 @@ class Domain:
 
 
 def get(name: str) -> Domain:
-    item = store.get_item(table_name(), {"pk": f"DOMAIN#{name}", "sk": "DOMAIN"})
+    item = store.get_item(table_name(), keys.domain_key(name))
     if item is None:
         raise NotFound(f"Domain not found: {name}")
     return Domain.from_item(item)

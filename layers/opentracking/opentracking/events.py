@@ -32,7 +32,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from opentracking import bots, client_info, privacy, store, webhooks
+from opentracking import bots, client_info, keys, privacy, store, webhooks
 from opentracking.anonymity import anonymize_ip, is_anonymized
 from opentracking.aws import client
 from opentracking.config import settings
@@ -482,7 +482,7 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
                 and marker_sk == "UNIQUE#clicked"
             ):
                 count(Metric.UNIQUE_CLICKS)
-        domain_item = _cached_item(cache, f"DOMAIN#{domain}", "DOMAIN")
+        domain_item = _cached_item(cache, keys.domain_pk(domain), keys.DOMAIN_SK)
         if domain_item is None or domain_item.get("click_implies_open", True):
             _implied_open(table, raw, copy, verdict, event_id, expires_at, stats_days)
     if is_new:

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from opentracking import tokens
+from opentracking import keys, tokens
 from opentracking.anonymity import anonymize_ip
 from opentracking.aws import client
 from opentracking.config import settings
@@ -156,7 +156,7 @@ def open_item(
     """The raw open in DynamoDB's wire format (no serializer on the hot path)."""
     now = time.time() if now is None else now
     return {
-        "pk": {"S": f"COPY#{claims.copy_id}"},
+        "pk": {"S": keys.copy_pk(claims.copy_id)},
         # The request id keeps concurrent opens apart and makes a retried write land on the same item.
         "sk": {"S": f"OPEN#{int(now * 1000):013d}#{request_id}"},
         "type": {"S": "open"},

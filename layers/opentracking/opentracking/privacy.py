@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from opentracking import store
+from opentracking import keys, store
 from opentracking.config import settings
 from opentracking.errors import BadRequest
 from opentracking.forms import Form
@@ -56,7 +56,7 @@ class PrivacySettings:
 
 
 def _key(domain: str) -> dict[str, Any]:
-    return {"pk": f"DOMAIN#{domain}", "sk": SETTINGS_SK}
+    return {"pk": keys.domain_pk(domain), "sk": SETTINGS_SK}
 
 
 def get(domain: str) -> PrivacySettings:

@@ -14,6 +14,7 @@ from opentracking import (
     compose,
     domains,
     erasure,
+    keys,
     links,
     options,
     privacy,
@@ -447,7 +448,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
         }
         items.append(
             {
-                "pk": f"COPY#{copy.copy_hex}",
+                "pk": keys.copy_pk(copy.copy_hex),
                 "sk": "COPY",
                 # the copies of one message, by recipient (diagnose, and the events API later)
                 "gsi1pk": f"COPIES#{submission.domain.name}#{bare_id}",
@@ -485,7 +486,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
         }
         items.append(
             {
-                "pk": f"COPY#{copy.copy_hex}",
+                "pk": keys.copy_pk(copy.copy_hex),
                 "sk": f"EVENT#{timestamp:017.6f}#accepted#{event_id}",
                 "type": "event",
                 "event": "accepted",
@@ -496,7 +497,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
             }
         )
     message_item = {
-        "pk": f"MSG#{submission_id}",
+        "pk": keys.message_pk(submission_id),
         "sk": "MESSAGE",
         "type": "message",
         "gsi1pk": f"MSGID#{submission.domain.name}#{bare_id}",

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
-from opentracking import domains, outbound, store
+from opentracking import domains, keys, outbound, store
 from opentracking.aws import client
 from opentracking.config import table_name
 from opentracking.errors import BadRequest, NotFound, OpenTrackingError, StorageUnavailable
@@ -93,8 +93,8 @@ class Webhook:
 
     def to_item(self) -> dict[str, Any]:
         return {
-            "pk": f"DOMAIN#{self.domain}",
-            "sk": f"WEBHOOK#{self.id}",
+            "pk": keys.domain_pk(self.domain),
+            "sk": keys.webhook_sk(self.id),
             "type": "webhook",
             "domain": self.domain,
             "webhook": self.id,
@@ -118,7 +118,7 @@ class Webhook:
 
 
 def _key(domain: str, webhook_id: str) -> dict[str, Any]:
-    return {"pk": f"DOMAIN#{domain}", "sk": f"WEBHOOK#{webhook_id}"}
+    return {"pk": keys.domain_pk(domain), "sk": keys.webhook_sk(webhook_id)}
 
 
 def normalise_id(raw: str | None) -> str:
@@ -173,7 +173,7 @@ def _is_http_url(url: str) -> bool:
 
 def list_webhooks(domain: str) -> list[Webhook]:
     domains.get(domain)
-    items = store.query_prefix(table_name(), f"DOMAIN#{domain}", "WEBHOOK#")
+    items = store.query_prefix(table_name(), keys.domain_pk(domain), keys.WEBHOOK_PREFIX)
     return sorted((Webhook.from_item(item) for item in items), key=lambda webhook: webhook.id)
 
 
@@ -210,7 +210,7 @@ def delete(domain: str, webhook_id: str) -> Webhook:
 
 def delete_all(domain: str) -> None:
     """Remove every webhook of a domain (call it when the domain is deleted)."""
-    items = store.query_prefix(table_name(), f"DOMAIN#{domain}", "WEBHOOK#")
+    items = store.query_prefix(table_name(), keys.domain_pk(domain), keys.WEBHOOK_PREFIX)
     store.batch_delete(table_name(), [{"pk": item["pk"], "sk": item["sk"]} for item in items])
     _forget(domain)
 
