@@ -95,8 +95,10 @@ def build(render: Render, length_for: Callable[[Hashable], int | None]) -> Templ
             length = length_for(key)
             lengths.append(length)
             for tokens, alphabet in zip(probes, (_LOWER, _UPPER), strict=True):
-                fits = length is not None and length > _WIDTH and len(keys) <= 26**_WIDTH
-                tokens.append(_probe(len(keys) - 1, length, _WIDTH, alphabet) if fits and length else None)
+                if length is not None and length > _WIDTH and len(keys) <= 26**_WIDTH:
+                    tokens.append(_probe(len(keys) - 1, length, _WIDTH, alphabet))
+                else:
+                    tokens.append(None)
             if lengths[-1] is not None and probes[0][-1] is None:
                 raise _Unplannable
         return probes[0][seen[key]]
