@@ -39,7 +39,7 @@ def _basic_auth() -> str:
 
 def first_events() -> dict[str, dict]:
     """The request each function answers first: an open, a one-recipient message, a domain, a check."""
-    from opentracking import tokens
+    from opentracking.tracking import tokens
 
     keyring = tokens.KeyRing.from_secret(json.loads(stubs.TOKEN_SECRET))
     domain = stubs.BENCH_DOMAIN

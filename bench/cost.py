@@ -53,7 +53,7 @@ ASSUMED_LATENCY_MS = {
     "s3.PutObject": 25.0,
     "secretsmanager.GetSecretValue": 10.0,
 }
-S3_WORKERS = 16  # opentracking.store uploads copies 16 at a time
+S3_WORKERS = 16  # opentracking.storage.store uploads copies 16 at a time
 XRAY_SAMPLED = 0.05  # Lambda's default rule: 1 request a second, then 5% (at scale, ~5%)
 PLATFORM_LOG_BYTES = 300  # START, END and REPORT lines Lambda writes for every invocation
 DAYS_PER_MONTH = 30.0
@@ -115,7 +115,7 @@ def measured_sizes() -> dict:
     """The raw open item, and the records and copies of one 50 KB submission, as sent to AWS."""
     from bench.pixel import COPY_ID
     from bench.submission import make_form, submit
-    from opentracking import pixel, tokens
+    from opentracking.tracking import pixel, tokens
 
     open_item = pixel.open_item(
         tokens.OpenClaims(copy_id=COPY_ID.hex(), domain=stubs.BENCH_DOMAIN, key_id=1),

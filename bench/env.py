@@ -52,15 +52,15 @@ def reset_library() -> None:
     modules already imported are touched: importing them here would create the Powertools singletons
     under whatever environment happens to be set."""
     resets = {
-        "opentracking.aws": "reset_clients",
-        "opentracking.tokens": "reset_cache",
-        "opentracking.api": "reset_cache",
+        "opentracking.core.aws": "reset_clients",
+        "opentracking.tracking.tokens": "reset_cache",
+        "opentracking.http.gateway": "reset_cache",
     }
     for module_name, function in resets.items():
         module = sys.modules.get(module_name)
         if module is not None:
             getattr(module, function)()
-    config = sys.modules.get("opentracking.config")
+    config = sys.modules.get("opentracking.core.config")
     if config is not None:
         config.settings.cache_clear()
 

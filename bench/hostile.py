@@ -35,8 +35,9 @@ def _mime(content_type: str, body: bytes, cte: str = "7bit") -> bytes:
 
 def _shapes() -> dict[str, Callable[[int], Callable[[], object]]]:
     """name -> make(n) -> the work for input size n (bytes, roughly)."""
-    from opentracking import compose, injection, links, options
-    from opentracking.errors import BadRequest
+    from opentracking.core.errors import BadRequest
+    from opentracking.mail import compose, injection, links
+    from opentracking.messages import options
 
     pixel = "https://email.example.com/o/token"
 

@@ -1,4 +1,4 @@
-"""Case 3: pixel injection throughput, MB/s of `opentracking.injection.inject` against two injectors
+"""Case 3: pixel injection throughput, MB/s of `opentracking.mail.injection.inject` against two injectors
 written here, over the shared corpus (`../shared/corpus` or $OPENTRACKING_CORPUS: mime/ as is, html/
 wrapped in a message) and synthetic messages of 5 KB, 50 KB, 500 KB and 5 MB:
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.env import ROOT
 from bench.report import at_least, row
 from bench.timing import median, repeated
-from opentracking.injection import inject, pixel_markup
+from opentracking.mail.injection import inject, pixel_markup
 
 URL = "https://email.example.com/o/BenchPixelToken0123456789abcdefABCDEF"
 MARKUP = pixel_markup(URL)

@@ -66,8 +66,9 @@ def make_floor(table: str, domain_key: bytes, ddb):
 
 
 def run(*, tiny: bool = False) -> dict:
-    from opentracking import aws, tokens
-    from opentracking.config import settings
+    from opentracking.core import aws
+    from opentracking.core.config import settings
+    from opentracking.tracking import tokens
 
     stack = stub_stack()
     env = function_env(stack, FUNCTION)

@@ -36,7 +36,7 @@ def _report(profiler: cProfile.Profile) -> str:
 def pixel() -> str:
     from bench.pixel import COPY_ID, pixel_event
     from devstack.handlers import load_handler
-    from opentracking import tokens
+    from opentracking.tracking import tokens
 
     stack = stub_stack()
     env = function_env(stack, "PixelFunction")
@@ -63,7 +63,7 @@ def submission(route: str, recipients: int) -> str:
 
 def injection(size_label: str = "5 MB") -> str:
     from bench.injection import SYNTHETIC_SIZES, URL, synthetic_html, wrap
-    from opentracking.injection import inject
+    from opentracking.mail.injection import inject
 
     message = wrap(synthetic_html(int(SYNTHETIC_SIZES[size_label] / 1.08)).encode())
     return _profile(lambda: inject(message, URL), 5)

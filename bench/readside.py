@@ -110,7 +110,7 @@ def moto_stack(*, tiny: bool) -> Iterator[ReadSide]:
 
 def _open_items(count: int, now: float) -> list[dict]:
     """Raw opens as the pixel writes them (DynamoDB wire format), for the bare baselines."""
-    from opentracking import pixel, tokens
+    from opentracking.tracking import pixel, tokens
 
     return [
         pixel.open_item(
@@ -142,8 +142,8 @@ def raw_open_writes(side: ReadSide) -> dict:
     import boto3
 
     from devstack.handlers import load_handler
-    from opentracking import tokens
-    from opentracking.config import settings
+    from opentracking.core.config import settings
+    from opentracking.tracking import tokens
 
     with environment(side.env), stubs.AwsStub(answer=False) as counter, captured_output():
         handler = load_handler("functions/pixel")
@@ -257,8 +257,8 @@ def _sample_copy_ids(count: int) -> list[str]:
 
 
 def _copy_item(copy_id: str, index: int, created_at: float) -> dict:
-    """A copy record as the submission stores it (opentracking.submission.store_submission)."""
-    from opentracking import store
+    """A copy record as the submission stores it (opentracking.messages.submission.store_submission)."""
+    from opentracking.storage import store
 
     recipient = f"reader{index:04d}@example.net"
     return store.serialize(
@@ -381,7 +381,7 @@ def _create_twin(ddb, stack: Stack, name: str) -> None:
 
 def _counter_totals(ddb, table: str) -> dict[str, int]:
     """The bench domain's counters, every shard and hour summed (what the stats API would add up)."""
-    from opentracking.events import ALL_TAGS, SHARDS
+    from opentracking.reporting.consumer import ALL_TAGS, SHARDS
 
     totals: dict[str, int] = {}
     for shard in range(SHARDS):
@@ -407,8 +407,8 @@ def stream_consumer_and_events_api(side: ReadSide) -> dict:
     import boto3
 
     from devstack.handlers import load_handler
-    from opentracking import pixel, tokens
-    from opentracking.config import settings
+    from opentracking.core.config import settings
+    from opentracking.tracking import pixel, tokens
 
     now = time.time()
     copy_ids = _sample_copy_ids(side.sample_copies)
@@ -595,7 +595,7 @@ def events_api(side: ReadSide, *, expected: int) -> dict:
 
     from devstack.events import make_http_event
     from devstack.handlers import load_handler
-    from opentracking.config import settings
+    from opentracking.core.config import settings
 
     limit = 100 if expected > 100 else max(1, expected // 3)  # several pages, as a client reads them
     with environment(side.function_env("ApiFunction")), captured_output():

@@ -1,4 +1,5 @@
-"""Case 4: submitting a 50 KB HTML message to 1, 100 and 1,000 recipients through `opentracking.submission`
+"""Case 4: submitting a 50 KB HTML message to 1, 100 and 1,000 recipients through
+`opentracking.messages.submission`
 (plan, track, store), with AWS answered in-process at the botocore layer: CPU per recipient (process time,
 so the S3 upload threads count) and AWS requests per recipient. Target: at most 0.3 ms CPU per additional
 recipient.
@@ -23,7 +24,7 @@ from bench.env import captured_output, environment, function_env, stub_stack
 from bench.injection import synthetic_html, wrap
 from bench.report import at_most, row
 from bench.timing import median, repeated
-from opentracking.forms import Form, UploadedFile
+from opentracking.http.forms import Form, UploadedFile
 
 FUNCTION = "SubmitFunction"
 HTML_BYTES = 50_000
@@ -58,9 +59,9 @@ def make_form(recipients: int, *, mime: bool, clicks: bool = False) -> Form:
 
 def submit(form: Form, *, mime: bool) -> dict:
     """submission.submit, then the metrics flush the handler's @metrics.log_metrics does."""
-    from opentracking import submission
-    from opentracking.config import settings
-    from opentracking.observability import metrics
+    from opentracking.core.config import settings
+    from opentracking.core.observability import metrics
+    from opentracking.messages import submission
 
     response = submission.submit(form, stubs.BENCH_DOMAIN, settings(), mime=mime)
     assert response["tracking"]["opens"], response
@@ -72,7 +73,7 @@ def submit(form: Form, *, mime: bool) -> dict:
 def phase_timer() -> Iterator[dict[str, float]]:
     """CPU seconds spent in submission.plan, track and store_submission (submit looks them up at call
     time, so wrapping the module attributes times the real calls)."""
-    from opentracking import submission
+    from opentracking.messages import submission
 
     spent = {"plan": 0.0, "track": 0.0, "store": 0.0}
     originals = {"plan": submission.plan, "track": submission.track, "store": submission.store_submission}
@@ -100,9 +101,11 @@ def phase_timer() -> Iterator[dict[str, float]]:
 
 def per_recipient_floor(*, tiny: bool) -> dict[str, float]:
     """CPU (ms) of the work this design does once per recipient, each piece on its own."""
-    from opentracking import aws, splice, store
-    from opentracking.config import settings
-    from opentracking.injection import inject
+    from opentracking.core import aws
+    from opentracking.core.config import settings
+    from opentracking.mail import splice
+    from opentracking.mail.injection import inject
+    from opentracking.storage import store
 
     message = wrap(synthetic_html(HTML_BYTES).encode())
     prefix = f"https://email.{stubs.BENCH_DOMAIN}/o/"

@@ -22,9 +22,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from opentracking import tokens
     from opentracking.injection import inject
-    from opentracking.links import rewrite
+    from opentracking.mail.links import rewrite
+    from opentracking.tracking import tokens
 
 PIXEL = "https://email.example.com/o/FUZZ"
 KEYRING = tokens.KeyRing.from_secret({"active": "1", "1": "k" * 48})

@@ -24,13 +24,16 @@ for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
 
 
 def reset_caches() -> None:
-    from opentracking import api, aws, tokens, webhooks
-    from opentracking.config import settings
+    from opentracking.core import aws
+    from opentracking.core.config import settings
+    from opentracking.http import gateway
+    from opentracking.tracking import tokens
+    from opentracking.webhooks import delivery
 
     aws.reset_clients()
     tokens.reset_cache()
-    api.reset_cache()
-    webhooks.reset_cache()
+    gateway.reset_cache()
+    delivery.reset_cache()
     settings.cache_clear()
 
 
@@ -61,10 +64,10 @@ def aws(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def tracked_domain(aws) -> str:
     """example.com with a valid tracking CNAME (as verify records it) and open tracking on."""
-    from opentracking import domains
+    from opentracking.domains import registry
 
-    domains.put(
-        domains.Domain(
+    registry.put(
+        registry.Domain(
             name="example.com",
             cname_target="t.example",
             tracking_ready=True,

@@ -5,15 +5,17 @@ import os
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import api, auth, diagnose, domain_lifecycle, domains, reporting
-from opentracking.config import settings
-from opentracking.errors import BadRequest
-from opentracking.metric_names import Metric
-from opentracking.observability import count, logger, metrics
-from opentracking.options import optional_bool, optional_click_mode
-from opentracking.tracing import tracer
+from opentracking.core.config import settings
+from opentracking.core.errors import BadRequest
+from opentracking.core.metric_names import Metric
+from opentracking.core.observability import count, logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.domains import diagnose, lifecycle, registry
+from opentracking.http import auth, gateway
+from opentracking.messages.options import optional_bool, optional_click_mode
+from opentracking.reporting import queries
 
-app = api.resolver()
+app = gateway.resolver()
 
 
 def _cname_target() -> str:
@@ -34,8 +36,8 @@ def _int_query(name: str, default: int, maximum: int) -> int:
 @app.post("/v4/domains")
 @tracer.capture_method
 def create_domain() -> dict:
-    form = api.request_form(app.current_event)
-    domain = domains.create(
+    form = gateway.request_form(app.current_event)
+    domain = registry.create(
         form.last("name"),
         web_prefix=form.last("web_prefix"),
         web_scheme=form.last("web_scheme"),
@@ -52,7 +54,7 @@ def create_domain() -> dict:
 @app.get("/v4/domains")
 @tracer.capture_method
 def list_domains() -> dict:
-    found, total = domains.list_domains(
+    found, total = registry.list_domains(
         limit=_int_query("limit", 100, 1000), skip=_int_query("skip", 0, 10**9)
     )
     return {"items": [domain.mailgun() for domain in found], "total_count": total}
@@ -62,38 +64,38 @@ def list_domains() -> dict:
 @app.get("/v4/domains/<name>")
 @tracer.capture_method
 def get_domain(name: str) -> dict:
-    return domains.get(name.lower()).response()
+    return registry.get(name.lower()).response()
 
 
 @app.put("/v3/domains/<name>/verify")
 @app.put("/v4/domains/<name>/verify")
 @tracer.capture_method
 def verify_domain(name: str) -> dict:
-    return domains.verify(name.lower()).response("Domain DNS records have been updated")
+    return registry.verify(name.lower()).response("Domain DNS records have been updated")
 
 
 @app.delete("/v3/domains/<name>")
 @app.delete("/v4/domains/<name>")
 @tracer.capture_method
 def delete_domain(name: str) -> dict:
-    domain_lifecycle.delete(name.lower())
+    lifecycle.delete(name.lower())
     return {"message": "Domain has been deleted"}
 
 
 @app.get("/v3/domains/<name>/tracking")
 @tracer.capture_method
 def get_tracking(name: str) -> dict:
-    return domains.get(name.lower()).tracking()
+    return registry.get(name.lower()).tracking()
 
 
 @app.put("/v3/domains/<name>/tracking/open")
 @tracer.capture_method
 def put_open_tracking(name: str) -> dict:
-    form = api.request_form(app.current_event)
+    form = gateway.request_form(app.current_event)
     active, top = form.last("active"), form.last("place_at_the_top")
     if active is None and top is None:
         raise BadRequest("'active' or 'place_at_the_top' parameter is required")
-    domain = domains.set_open_tracking(
+    domain = registry.set_open_tracking(
         name.lower(),
         active=optional_bool("active", active),
         place_at_the_top=optional_bool("place_at_the_top", top),
@@ -107,11 +109,11 @@ def put_open_tracking(name: str) -> dict:
 @app.put("/v3/domains/<name>/tracking/click")
 @tracer.capture_method
 def put_click_tracking(name: str) -> dict:
-    form = api.request_form(app.current_event)
+    form = gateway.request_form(app.current_event)
     active, implies_open = form.last("active"), form.last("implies_open")
     if active is None and implies_open is None:
         raise BadRequest("'active' parameter is required")
-    domain = domains.set_click_tracking(
+    domain = registry.set_click_tracking(
         name.lower(),
         active=optional_click_mode("active", active),
         implies_open=optional_bool("implies_open", implies_open),
@@ -140,7 +142,7 @@ def list_keys() -> dict:
 @app.post("/v1/keys")
 @tracer.capture_method
 def create_key() -> dict:
-    form = api.request_form(app.current_event)
+    form = gateway.request_form(app.current_event)
     key = auth.create_key(
         settings().table_name,
         kind=form.last("kind"),
@@ -167,52 +169,52 @@ def _query() -> dict[str, str | None]:
 @app.get("/v3/<domain>/events/<page>")
 @tracer.capture_method
 def list_events(domain: str, page: str | None = None) -> dict:
-    name = domains.get(domain.lower()).name
-    return reporting.query_events(name, _query(), base_url=api.base_url(app.current_event), page=page)
+    name = registry.get(domain.lower()).name
+    return queries.query_events(name, _query(), base_url=gateway.base_url(app.current_event), page=page)
 
 
 @app.get("/v3/<domain>/tags")
 @tracer.capture_method
 def list_tags(domain: str) -> dict:
-    return reporting.list_tags(
-        domains.get(domain.lower()).name, _query(), base_url=api.base_url(app.current_event)
+    return queries.list_tags(
+        registry.get(domain.lower()).name, _query(), base_url=gateway.base_url(app.current_event)
     )
 
 
 @app.get("/v3/<domain>/tags/<tag>")
 @tracer.capture_method
 def get_tag(domain: str, tag: str) -> dict:
-    return reporting.get_tag(domains.get(domain.lower()).name, tag)
+    return queries.get_tag(registry.get(domain.lower()).name, tag)
 
 
 @app.get("/v3/<domain>/tags/<tag>/stats")
 @tracer.capture_method
 def tag_stats(domain: str, tag: str) -> dict:
-    name = domains.get(domain.lower()).name
-    reporting.get_tag(name, tag)
+    name = registry.get(domain.lower()).name
+    queries.get_tag(name, tag)
     query = _query()
-    return reporting.stats(name, tag.lower(), _events_param(query), query)
+    return queries.stats(name, tag.lower(), _events_param(query), query)
 
 
 @app.get("/v3/<domain>/tags/<tag>/stats/aggregates/urls")
 @tracer.capture_method
 def tag_url_aggregates(domain: str, tag: str) -> dict:
-    name = domains.get(domain.lower()).name
-    reporting.get_tag(name, tag)
-    return reporting.url_aggregates(name, tag.lower())
+    name = registry.get(domain.lower()).name
+    queries.get_tag(name, tag)
+    return queries.url_aggregates(name, tag.lower())
 
 
 @app.get("/v3/<domain>/stats/aggregates/urls")
 @tracer.capture_method
 def url_aggregates(domain: str) -> dict:
-    return reporting.url_aggregates(domains.get(domain.lower()).name, None)
+    return queries.url_aggregates(registry.get(domain.lower()).name, None)
 
 
 @app.get("/v3/<domain>/stats/total")
 @tracer.capture_method
 def total_stats(domain: str) -> dict:
     query = _query()
-    return reporting.stats(domains.get(domain.lower()).name, None, _events_param(query), query)
+    return queries.stats(registry.get(domain.lower()).name, None, _events_param(query), query)
 
 
 def _events_param(query: dict[str, str | None]) -> list[str]:

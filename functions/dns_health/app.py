@@ -2,10 +2,10 @@
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import health
-from opentracking.config import settings
-from opentracking.observability import logger, metrics
-from opentracking.tracing import tracer
+from opentracking.core.config import settings
+from opentracking.core.observability import logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.domains import health
 
 
 @logger.inject_lambda_context

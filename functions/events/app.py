@@ -1,8 +1,8 @@
 """DynamoDB stream consumer: raw opens and clicks -> Mailgun `opened` and `clicked` events, unique opens
 and clicks, derived opens, counters, webhooks.
 
-The batch's raw opens are recorded in bulk first (opentracking.bulk_opens: a few transactions for the
-whole batch); every record the bulk path did not finish then goes through Powertools batch processing one
+The batch's raw opens are recorded in bulk first (opentracking.reporting.bulk_opens: a few transactions for
+the whole batch); every record the bulk path did not finish then goes through Powertools batch processing one
 by one, which reports partial failures, so one bad record is retried alone and the rest of the batch is
 not processed twice."""
 
@@ -14,9 +14,9 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import bulk_opens, events
-from opentracking.observability import logger, metrics
-from opentracking.tracing import tracer
+from opentracking.core.observability import logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.reporting import bulk_opens, consumer
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
@@ -31,7 +31,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     def record_handler(record: DynamoDBRecord) -> None:
         inserted = record.event_name == DynamoDBRecordEventName.INSERT and record.dynamodb
         if inserted and record.dynamodb.sequence_number not in done:
-            events.handle_image(record.dynamodb.new_image, copies)
+            consumer.handle_image(record.dynamodb.new_image, copies)
 
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

@@ -1,4 +1,4 @@
-"""SQS consumer of the spill queue (the work is opentracking.redrive's).
+"""SQS consumer of the spill queue (the work is opentracking.tracking.redrive's).
 
 A message that keeps failing is retried by SQS and, after maxReceiveCount, moved to the dead-letter
 queue, from which `aws sqs start-message-move-task` moves it back once the cause is fixed."""
@@ -7,9 +7,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking.observability import logger, metrics
-from opentracking.redrive import redrive
-from opentracking.tracing import tracer
+from opentracking.core.observability import logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.tracking.redrive import redrive
 
 # Every record failing is reported like any partial failure: SQS retries exactly those messages.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

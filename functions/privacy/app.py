@@ -5,29 +5,31 @@ so no access log, trace or paging URL carries them."""
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import api, domains, erasure, privacy, suppressions
-from opentracking.observability import logger, metrics
-from opentracking.tracing import tracer
+from opentracking.core.observability import logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.domains import registry
+from opentracking.http import gateway
+from opentracking.privacy import erasure, policy, suppressions
 
-app = api.resolver()
+app = gateway.resolver()
 
 
 def _domain(name: str) -> str:
     """The stored domain's name; 404 for an unknown one, before anything else is read or written."""
-    return domains.get(name.lower()).name
+    return registry.get(name.lower()).name
 
 
 @app.get("/v3/domains/<name>/tracking/privacy")
 @tracer.capture_method
 def get_privacy(name: str) -> dict:
-    return privacy.get(_domain(name)).response()
+    return policy.get(_domain(name)).response()
 
 
 @app.put("/v3/domains/<name>/tracking/privacy")
 @tracer.capture_method
 def put_privacy(name: str) -> dict:
     domain = _domain(name)
-    updated = privacy.update(domain, api.request_form(app.current_event))
+    updated = policy.update(domain, gateway.request_form(app.current_event))
     return {"message": "Domain privacy settings have been updated", **updated.response()}
 
 
@@ -35,25 +37,25 @@ def put_privacy(name: str) -> dict:
 @tracer.capture_method
 def list_suppressions(domain: str) -> dict:
     query = dict(app.current_event.query_string_parameters or {})
-    return suppressions.list_page(_domain(domain), query, base_url=api.base_url(app.current_event))
+    return suppressions.list_page(_domain(domain), query, base_url=gateway.base_url(app.current_event))
 
 
 @app.post("/v3/<domain>/tracking-suppressions")
 @tracer.capture_method
 def add_suppressions(domain: str) -> dict:
-    return suppressions.add(_domain(domain), api.request_form(app.current_event))
+    return suppressions.add(_domain(domain), gateway.request_form(app.current_event))
 
 
 @app.delete("/v3/<domain>/tracking-suppressions")
 @tracer.capture_method
 def delete_suppressions(domain: str) -> dict:
-    return suppressions.remove(_domain(domain), api.request_form(app.current_event))
+    return suppressions.remove(_domain(domain), gateway.request_form(app.current_event))
 
 
 @app.post("/v3/<domain>/erasures")
 @tracer.capture_method
 def erase_recipient(domain: str) -> dict:
-    return erasure.erase(_domain(domain), api.request_form(app.current_event))
+    return erasure.erase(_domain(domain), gateway.request_form(app.current_event))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

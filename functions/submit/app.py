@@ -3,13 +3,14 @@
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import api, submission
-from opentracking.config import settings
-from opentracking.forms import parse_form
-from opentracking.observability import logger, metrics
-from opentracking.tracing import tracer
+from opentracking.core.config import settings
+from opentracking.core.observability import logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.http import gateway
+from opentracking.http.forms import parse_form
+from opentracking.messages import submission
 
-app = api.resolver()
+app = gateway.resolver()
 
 
 def _submit(*, request: dict, domain: str, content_type: str | None, body: bytes, mime: bool) -> dict:
@@ -19,10 +20,10 @@ def _submit(*, request: dict, domain: str, content_type: str | None, body: bytes
 
 def _handle(domain: str, *, mime: bool) -> dict:
     event = app.current_event
-    body = api.raw_body(event)
-    request = api.idempotency_request(event, body)
+    body = gateway.raw_body(event)
+    request = gateway.idempotency_request(event, body)
     content_type = (event.headers or {}).get("content-type")
-    return api.run_idempotently(
+    return gateway.run_idempotently(
         settings().table_name,
         request,
         _submit,
@@ -49,5 +50,5 @@ def send_mime(domain: str) -> dict:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    api.register_lambda_context(context)
+    gateway.register_lambda_context(context)
     return app.resolve(event, context)

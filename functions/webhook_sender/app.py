@@ -1,23 +1,24 @@
 """SQS consumer: POSTs queued webhook deliveries, signed as Mailgun signs them, and reschedules failures.
 
-Each record is one event for one URL (see opentracking.webhooks). A record fails only when its outcome
-could not be recorded; Powertools reports it alone (ReportBatchItemFailures) so the others are not redone.
+Each record is one event for one URL (see opentracking.webhooks.delivery). A record fails only when its
+outcome could not be recorded; Powertools reports it alone (ReportBatchItemFailures) so the others are not
+redone.
 """
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import webhooks
-from opentracking.observability import logger, metrics
-from opentracking.tracing import tracer
+from opentracking.core.observability import logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.webhooks import delivery
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> str:
-    return webhooks.process(record.body)
+    return delivery.process(record.body)
 
 
 @logger.inject_lambda_context

@@ -3,25 +3,26 @@
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from opentracking import api, webhooks
-from opentracking.metric_names import Metric
-from opentracking.observability import count, logger, metrics
-from opentracking.tracing import tracer
+from opentracking.core.metric_names import Metric
+from opentracking.core.observability import count, logger, metrics
+from opentracking.core.tracing import tracer
+from opentracking.http import gateway
+from opentracking.webhooks import subscriptions
 
-app = api.resolver()
+app = gateway.resolver()
 
 
 @app.get("/v3/domains/<name>/webhooks")
 @tracer.capture_method
 def list_webhooks(name: str) -> dict:
-    return {"webhooks": {hook.id: hook.mailgun() for hook in webhooks.list_webhooks(name.lower())}}
+    return {"webhooks": {hook.id: hook.mailgun() for hook in subscriptions.list_webhooks(name.lower())}}
 
 
 @app.post("/v3/domains/<name>/webhooks")
 @tracer.capture_method
 def create_webhook(name: str) -> dict:
-    form = api.request_form(app.current_event)
-    webhook = webhooks.create(name.lower(), form.last("id"), form.all("url"))
+    form = gateway.request_form(app.current_event)
+    webhook = subscriptions.create(name.lower(), form.last("id"), form.all("url"))
     count(Metric.WEBHOOK_CREATED)
     return {"message": "Webhook has been created", "webhook": webhook.mailgun()}
 
@@ -29,20 +30,22 @@ def create_webhook(name: str) -> dict:
 @app.get("/v3/domains/<name>/webhooks/<webhook_id>")
 @tracer.capture_method
 def get_webhook(name: str, webhook_id: str) -> dict:
-    return {"webhook": webhooks.get(name.lower(), webhook_id).mailgun()}
+    return {"webhook": subscriptions.get(name.lower(), webhook_id).mailgun()}
 
 
 @app.put("/v3/domains/<name>/webhooks/<webhook_id>")
 @tracer.capture_method
 def update_webhook(name: str, webhook_id: str) -> dict:
-    webhook = webhooks.update(name.lower(), webhook_id, api.request_form(app.current_event).all("url"))
+    webhook = subscriptions.update(
+        name.lower(), webhook_id, gateway.request_form(app.current_event).all("url")
+    )
     return {"message": "Webhook has been updated", "webhook": webhook.mailgun()}
 
 
 @app.delete("/v3/domains/<name>/webhooks/<webhook_id>")
 @tracer.capture_method
 def delete_webhook(name: str, webhook_id: str) -> dict:
-    webhook = webhooks.delete(name.lower(), webhook_id)
+    webhook = subscriptions.delete(name.lower(), webhook_id)
     return {"message": "Webhook has been deleted", "webhook": webhook.mailgun()}
 
 

@@ -140,7 +140,8 @@ def test_read_side_consumes_every_sampled_open_once_and_lists_it_through_the_api
     # a replay stores and counts nothing new
     assert raw["replay"]["records"] > 0
     assert (raw["events_after_replay"], raw["counters_after_replay"]) == (records, raw["counters"])
-    # the batch's opens in bulk (opentracking.bulk_opens): its copies and unique markers in one BatchGetItem
+    # the batch's opens in bulk (opentracking.reporting.bulk_opens): its copies and unique markers in one
+    # BatchGetItem
     # each, one read of the domain's privacy settings and one of its webhooks, and transactions of up to
     # 100 items (an event, a marker per copy, each counter once, a check per copy): far fewer than one
     # or two per open, as the one-by-one path made

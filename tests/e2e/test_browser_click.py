@@ -18,7 +18,7 @@ import pytest
 import requests
 from mailgun.client import Client
 
-from opentracking import bots
+from opentracking.tracking import bots
 
 DOMAIN = "clicks.example.com"
 READER = "click-reader@example.net"

@@ -17,7 +17,7 @@ import pytest
 import requests
 from mailgun.client import Client
 
-from opentracking import bots
+from opentracking.tracking import bots
 
 DOMAIN = "browser.example.com"
 READER = "browser-reader@example.net"

@@ -14,7 +14,7 @@ import pytest
 from devstack.dns_server import DnsServer
 from devstack.events import pixel_path
 from devstack.tlslab import DAY, LoopbackServer, closed_port, make_ca, make_leaf
-from opentracking import domains
+from opentracking.domains import registry
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 TARGET = "track.opentracking.test"
@@ -44,8 +44,8 @@ def lab(aws, tmp_path, monkeypatch):
         monkeypatch.setenv("TRACKING_HTTP_PORT", str(closed_port()))
         monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
         monkeypatch.setenv("TRACKING_SCHEME", "https")
-        domains.put(
-            domains.Domain(
+        registry.put(
+            registry.Domain(
                 name="example.com",
                 cname_target=TARGET,
                 open_tracking=True,
@@ -173,7 +173,7 @@ def test_no_html(api):
 
 
 def test_tracking_off(api):
-    domains.save(domains.Domain(**{**domains.get("example.com").__dict__, "open_tracking": False}))
+    registry.save(registry.Domain(**{**registry.get("example.com").__dict__, "open_tracking": False}))
     message_id = send(api)
     checks = diagnose(api, message_id)
     assert checks["tracking_enabled"]["status"] == "fail"

@@ -11,7 +11,7 @@ import dns.resolver
 import pytest
 
 from devstack.dns_server import DnsServer
-from opentracking.dns_check import (
+from opentracking.domains.dns_check import (
     MAX_HOPS,
     NAMESERVERS_ENV,
     CnameCheck,

@@ -13,10 +13,11 @@ from cryptography.hazmat.primitives import serialization
 from devstack.dns_server import DnsServer
 from devstack.handlers import load_event, load_handler
 from devstack.tlslab import DAY, LoopbackServer, closed_port, make_ca, make_leaf
-from opentracking import domains, tokens
-from opentracking.config import settings
-from opentracking.forms import Form
-from opentracking.submission import plan, track
+from opentracking.core.config import settings
+from opentracking.domains import registry
+from opentracking.http.forms import Form
+from opentracking.messages.submission import plan, track
+from opentracking.tracking import tokens
 
 TARGET = "track.opentracking.test"
 
@@ -29,8 +30,8 @@ def dns_server(aws, monkeypatch):
 
 
 def put(name: str, *, ready: bool, open_tracking: bool = True) -> None:
-    domains.put(
-        domains.Domain(
+    registry.put(
+        registry.Domain(
             name=name,
             cname_target=TARGET,
             open_tracking=open_tracking,
@@ -66,7 +67,7 @@ def tracked(name: str) -> bool:
     form = Form(
         fields=[("from", f"a@{name}"), ("to", "r@example.net"), ("html", "<p>x</p>"), ("o:tracking", "yes")]
     )
-    submission = plan(form, domains.get(name), mime=False)
+    submission = plan(form, registry.get(name), mime=False)
     track(submission, tokens.load_keyring(settings().token_secret_name), "https")
     return submission.opens_tracked
 
@@ -88,7 +89,9 @@ def test_checker_records_states_transitions_metrics_and_report(aws, dns_server, 
     result, emf = run_checker(lambda_context, capsys)
 
     # THEN each domain's state is recorded, and the API would show it
-    states = {d: domains.get(d) for d in ("broken.example", "fixed.example", "steady.example", "new.example")}
+    states = {
+        d: registry.get(d) for d in ("broken.example", "fixed.example", "steady.example", "new.example")
+    }
     assert {d: s.cname_valid for d, s in states.items()} == {
         "broken.example": "invalid",
         "fixed.example": "valid",
@@ -137,7 +140,7 @@ def test_a_dns_outage_changes_no_injection_decision(aws, dns_server, lambda_cont
     dns_server.set_record("email.flaky.example", "CNAME", TARGET)
     dns_server.set_fault("email.flaky.example", "servfail")
     result, emf = run_checker(lambda_context, capsys)
-    assert domains.get("flaky.example").cname_valid == "unknown"
+    assert registry.get("flaky.example").cname_valid == "unknown"
     assert tracked("flaky.example")
     assert result["totals"]["unknown"] == 1 and result["totals"]["broke"] == 0
     assert metric_values(emf, "TrackingDomainsUnhealthy") == [({"service": "opentracking"}, 0.0)]
@@ -172,7 +175,7 @@ def test_checker_reports_the_certificate_served_on_valid_tracking_hosts(
     finally:
         server.stop()
     # THEN the domain records the certificate, and its days left are a per-domain metric
-    domain = domains.get("tls.example")
+    domain = registry.get("tls.example")
     assert domain.https_status == "ok"
     assert domain.cert_days_left in (89, 90)  # 90 days from a moment ago
     assert domain.tracking_record()["https"]["status"] == "ok"

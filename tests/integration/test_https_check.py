@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 
 from devstack.dns_server import DnsServer
 from devstack.tlslab import DAY, LoopbackServer, closed_port, iso, make_ca, make_leaf
-from opentracking.dns_check import make_resolver
-from opentracking.https_check import (
+from opentracking.domains.dns_check import make_resolver
+from opentracking.domains.https_check import (
     HTTP_PORT_ENV,
     HTTPS_PORT_ENV,
     HttpsCheck,

@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import trustme
 
-from opentracking import outbound, webhooks
-from opentracking.errors import BadRequest
+from opentracking.core.errors import BadRequest
+from opentracking.http import outbound
+from opentracking.webhooks import delivery, subscriptions
 
 PUBLIC_V4 = "93.184.215.14"  # a globally routable address; nothing answers it from this machine
 
@@ -104,7 +105,7 @@ def test_the_connection_goes_to_the_vetted_address_not_a_second_answer(monkeypat
     looked_up = answers(monkeypatch, PUBLIC_V4, "127.0.0.1")
     # WHEN a webhook is posted to it
     with pytest.raises(OSError):  # noqa: PT011 - unreachable or timed out, as this machine's network has it
-        webhooks.post_json(f"http://rebind.example.test:{receiver.port}/hook", b"{}", 0.5)
+        delivery.post_json(f"http://rebind.example.test:{receiver.port}/hook", b"{}", 0.5)
     # THEN the name was resolved once, and the connection tried the public address only
     assert looked_up == ["rebind.example.test"]
     assert receiver.hosts == []
@@ -113,7 +114,7 @@ def test_the_connection_goes_to_the_vetted_address_not_a_second_answer(monkeypat
 def test_a_name_with_any_private_answer_is_refused_before_connecting(monkeypatch, receiver):
     answers(monkeypatch, "127.0.0.1")
     with pytest.raises(outbound.RefusedTarget):
-        webhooks.post_json(f"http://inside.example.test:{receiver.port}/hook", b"{}", 5.0)
+        delivery.post_json(f"http://inside.example.test:{receiver.port}/hook", b"{}", 5.0)
     assert receiver.hosts == []
 
 
@@ -130,18 +131,18 @@ def test_a_name_with_any_private_answer_is_refused_before_connecting(monkeypatch
 def test_addresses_that_reach_inside_are_refused_when_sending_and_when_configuring(monkeypatch, url):
     monkeypatch.delenv("WEBHOOK_ALLOW_PRIVATE_URLS", raising=False)
     with pytest.raises(outbound.RefusedTarget):
-        webhooks.post_json(url, b"{}", 0.5)
+        delivery.post_json(url, b"{}", 0.5)
     with pytest.raises(BadRequest, match="not a public address"):
-        webhooks.normalise_urls([url])
+        subscriptions.normalise_urls([url])
     # where private receivers are allowed (the local stack), the URL is a valid setting
     monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE_URLS", "1")
-    assert webhooks.normalise_urls([url]) == (url,)
+    assert subscriptions.normalise_urls([url]) == (url,)
 
 
 def test_allowed_private_targets_are_still_reached_at_the_resolved_address(monkeypatch, receiver):
     looked_up = answers(monkeypatch, "127.0.0.1")
     url = f"http://hooks.example.test:{receiver.port}/hook?x=1"
-    assert webhooks.post_json(url, b"{}", 5.0, allow_private=True) == 204
+    assert delivery.post_json(url, b"{}", 5.0, allow_private=True) == 204
     assert looked_up == ["hooks.example.test"]
     assert receiver.hosts == [f"hooks.example.test:{receiver.port}"]
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from opentracking.pixel import GIF
+from opentracking.tracking.pixel import GIF
 
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"
 

@@ -15,8 +15,10 @@ from devstack.events import make_http_event
 from devstack.routes import http_routes
 from devstack.runtime import functions
 from devstack.template import Stack
-from opentracking import auth, domains, tokens
-from opentracking.config import settings
+from opentracking.core.config import settings
+from opentracking.domains import registry
+from opentracking.http import auth
+from opentracking.tracking import tokens
 
 # The pixel and the click redirect are public: a reader's mail client or browser has no key.
 ROUTES = [r for r in http_routes(Stack()) if r.function not in ("PixelFunction", "ClickFunction")]
@@ -46,8 +48,8 @@ def fast_network(monkeypatch):
 @pytest.fixture
 def keys(aws, api_key):
     for name in ("example.com", "other.example"):
-        domains.put(
-            domains.Domain(name=name, cname_target="t.example", tracking_ready=True, cname_valid="valid")
+        registry.put(
+            registry.Domain(name=name, cname_target="t.example", tracking_ready=True, cname_valid="valid")
         )
     table = settings().table_name
 
@@ -200,7 +202,7 @@ def test_no_address_key_or_token_in_any_log_line(
     every line."""
     from devstack.handlers import load_handler
     from devstack.streams import read_all
-    from opentracking.observability import logger
+    from opentracking.core.observability import logger
 
     logger.setLevel("DEBUG")
     secret_recipient = "very.private.person@example.net"

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from devstack.process import start_stack
-from opentracking.pixel import GIF
+from opentracking.tracking.pixel import GIF
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,12 @@ from devstack import moto_fidelity
 from devstack.dns_server import DnsServer
 from devstack.events import make_http_event
 from devstack.handlers import load_event, load_handler
-from opentracking import domains, tokens, tracking_hosts
-from opentracking.aws import client
-from opentracking.config import settings
-from opentracking.forms import Form
-from opentracking.submission import plan, track
+from opentracking.core.aws import client
+from opentracking.core.config import settings
+from opentracking.domains import registry, tracking_hosts
+from opentracking.http.forms import Form
+from opentracking.messages.submission import plan, track
+from opentracking.tracking import tokens
 
 DOMAIN = "example.com"
 HOST = f"email.{DOMAIN}"
@@ -192,7 +193,7 @@ def test_once_dns_serves_both_records_the_checker_maps_the_host_and_pixels_are_h
     assert status == 200 and answer["open"]["active"] is True
 
     form = Form(fields=[("from", f"a@{DOMAIN}"), ("to", "r@example.net"), ("html", "<p>x</p>")])
-    submission = plan(form, domains.get(DOMAIN), mime=False)
+    submission = plan(form, registry.get(DOMAIN), mime=False)
     track(submission, tokens.load_keyring(settings().token_secret_name), "https")
     (copy,) = submission.copies
     assert copy.tracked and f'src="https://{HOST}/o/' in copy.message.decode()
@@ -262,7 +263,7 @@ def test_an_expired_certificate_is_replaced_on_verify_and_the_target_does_not_mo
     status, error = world.enable_opens()
     assert status == 400 and "expired" in error["message"]
     # The setting stays on; pixels stop until HTTPS works again, then resume by themselves.
-    assert domains.get(DOMAIN).open_tracking is True
+    assert registry.get(DOMAIN).open_tracking is True
     body = world.verify()
     assert body["tracking_host"]["state"] == "ready"
     assert records(body)[0]["value"] == tracking["value"]
@@ -310,7 +311,7 @@ def test_deleting_a_domain_removes_mapping_custom_domain_and_certificate_and_can
 
 def test_a_delete_interrupted_after_aws_cleanup_finishes_when_repeated(world):
     ready(world)
-    domain = domains.get(DOMAIN)
+    domain = registry.get(DOMAIN)
     tracking_hosts.release(domain.host, domain.tracking_host)  # a first attempt that died before the record
     assert certificates() == {} and custom_domains() == {}
     status, _ = world.api("DELETE", f"/v3/domains/{DOMAIN}", "/v3/domains/{name}", {"name": DOMAIN})

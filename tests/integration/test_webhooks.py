@@ -22,8 +22,9 @@ import requests
 from devstack.events import make_http_event
 from devstack.handlers import load_handler
 from devstack.process import start_stack
-from opentracking import domain_lifecycle, domains, webhooks
-from opentracking.domains import Domain
+from opentracking.domains import lifecycle, registry
+from opentracking.domains.registry import Domain
+from opentracking.webhooks import delivery, subscriptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.allow_hosts(["127.0.0.1"])]
 
@@ -125,12 +126,12 @@ def env(aws, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE_URLS", "1")
     monkeypatch.delenv("WEBHOOK_RETRY_SCHEDULE", raising=False)
-    webhooks.reset_cache()
-    from opentracking import domains
+    delivery.reset_cache()
+    from opentracking.domains import registry
 
-    domains.put(Domain(name=DOMAIN, cname_target="track.opentracking.test"))
+    registry.put(Domain(name=DOMAIN, cname_target="track.opentracking.test"))
     yield aws
-    webhooks.reset_cache()
+    delivery.reset_cache()
 
 
 @pytest.fixture
@@ -173,7 +174,7 @@ def call(env, lambda_context, basic_auth):
 @pytest.fixture
 def sent_messages(env):
     """Every SendMessage the library makes (queue, body, delay), captured from the real SQS client."""
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     captured: list[dict] = []
 
@@ -332,28 +333,28 @@ def test_webhooks_need_the_api_key(call):
 def test_enqueue_sends_one_message_per_url_and_nothing_when_none_is_set(call, env):
     queue = env.ref("WebhookQueue")
     # GIVEN no webhook: nothing is queued
-    assert webhooks.enqueue(DOMAIN, opened_event()) == 0
+    assert delivery.enqueue(DOMAIN, opened_event()) == 0
     assert queue_messages(queue) == []
     # WHEN two URLs are set
     create_hook(call, "https://a.example/h", "https://b.example/h")
     before = time.time()
     # THEN one message per URL, in the documented shape
-    assert webhooks.enqueue(DOMAIN, opened_event()) == 2
+    assert delivery.enqueue(DOMAIN, opened_event()) == 2
     bodies = [json.loads(record["body"]) for record in queue_messages(queue)]
     assert sorted(body["url"] for body in bodies) == ["https://a.example/h", "https://b.example/h"]
     for body in bodies:
         assert body["domain"] == DOMAIN and body["event"] == opened_event() and body["attempt"] == 0
         assert before <= body["first_attempt_at"] <= time.time()
     # other event types, and other domains, queue nothing
-    assert webhooks.enqueue(DOMAIN, {**opened_event(), "event": "accepted"}) == 0
-    assert webhooks.enqueue("other.example.com", opened_event()) == 0
+    assert delivery.enqueue(DOMAIN, {**opened_event(), "event": "accepted"}) == 0
+    assert delivery.enqueue("other.example.com", opened_event()) == 0
     # a deleted webhook stops deliveries (changes made in this container apply at once)
     call("DELETE", f"/v3/domains/{DOMAIN}/webhooks/opened")
-    assert webhooks.enqueue(DOMAIN, opened_event()) == 0
+    assert delivery.enqueue(DOMAIN, opened_event()) == 0
 
 
 def test_enqueue_reads_the_table_once_per_domain_and_type_while_cached(call, env):
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     reads: list[str] = []
     client("dynamodb").meta.events.register(
@@ -361,7 +362,7 @@ def test_enqueue_reads_the_table_once_per_domain_and_type_while_cached(call, env
     )
     create_hook(call, "https://a.example/h")
     for n in range(5):
-        assert webhooks.enqueue(DOMAIN, opened_event(f"event-{n}")) == 1
+        assert delivery.enqueue(DOMAIN, opened_event(f"event-{n}")) == 1
     assert reads.count("WEBHOOK#opened") == 1
 
 
@@ -370,7 +371,7 @@ def test_enqueue_reads_the_table_once_per_domain_and_type_while_cached(call, env
 
 def test_delivery_is_a_signed_json_post_as_mailgun_sends_it(call, env, receiver, signing_key, lambda_context):
     create_hook(call, receiver.url)
-    assert webhooks.enqueue(DOMAIN, opened_event()) == 1
+    assert delivery.enqueue(DOMAIN, opened_event()) == 1
     # WHEN the sender runs on the queued message
     before = int(time.time())
     result = run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)
@@ -386,18 +387,18 @@ def test_delivery_is_a_signed_json_post_as_mailgun_sends_it(call, env, receiver,
     assert len(signature["token"]) == 50 and int(signature["token"], 16) >= 0
     assert before <= int(signature["timestamp"]) <= time.time()
     assert signed_ok(signing_key, payload)
-    assert webhooks.verify(signing_key, signature["timestamp"], signature["token"], signature["signature"])
-    assert not webhooks.verify(
+    assert delivery.verify(signing_key, signature["timestamp"], signature["token"], signature["signature"])
+    assert not delivery.verify(
         "another key", signature["timestamp"], signature["token"], signature["signature"]
     )
-    assert not webhooks.verify(signing_key, signature["timestamp"], signature["token"], "é" * 64)
+    assert not delivery.verify(signing_key, signature["timestamp"], signature["token"], "é" * 64)
     # nothing is left to do
     assert queue_messages(env.ref("WebhookQueue")) == []
 
 
 def test_credentials_in_the_url_are_sent_as_basic_auth(receiver):
     url = receiver.url.replace("http://", "http://hooks:p%40ss@")
-    assert webhooks.post_json(url, b"{}", 5.0, allow_private=True) == 200
+    assert delivery.post_json(url, b"{}", 5.0, allow_private=True) == 200
     (request,) = receiver.requests
     assert request["headers"]["authorization"] == "Basic " + base64.b64encode(b"hooks:p@ss").decode()
     assert request["path"] == "/mailgun/opened"
@@ -413,7 +414,7 @@ def test_a_failed_post_is_queued_again_on_mailgun_schedule(
     try:
         url = receiver.url if answer else closed_port_url()
         create_hook(call, url)
-        webhooks.enqueue(DOMAIN, opened_event())
+        delivery.enqueue(DOMAIN, opened_event())
         started = time.time()
         result = run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)
     finally:
@@ -437,7 +438,7 @@ def test_406_is_never_retried(call, env, sent_messages, lambda_context):
     receiver = Receiver([406])
     try:
         create_hook(call, receiver.url)
-        webhooks.enqueue(DOMAIN, opened_event())
+        delivery.enqueue(DOMAIN, opened_event())
         result = run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)
     finally:
         receiver.close()
@@ -450,21 +451,21 @@ def test_waits_longer_than_fifteen_minutes_are_chained_delays(call, env, receive
     # GIVEN the fourth attempt failed: the next one is an hour away, longer than any SQS delay
     create_hook(call, receiver.url)
     sent: list[tuple[dict, int]] = []
-    config = webhooks.delivery_config()
+    config = delivery.delivery_config()
     clock = [1_800_000_000.0]
 
     def send(queue_url: str, body: str, delay: float) -> None:
         assert queue_url == config.queue_url
         sent.append((json.loads(body), delay))
 
-    body = webhooks.Delivery(
+    body = delivery.Delivery(
         receiver.url, DOMAIN, opened_event(), attempt=3, first_attempt_at=clock[0]
     ).to_body()
     failing = lambda *_, **__: 500  # noqa: E731
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(webhooks, "_send_one", send)
-        outcome = webhooks.process(body, now=lambda: clock[0], post=failing)
-        assert outcome == webhooks.Outcome.RETRY_SCHEDULED
+        patch.setattr(delivery, "_send_one", send)
+        outcome = delivery.process(body, now=lambda: clock[0], post=failing)
+        assert outcome == delivery.Outcome.RETRY_SCHEDULED
         (retry, delay), *_ = sent
         assert retry["attempt"] == 4 and retry["next_at"] == clock[0] + 3600 and delay == 3600
         # SQS caps the delay at 900 s (the real send clamps it); each early receipt is delayed again
@@ -472,13 +473,13 @@ def test_waits_longer_than_fifteen_minutes_are_chained_delays(call, env, receive
         for _ in range(3):
             clock[0] += 900
             sent.clear()
-            assert webhooks.process(json.dumps(retry), now=lambda: clock[0]) == webhooks.Outcome.WAITING
+            assert delivery.process(json.dumps(retry), now=lambda: clock[0]) == delivery.Outcome.WAITING
             waits.append(sent[0][1])
         assert waits == [2700, 1800, 900]
         assert receiver.requests == []
         # once due, it is delivered
         clock[0] += 900
-        assert webhooks.process(json.dumps(retry), now=lambda: clock[0]) == webhooks.Outcome.DELIVERED
+        assert delivery.process(json.dumps(retry), now=lambda: clock[0]) == delivery.Outcome.DELIVERED
     assert len(receiver.requests) == 1
 
 
@@ -486,8 +487,8 @@ def test_an_exhausted_schedule_goes_to_the_dead_letter_queue(call, env, sent_mes
     receiver = Receiver([500])
     try:
         create_hook(call, receiver.url)
-        last = webhooks.Delivery(
-            receiver.url, DOMAIN, opened_event(), attempt=len(webhooks.RETRY_SCHEDULE), first_attempt_at=1.0
+        last = delivery.Delivery(
+            receiver.url, DOMAIN, opened_event(), attempt=len(delivery.RETRY_SCHEDULE), first_attempt_at=1.0
         )
         result = run_sender([delivery_record(last.to_body())], lambda_context)
     finally:
@@ -505,7 +506,7 @@ def test_a_redriven_delivery_starts_a_fresh_schedule(call, env, sent_messages, l
     receiver = Receiver([500])
     try:
         create_hook(call, receiver.url)
-        dead = webhooks.Delivery(
+        dead = delivery.Delivery(
             receiver.url, DOMAIN, opened_event(), attempt=7, first_attempt_at=1.0, dead_lettered_at=2.0
         )
         assert run_sender([delivery_record(dead.to_body())], lambda_context) == {"batchItemFailures": []}
@@ -523,7 +524,7 @@ def test_redelivery_keeps_the_event_id_and_is_not_posted_twice(
     receiver = Receiver([500])
     try:
         create_hook(call, receiver.url)
-        webhooks.enqueue(DOMAIN, opened_event())
+        delivery.enqueue(DOMAIN, opened_event())
         # GIVEN the first attempt failed, so a retry was queued
         run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)
         (retry,) = sent_messages
@@ -532,7 +533,7 @@ def test_redelivery_keeps_the_event_id_and_is_not_posted_twice(
         record = delivery_record(json.dumps(due))
         assert run_sender([record], lambda_context) == {"batchItemFailures": []}
         assert run_sender([record], lambda_context) == {"batchItemFailures": []}
-        webhooks.enqueue(DOMAIN, opened_event())  # a stream replay of the same event
+        delivery.enqueue(DOMAIN, opened_event())  # a stream replay of the same event
         run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)
     finally:
         receiver.close()
@@ -551,7 +552,7 @@ def test_a_retry_is_withdrawn_when_the_webhook_went_away_meanwhile(
     receiver = Receiver([500, 200])
     try:
         create_hook(call, receiver.url)
-        webhooks.enqueue(DOMAIN, opened_event())
+        delivery.enqueue(DOMAIN, opened_event())
         run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)  # the first attempt fails
         (retry,) = sent_messages
         due = {**retry["body"], "next_at": time.time() - 1}
@@ -563,15 +564,15 @@ def test_a_retry_is_withdrawn_when_the_webhook_went_away_meanwhile(
                 == 200
             )
         elif change == "delete the domain":
-            from opentracking import domain_lifecycle
+            from opentracking.domains import lifecycle
 
-            domain_lifecycle.delete(DOMAIN)
+            lifecycle.delete(DOMAIN)
         else:  # dead-lettered, the webhook deleted, then the dead-letter queue redriven
             due = {**due, "dead_lettered_at": time.time()}
             assert call("DELETE", f"/v3/domains/{DOMAIN}/webhooks/opened")[0] == 200
         sent_messages.clear()
         # WHEN the retry comes due, THEN nothing is posted and nothing is queued again
-        assert webhooks.process(json.dumps(due)) == webhooks.Outcome.WITHDRAWN
+        assert delivery.process(json.dumps(due)) == delivery.Outcome.WITHDRAWN
     finally:
         receiver.close()
     assert len(receiver.requests) == 1 and sent_messages == []
@@ -582,8 +583,8 @@ def test_loopback_targets_are_refused_unless_allowed(call, env, sent_messages, m
     try:
         create_hook(call, receiver.url)
         monkeypatch.delenv("WEBHOOK_ALLOW_PRIVATE_URLS")
-        webhooks.reset_cache()
-        webhooks.enqueue(DOMAIN, opened_event())
+        delivery.reset_cache()
+        delivery.enqueue(DOMAIN, opened_event())
         result = run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context)
     finally:
         receiver.close()
@@ -594,8 +595,8 @@ def test_loopback_targets_are_refused_unless_allowed(call, env, sent_messages, m
 def test_a_record_whose_outcome_cannot_be_recorded_fails_alone(env, receiver, monkeypatch, lambda_context):
     # GIVEN the dead-letter queue is unreachable, so a malformed message cannot be parked
     monkeypatch.setenv("WEBHOOK_DEAD_LETTER_QUEUE_URL", env.ref("WebhookQueue") + "-missing")
-    webhooks.reset_cache()
-    good = webhooks.Delivery(receiver.url, DOMAIN, opened_event(), first_attempt_at=1.0).to_body()
+    delivery.reset_cache()
+    good = delivery.Delivery(receiver.url, DOMAIN, opened_event(), first_attempt_at=1.0).to_body()
     result = run_sender([delivery_record("not json", "bad"), delivery_record(good, "good")], lambda_context)
     # THEN only that record is reported; the good one was delivered
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
@@ -609,21 +610,21 @@ def test_malformed_messages_are_parked_in_the_dead_letter_queue(env, lambda_cont
 
 
 def test_the_retry_schedule_is_mailguns_unless_configured():
-    assert webhooks.parse_schedule("") == (300, 600, 900, 3600, 7200, 14400)
-    assert webhooks.parse_schedule("1, 2,3") == (1, 2, 3)
+    assert delivery.parse_schedule("") == (300, 600, 900, 3600, 7200, 14400)
+    assert delivery.parse_schedule("1, 2,3") == (1, 2, 3)
     for bad in ("1,x", "-1"):
-        with pytest.raises(webhooks.ConfigurationError):
-            webhooks.parse_schedule(bad)
+        with pytest.raises(delivery.ConfigurationError):
+            delivery.parse_schedule(bad)
 
 
 def test_sign_matches_the_documented_algorithm():
     key, timestamp, token = "key-secret", "1770920772", "e0b5477167110d68991efc6b9f89f0a11066af27834600e123"
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    assert webhooks.sign(key, timestamp, token) == expected
-    assert webhooks.verify(key, timestamp, token, expected)
+    assert delivery.sign(key, timestamp, token) == expected
+    assert delivery.verify(key, timestamp, token, expected)
     flipped = expected[:-1] + ("1" if expected[-1] == "0" else "0")
-    assert not webhooks.verify(key, timestamp, token, flipped)
-    assert not webhooks.verify(key, timestamp, token, None)  # type: ignore[arg-type]
+    assert not delivery.verify(key, timestamp, token, flipped)
+    assert not delivery.verify(key, timestamp, token, None)  # type: ignore[arg-type]
 
 
 # --- the template --------------------------------------------------------------------------------
@@ -640,7 +641,7 @@ def test_template_wires_queue_dead_letter_queue_sender_and_key():
     assert dlq["MessageRetentionPeriod"] == 1209600
     # Lambda's advice: the queue hides a message for at least 6 times the function's timeout
     assert queue["VisibilityTimeout"] >= 6 * sender["Timeout"]
-    assert sender["Timeout"] >= 10 * webhooks.DELIVERY_TIMEOUT  # a full batch of slow receivers fits
+    assert sender["Timeout"] >= 10 * delivery.DELIVERY_TIMEOUT  # a full batch of slow receivers fits
     (trigger,) = sender["Events"].values()
     assert trigger["Type"] == "SQS" and trigger["Properties"]["Queue"] == {
         "Fn::GetAtt": ["WebhookQueue", "Arn"]
@@ -701,7 +702,7 @@ def stack_signing_key(stack) -> str:
 
 
 def queue_delivery(stack, url: str, event: dict) -> None:
-    body = webhooks.Delivery(url=url, domain=DOMAIN, event=event, first_attempt_at=time.time()).to_body()
+    body = delivery.Delivery(url=url, domain=DOMAIN, event=event, first_attempt_at=time.time()).to_body()
     stack.client("sqs").send_message(QueueUrl=stack.resource("WebhookQueue"), MessageBody=body)
 
 
@@ -800,7 +801,7 @@ def test_deleting_a_domain_deletes_its_webhooks(call):
     # GIVEN a domain with an opened webhook
     create_hook(call, "https://hooks.example.net/opened")
     # WHEN the domain is deleted and created again
-    domain_lifecycle.delete(DOMAIN)
-    domains.put(Domain(name=DOMAIN, cname_target="t.example"))
+    lifecycle.delete(DOMAIN)
+    registry.put(Domain(name=DOMAIN, cname_target="t.example"))
     # THEN the old webhook is gone
-    assert webhooks.list_webhooks(DOMAIN) == []
+    assert subscriptions.list_webhooks(DOMAIN) == []

@@ -83,8 +83,8 @@ def sam_build(build_dir: Path, env: dict[str, str]) -> Path:
 @contextmanager
 def function_environment(backend: Backend, logical_id: str) -> Iterator[None]:
     """This process, for a moment, configured as the function: to seed data the way the function stores it."""
-    from opentracking import aws
-    from opentracking.config import settings
+    from opentracking.core import aws
+    from opentracking.core.config import settings
 
     saved = dict(os.environ)
     os.environ.update(
@@ -132,10 +132,10 @@ def sam_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamLocal]:
         # example.com's tracking CNAME is published, as its owner would have done before verifying it.
         backend.dns.set_record(f"email.{DOMAIN}", "CNAME", "t.example")
         with function_environment(backend, "ApiFunction"):
-            from opentracking import domains
+            from opentracking.domains import registry
 
-            domains.put(
-                domains.Domain(
+            registry.put(
+                registry.Domain(
                     name=DOMAIN,
                     cname_target="t.example",
                     tracking_ready=True,

@@ -12,7 +12,7 @@ import pytest
 
 from devstack.invoke import function_for_event
 from devstack.template import ROOT, Stack
-from opentracking.pixel import GIF
+from opentracking.tracking.pixel import GIF
 
 from .conftest import SAM, SamLocal, metrics_logged, parse_response, stored_copies
 

@@ -15,7 +15,7 @@ import requests
 
 from devstack.server import DEFAULT_API_KEY
 from devstack.template import ROOT
-from opentracking.pixel import GIF
+from opentracking.tracking.pixel import GIF
 
 from .conftest import DOMAIN, SAM, SamLocal, stored_copies
 

@@ -10,10 +10,10 @@ from pytest_socket import disable_socket, enable_socket
 from devstack.events import make_http_event, pixel_path
 from devstack.handlers import load_handler
 from devstack.streams import read_all
-from opentracking import (
-    events,
+from opentracking.core import (
     tracing,  # noqa: F401 - X-Ray's emitter opens a UDP socket when the tracer is built
 )
+from opentracking.reporting.consumer import ALL_TAGS
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def world(aws, tracked_domain, lambda_context, basic_auth):
             items = [i for i in table.scan()["Items"] if i.get("event") == "opened"]
             return [json.loads(i["payload"]) for i in items]
 
-        def counters(self, tag: str = events.ALL_TAGS) -> dict[str, int]:
+        def counters(self, tag: str = ALL_TAGS) -> dict[str, int]:
             totals: dict[str, int] = {}
             for item in table.scan()["Items"]:
                 if item["pk"].startswith(f"STATS#example.com#{tag}#"):

@@ -9,7 +9,7 @@ import json
 import boto3
 import pytest
 
-from opentracking import domains
+from opentracking.domains import registry
 
 
 def basic(key: str) -> str:
@@ -19,8 +19,8 @@ def basic(key: str) -> str:
 @pytest.fixture
 def call(aws, invoke):
     for name in ("example.com", "other.example"):
-        domains.put(
-            domains.Domain(name=name, cname_target="t.example", tracking_ready=True, cname_valid="valid")
+        registry.put(
+            registry.Domain(name=name, cname_target="t.example", tracking_ready=True, cname_valid="valid")
         )
 
     def request(method, path, route, *, key=None, fields=None, params=None, function="api", query=""):

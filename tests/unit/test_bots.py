@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opentracking import bots
+from opentracking.tracking import bots
 
 # Apple Mail as it loads images itself (no MPP): macOS and iOS. Neither says "bot" by its user agent.
 APPLE_MAIL_MAC = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"

@@ -1,4 +1,5 @@
-"""The stream consumer records a batch's raw opens in a few transactions (opentracking.bulk_opens), with
+"""The stream consumer records a batch's raw opens in a few transactions
+(opentracking.reporting.bulk_opens), with
 exactly what the one-by-one path records: every event, the first human open of each copy as its unique
 open, the counters' sums; a replay changes nothing, and what the bulk path cannot join is left to the
 one-by-one path."""
@@ -11,8 +12,8 @@ import boto3
 import pytest
 
 from devstack.user_agents import CASES
-from opentracking import events
-from opentracking.aws import client
+from opentracking.core.aws import client
+from opentracking.reporting import consumer
 
 OUTLOOK, SAFARI_IOS = CASES[0][0], CASES[2][0]
 APPLE_PREFETCH = "Mozilla/5.0"  # Apple Mail Privacy Protection: a machine open
@@ -86,7 +87,7 @@ def test_a_batch_of_opens_is_recorded_in_a_few_transactions_with_exact_counts(wo
         first_human = next(
             i for i in raw_opens if i["user_agent"] != APPLE_PREFETCH and i.get("method", "GET") != "HEAD"
         )
-        assert marker["event_id"] == events.event_id_for(first_human["pk"], first_human["sk"])
+        assert marker["event_id"] == consumer.event_id_for(first_human["pk"], first_human["sk"])
     # AND it took a few transactions, where one by one it takes one or two per open (and one per acceptance)
     assert transactions["transact"] <= len(RECIPIENTS) + 5
 

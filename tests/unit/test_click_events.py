@@ -16,7 +16,8 @@ import pytest
 from devstack.events import make_http_event
 from devstack.handlers import load_handler
 from devstack.user_agents import CASES
-from opentracking import domains, events
+from opentracking.domains import registry
+from opentracking.reporting import consumer
 
 OUTLOOK = CASES[0][0]
 SHOP = "https://shop.example.org/spring?utm=mail"
@@ -87,7 +88,7 @@ def clicks_world(world, aws, basic_auth, lambda_context, invoke):
             items = [i for i in table.scan()["Items"] if i.get("event") == name]
             return sorted((json.loads(i["payload"]) for i in items), key=lambda e: e["timestamp"])
 
-        def counters(self, tag: str = events.ALL_TAGS) -> dict[str, int]:
+        def counters(self, tag: str = consumer.ALL_TAGS) -> dict[str, int]:
             totals: dict[str, int] = {}
             for item in table.scan()["Items"]:
                 if item["pk"].startswith(f"STATS#example.com#{tag}#"):
@@ -162,7 +163,7 @@ def test_domain_click_setting_applies_and_the_message_can_turn_it_off(clicks_wor
 
 
 def test_click_tracking_cannot_be_switched_on_without_a_valid_cname(aws, invoke):
-    domains.put(domains.Domain(name="new.example", cname_target="t.example"))
+    registry.put(registry.Domain(name="new.example", cname_target="t.example"))
     status, body = invoke(
         "api",
         "PUT",

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from devstack.events import make_http_event
 from devstack.handlers import load_event, load_handler
-from opentracking import clicks, tokens
-from opentracking.config import settings as config
-from opentracking.tokens import (
+from opentracking.core.config import settings as config
+from opentracking.tracking import clicks, tokens
+from opentracking.tracking.tokens import (
     MAX_CLICK_URL_BYTES,
     InvalidToken,
     KeyRing,
@@ -274,7 +274,7 @@ def test_location_refuses_anything_a_browser_should_not_be_sent_to(url):
 def test_dynamodb_down_still_redirects_and_the_click_is_redriven(
     aws, handler, token, lambda_context, failure
 ):
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     def fail(**_kwargs):
         raise failure

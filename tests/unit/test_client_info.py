@@ -3,7 +3,7 @@
 import pytest
 
 from devstack.user_agents import CASES
-from opentracking import bots, client_info
+from opentracking.tracking import bots, client_info
 
 
 @pytest.mark.parametrize(

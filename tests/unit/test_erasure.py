@@ -10,7 +10,8 @@ import pytest
 
 from devstack.events import make_http_event, pixel_path
 from devstack.handlers import load_handler
-from opentracking import erasure, events
+from opentracking.privacy import erasure
+from opentracking.reporting import consumer
 
 TARGET = "Erased.Person@example.net"
 OTHER = "kept@example.net"
@@ -175,7 +176,7 @@ def test_a_big_erasure_is_done_in_bounded_calls(world, erase, aws, monkeypatch):
 
 
 def test_a_failure_half_way_is_finished_by_a_retry(history, erase, aws):
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     # GIVEN S3 refuses to delete: the copy has been marked, its records are still there
     def fail(**_kwargs):
@@ -231,7 +232,7 @@ def test_the_consumer_check_catches_an_erasure_that_starts_after_the_join(world,
     raw = next(i for i in items(aws) if i["pk"] == copy["pk"] and i["sk"].startswith("OPEN#"))
     cache = {copy["pk"]: {k: v for k, v in copy.items()}}
     erasure._mark_erasing(aws.ref("DataTable"), copy["pk"])
-    events.handle_image(events._plain(raw), cache)
+    consumer.handle_image(consumer._plain(raw), cache)
     assert not [i for i in items(aws) if i.get("event") == "opened" or i["sk"].startswith("OPEN#")]
 
 

@@ -18,7 +18,7 @@ from devstack.events import make_http_event
 from devstack.routes import http_routes
 from devstack.runtime import functions
 from devstack.template import Stack
-from opentracking.pixel import GIF
+from opentracking.tracking.pixel import GIF
 
 ROUTES = [route for route in http_routes(Stack())]
 # Few examples per route (there are many routes) and more where the parsing is: the suite stays quick.

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opentracking.injection import (
+from opentracking.mail.injection import (
     DKIM_SIGNED,
     ENCRYPTED,
     NO_HTML_PART,

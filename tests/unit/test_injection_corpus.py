@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from opentracking.injection import (
+from opentracking.mail.injection import (
     DKIM_SIGNED,
     NO_HTML_PART,
     SIGNED,

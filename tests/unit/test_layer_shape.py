@@ -1,5 +1,6 @@
-"""The layer's shape (issue 19): no module reaches into another's private names, and the modules import
-each other without a cycle (at module level or inside functions), so each can be read on its own."""
+"""The layer's shape (issue 19): subpackages by area, no module reaches into another's private names, the
+modules import each other without a cycle (at module level or inside functions), and every `__init__` is
+empty, so importing one module (the pixel's cold start) pays for nothing else."""
 
 from __future__ import annotations
 
@@ -7,44 +8,94 @@ import ast
 from pathlib import Path
 
 LAYER = Path(__file__).resolve().parents[2] / "layers" / "opentracking" / "opentracking"
-MODULES = {path.stem: ast.parse(path.read_text()) for path in LAYER.glob("*.py") if path.stem != "__init__"}
+AREAS = {
+    "core",
+    "http",
+    "mail",
+    "tracking",
+    "storage",
+    "domains",
+    "messages",
+    "reporting",
+    "webhooks",
+    "privacy",
+}
+# The injector's public import path (DESIGN.md 3.3) stays at the top; it only re-exports mail.injection.
+PUBLIC_SHIMS = {"injection"}
 
 
-def imports(tree: ast.Module) -> list[tuple[str, str]]:
-    """(module, name) for every `from opentracking[.module] import name` anywhere in the tree."""
+def dotted(path: Path) -> str:
+    """'mail.injection' for layers/opentracking/opentracking/mail/injection.py."""
+    return ".".join(path.relative_to(LAYER).with_suffix("").parts)
+
+
+MODULES = {
+    dotted(path): ast.parse(path.read_text()) for path in LAYER.rglob("*.py") if path.stem != "__init__"
+}
+
+
+def imports(tree: ast.Module) -> list[tuple[str, str, str]]:
+    """(module, name, local name) for every `from opentracking... import name` anywhere in the tree; the
+    module is the dotted name under opentracking that is imported from, or the module imported itself."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "opentracking":
+            source = node.module.removeprefix("opentracking").lstrip(".")
             for alias in node.names:
-                if node.module == "opentracking":
-                    found.append((alias.name, ""))
+                local = alias.asname or alias.name
+                as_module = f"{source}.{alias.name}".lstrip(".")
+                if as_module in MODULES:
+                    found.append((as_module, "", local))
                 else:
-                    found.append((node.module.split(".")[1], alias.name))
+                    found.append((source, alias.name, local))
     return found
+
+
+def test_modules_live_in_subpackages_by_area():
+    top_level = {name for name in MODULES if "." not in name}
+    assert top_level == PUBLIC_SHIMS
+    assert {name.split(".")[0] for name in MODULES} - PUBLIC_SHIMS == AREAS
+    for name in PUBLIC_SHIMS:
+        body = MODULES[name].body
+        assert all(isinstance(node, ast.ImportFrom | ast.Assign | ast.Expr) for node in body), name
+
+
+def test_every_init_is_empty():
+    inits = sorted(LAYER.rglob("__init__.py"))
+    assert len(inits) == len(AREAS) + 1
+    only_docstrings = [
+        all(
+            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            for node in ast.parse(path.read_text()).body
+        )
+        for path in inits
+    ]
+    assert all(only_docstrings)
 
 
 def test_no_module_uses_another_modules_private_names():
     crossing = []
     for name, tree in MODULES.items():
-        crossing += [
-            (name, module, imported) for module, imported in imports(tree) if imported.startswith("_")
-        ]
+        found = imports(tree)
+        crossing += [(name, module, imported) for module, imported, _ in found if imported.startswith("_")]
+        module_names = {local: module for module, imported, local in found if not imported}
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Attribute)
                 and isinstance(node.value, ast.Name)
-                and node.value.id in MODULES
-                and node.value.id != name
+                and node.value.id in module_names
                 and node.attr.startswith("_")
             ):
-                crossing.append((name, node.value.id, node.attr))
+                crossing.append((name, module_names[node.value.id], node.attr))
     assert crossing == []
 
 
 def test_modules_import_each_other_without_a_cycle():
     edges = {
-        name: {module for module, _ in imports(tree) if module in MODULES} for name, tree in MODULES.items()
+        name: {module for module, _, _ in imports(tree) if module in MODULES and module != name}
+        for name, tree in MODULES.items()
     }
+    assert sum(map(len, edges.values())) > 100, "the import graph is read"
     cycles = []
 
     def visit(start: str, module: str, path: list[str]) -> None:

@@ -9,8 +9,8 @@ import email.policy
 
 import pytest
 
-from opentracking.injection import DKIM_SIGNED, ENCRYPTED, SIGNED
-from opentracking.links import list_unsubscribe_targets, rewrite, rewrite_html, rewrite_text
+from opentracking.mail.injection import DKIM_SIGNED, ENCRYPTED, SIGNED
+from opentracking.mail.links import list_unsubscribe_targets, rewrite, rewrite_html, rewrite_text
 
 HOST = "email.example.com"
 

@@ -16,8 +16,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from opentracking.injection import DKIM_SIGNED, SIGNED
-from opentracking.links import rewrite, rewrite_html
+from opentracking.mail.injection import DKIM_SIGNED, SIGNED
+from opentracking.mail.links import rewrite, rewrite_html
 from tests.helpers.corpus import CORPUS, names, require_corpus
 from tests.helpers.mime import as_text, body_span, decoded_payload, line_endings, parse, strip_dkim, wrap_html
 

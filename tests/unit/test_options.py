@@ -2,8 +2,8 @@
 
 import pytest
 
-from opentracking.errors import BadRequest
-from opentracking.options import (
+from opentracking.core.errors import BadRequest
+from opentracking.messages.options import (
     REASON_DOMAIN_DISABLED,
     REASON_MESSAGE_DISABLED,
     collect_variables,

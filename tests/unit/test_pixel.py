@@ -13,8 +13,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from devstack.events import make_http_event, pixel_path
 from devstack.handlers import load_event, load_handler
-from opentracking import pixel, store, tokens
-from opentracking.config import settings
+from opentracking.core.config import settings
+from opentracking.storage import store
+from opentracking.tracking import pixel, tokens
 
 EXPECTED_HEADERS = {
     "Content-Type": "image/gif",
@@ -194,7 +195,7 @@ def test_a_warm_open_costs_one_write_and_no_read(aws, handler, token, lambda_con
     ],
 )
 def test_dynamodb_down_still_serves_the_gif(aws, handler, token, lambda_context, failure):
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     def fail(**_kwargs):
         raise failure
@@ -233,7 +234,7 @@ def test_secret_unavailable_still_serves_the_gif_and_keeps_the_open(
 
 def test_count_in_equals_count_out_under_injected_write_faults(aws, handler, token, lambda_context):
     # GIVEN DynamoDB failing 30% of the pixel's writes (a fixed seed: the same faults every run)
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     faults = random.Random(2026)
 
@@ -257,7 +258,7 @@ def test_count_in_equals_count_out_under_injected_write_faults(aws, handler, tok
 
 
 def test_redrive_retries_while_dynamodb_is_still_down(aws, handler, token, lambda_context):
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     def fail(**_kwargs):
         raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "PutItem")
@@ -275,7 +276,7 @@ def test_redrive_retries_while_dynamodb_is_still_down(aws, handler, token, lambd
 
 
 def test_even_with_the_spill_queue_down_the_reader_gets_the_gif(aws, handler, token, lambda_context, capsys):
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     def fail(**_kwargs):
         raise EndpointConnectionError(endpoint_url="https://unreachable")

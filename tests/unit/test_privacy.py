@@ -11,9 +11,10 @@ import time
 import boto3
 import pytest
 
-from opentracking import anonymity, privacy, tokens
-from opentracking.anonymity import anonymize_ip, is_anonymized
-from opentracking.config import settings
+from opentracking.core.config import settings
+from opentracking.privacy import policy
+from opentracking.tracking import anonymity, tokens
+from opentracking.tracking.anonymity import anonymize_ip, is_anonymized
 from tests.unit.test_pixel import pixel_event, spilled
 
 ROUTE = "/v3/domains/{name}/tracking/privacy"
@@ -167,7 +168,7 @@ def test_deleting_the_domain_forgets_its_settings(configure, invoke):
         "api", "DELETE", "/v3/domains/example.com", route="/v3/domains/{name}", params={"name": "example.com"}
     )
     assert status == 200
-    assert privacy.get("example.com") == privacy.PrivacySettings()
+    assert policy.get("example.com") == policy.PrivacySettings()
 
 
 # ------------------------------------------------------------------------------------ end to end
@@ -218,7 +219,7 @@ def test_a_spilled_open_of_an_anonymising_domain_waits_without_its_full_address(
     aws, tracked_domain, lambda_context
 ):
     from devstack.handlers import load_handler
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     keyring = tokens.load_keyring(settings().token_secret_name)
     token = tokens.issue_token(keyring, tokens.new_copy_id(), "example.com", anonymize_ip=True)
@@ -282,7 +283,7 @@ def test_every_apple_range_is_wider_than_what_anonymisation_keeps():
     import csv
     from importlib import resources
 
-    from opentracking import bots
+    from opentracking.tracking import bots
 
     text = resources.files("opentracking").joinpath(bots.APPLE_RANGES_FILE).read_text()
     rows = list(

@@ -1,4 +1,5 @@
-"""Plan once, splice per copy (opentracking.splice, submission._track_by_template) against the per-copy path.
+"""Plan once, splice per copy (opentracking.mail.splice, submission._track_by_template) against the
+per-copy path.
 
 The per-copy path (links.rewrite, then inject, for every copy) stays the reference. For every message the
 injector's and the rewriter's own tests feed them, and for every message of the shared corpus, one
@@ -17,27 +18,31 @@ from pathlib import Path
 
 import pytest
 
-from opentracking import domains, injection, links, options, privacy, splice, submission, suppressions, tokens
+from opentracking.domains import registry
+from opentracking.mail import injection, links, splice
+from opentracking.messages import options, submission
+from opentracking.privacy import policy, suppressions
+from opentracking.tracking import tokens
 from tests.helpers.corpus import CORPUS
 
 UNIT = Path(__file__).resolve().parent
 KEYRING = tokens.KeyRing.from_secret({"active": "1", "1": "splice-test-master-key-0123456789abcdef"})
-DOMAIN = domains.Domain(name="example.com", cname_target="t.example", tracking_ready=True)
+DOMAIN = registry.Domain(name="example.com", cname_target="t.example", tracking_ready=True)
 RECIPIENTS = [f"reader{i}@example.net" for i in range(5)]
 
 # (opens, clicks mode, top, privacy, suppressed recipients)
 CONFIGS = [
-    (True, options.CLICKS_NO, False, privacy.PrivacySettings(), frozenset()),
+    (True, options.CLICKS_NO, False, policy.PrivacySettings(), frozenset()),
     (
         True,
         options.CLICKS_NO,
         True,
-        privacy.PrivacySettings(anonymize_ip=True, event_retention_days=7),
+        policy.PrivacySettings(anonymize_ip=True, event_retention_days=7),
         frozenset(),
     ),
-    (False, options.CLICKS_HTMLONLY, False, privacy.PrivacySettings(), frozenset()),
-    (True, options.CLICKS_YES, False, privacy.PrivacySettings(), frozenset({RECIPIENTS[1]})),
-    (True, options.CLICKS_YES, True, privacy.PrivacySettings(event_retention_days=30), frozenset()),
+    (False, options.CLICKS_HTMLONLY, False, policy.PrivacySettings(), frozenset()),
+    (True, options.CLICKS_YES, False, policy.PrivacySettings(), frozenset({RECIPIENTS[1]})),
+    (True, options.CLICKS_YES, True, policy.PrivacySettings(event_retention_days=30), frozenset()),
 ]
 
 
@@ -264,10 +269,10 @@ def test_a_token_of_another_length_is_refused():
 
 def test_few_or_per_recipient_copies_take_the_per_copy_path():
     message = _wrap(b"<html><body><p>hi</p></body></html>", "8bit")
-    few = _submission(message, True, options.CLICKS_NO, False, privacy.PrivacySettings())
+    few = _submission(message, True, options.CLICKS_NO, False, policy.PrivacySettings())
     few.copies = few.copies[: submission.SPLICE_MIN_COPIES - 1]
     assert not submission._track_by_template(few, KEYRING, "https", frozenset())
-    own = _submission(message, True, options.CLICKS_NO, False, privacy.PrivacySettings())
+    own = _submission(message, True, options.CLICKS_NO, False, policy.PrivacySettings())
     own.copies = [dataclasses.replace(c, message=c.message + c.recipient.encode()) for c in own.copies]
     assert not submission._track_by_template(own, KEYRING, "https", frozenset())
     assert suppressions.REASON_SUPPRESSED  # the suppressed config above relies on it
@@ -276,7 +281,7 @@ def test_few_or_per_recipient_copies_take_the_per_copy_path():
 def test_a_template_that_disagrees_with_a_real_copy_is_not_used(monkeypatch):
     message = _wrap(b'<html><body><a href="https://example.org/">a</a></body></html>', "8bit")
     monkeypatch.setattr(splice.Template, "fill", lambda self, tokens: b"not what the per-copy path makes")
-    made = _submission(message, True, options.CLICKS_YES, False, privacy.PrivacySettings())
+    made = _submission(message, True, options.CLICKS_YES, False, policy.PrivacySettings())
     before = _outcome(made)
     assert not submission._track_by_template(made, KEYRING, "https", frozenset())
     assert _outcome(made) == before

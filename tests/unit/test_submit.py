@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from devstack.events import make_http_event
 from devstack.handlers import load_event, load_handler
 from devstack.server import DEFAULT_API_KEY
-from opentracking import domains
+from opentracking.domains import registry
 
 PIXEL_RE = re.compile(r'<img src="(https://email\.example\.com/o/([A-Za-z0-9_-]+))"')
 BOUNDARY = "otBoundary1234"
@@ -25,7 +25,7 @@ BOUNDARY = "otBoundary1234"
 def put_ready_domain(**changes) -> None:
     """example.com with a valid tracking CNAME (what verify records once DNS is right)."""
     ready = {"cname_target": "track.opentracking.test", "cname_valid": "valid", "tracking_ready": True}
-    domains.put(domains.Domain(name="example.com", **{**ready, **changes}))
+    registry.put(registry.Domain(name="example.com", **{**ready, **changes}))
 
 
 @pytest.fixture
@@ -465,7 +465,7 @@ def fail_on(operation: str, *, after: int = 0, times: int = 1):
 )
 def test_a_failure_at_any_step_leaves_nothing_half_stored(aws, submit, service, event, after, times):
     # GIVEN a storage fault at one step (60 recipients -> 60 objects, 121 records in 2 transactions)
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     client(service).meta.events.register(event, fail_on(event, after=after, times=times))
     recipients = ",".join(f"r{i}@example.net" for i in range(60))
@@ -480,7 +480,7 @@ def test_a_failure_at_any_step_leaves_nothing_half_stored(aws, submit, service, 
 
 def test_dynamodb_down_for_a_small_message_keeps_nothing(aws, submit):
     # GIVEN DynamoDB refusing every transaction (an outage, not a blip)
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     event = "before-call.dynamodb.TransactWriteItems"
     client("dynamodb").meta.events.register(event, fail_on(event, times=10**6))
@@ -514,7 +514,7 @@ def test_idempotency_key_reused_with_another_message_is_refused(aws, submit):
 
 
 def test_failed_submission_can_be_retried_with_the_same_key(aws, submit):
-    from opentracking.aws import client
+    from opentracking.core.aws import client
 
     hook = fail_on("PutObject")
     client("s3").meta.events.register("before-call.s3.PutObject", hook)

@@ -126,9 +126,9 @@ def test_unknown_domain_is_a_404_for_every_method(suppressions):
 
 
 def test_lists_are_per_domain(suppressions, invoke):
-    from opentracking import domains
+    from opentracking.domains import registry
 
-    domains.put(domains.Domain(name="other.example", cname_target="t.example"))
+    registry.put(registry.Domain(name="other.example", cname_target="t.example"))
     suppressions("POST", [("address", "a@example.net")])
     assert listed(suppressions) == ["a@example.net"]
     assert suppressions("GET", domain="other.example")[1]["items"] == []
@@ -188,12 +188,12 @@ def test_addresses_are_kept_out_of_keys(suppressions, aws):
 
 
 def test_diagnose_names_the_opt_out(world, suppressions, aws):
-    from opentracking import diagnose, domains
+    from opentracking.domains import diagnose, registry
 
     suppressions("POST", [("address", "b@example.net")])
     world.send(recipients="a@example.net, b@example.net")
     copies = [world.copy("a@example.net"), world.copy("b@example.net")]
-    check = diagnose._opted_out(domains.get("example.com"), copies)
+    check = diagnose._opted_out(registry.get("example.com"), copies)
     assert (check.check, check.status) == ("recipient_opted_out", diagnose.FAIL)
     assert check.detail.startswith("1 of 2 copies got no pixel")
-    assert diagnose._opted_out(domains.get("example.com"), copies[:1]) is None
+    assert diagnose._opted_out(registry.get("example.com"), copies[:1]) is None

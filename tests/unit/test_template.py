@@ -129,13 +129,13 @@ def test_every_route_has_a_sample_event():
 
 
 def _emitted_metric_names() -> set[str]:
-    """The metrics the code publishes: every opentracking.metric_names.Metric it names."""
+    """The metrics the code publishes: every opentracking.core.metric_names.Metric it names."""
     import re
 
-    from opentracking.metric_names import Metric
+    from opentracking.core.metric_names import Metric
 
     sources = [
-        *(ROOT / "layers" / "opentracking" / "opentracking").glob("*.py"),
+        *(ROOT / "layers" / "opentracking" / "opentracking").rglob("*.py"),
         *(ROOT / "functions").glob("*/app.py"),
     ]
     named = {name for path in sources for name in re.findall(r"\bMetric\.([A-Z_]+)\b", path.read_text())}
@@ -143,7 +143,7 @@ def _emitted_metric_names() -> set[str]:
 
 
 def test_every_metric_name_is_published_and_every_alarm_watches_one():
-    from opentracking.metric_names import Metric
+    from opentracking.core.metric_names import Metric
 
     # No name in the list that nothing publishes (a renamed metric leaves no stale entry behind)
     assert _emitted_metric_names() == {metric.value for metric in Metric}
@@ -203,7 +203,7 @@ def test_tracking_hosts_policy_covers_exactly_the_calls_the_code_makes():
     """Each ACM and API Gateway call in tracking_hosts maps to an allowed action; nothing more is allowed."""
     import re
 
-    source = (ROOT / "layers/opentracking/opentracking/tracking_hosts.py").read_text()
+    source = (ROOT / "layers/opentracking/opentracking/domains/tracking_hosts.py").read_text()
     acm_calls = set(re.findall(r'client\("acm"\)\.(\w+)', source))
     api_calls = set(re.findall(r"(?:api|client\(\"apigatewayv2\"\))\.(\w+)\(", source))
     assert acm_calls == {"request_certificate", "describe_certificate", "delete_certificate"}

@@ -5,7 +5,7 @@ import string
 
 import pytest
 
-from opentracking.tokens import (
+from opentracking.tracking.tokens import (
     MAX_TOKEN_CHARS,
     InvalidToken,
     KeyRing,
@@ -149,7 +149,7 @@ def test_issued_tokens_are_the_documented_construction_byte_for_byte():
     import hashlib
     import hmac
 
-    from opentracking import tokens
+    from opentracking.tracking import tokens
 
     keyring = ring("2", **{"1": KEY_1, "2": KEY_2})
 

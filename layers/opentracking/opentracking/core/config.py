@@ -1,0 +1,55 @@
+"""Configuration from environment variables, read and validated once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from opentracking.core.errors import OpenTrackingError
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    bucket_name: str
+    token_secret_name: str
+    api_keys_secret_name: str
+    # Pixel links are always https on AWS (API Gateway serves nothing else); the local stack may serve http.
+    tracking_scheme: str = "https"
+    event_retention_days: int = 30
+    stats_retention_days: int = 400
+
+
+def _require(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise OpenTrackingError(f"environment variable {name} is not set")
+    return value
+
+
+def table_name() -> str:
+    """The one DynamoDB table every record lives in."""
+    return settings().table_name
+
+
+@cache
+def settings() -> Settings:
+    scheme = os.environ.get("TRACKING_SCHEME", "https").strip().lower() or "https"
+    if scheme not in ("http", "https"):
+        raise OpenTrackingError(f"TRACKING_SCHEME must be http or https, not {scheme!r}")
+    days = int(os.environ.get("EVENT_RETENTION_DAYS", "30"))
+    if days < 1:
+        raise OpenTrackingError("EVENT_RETENTION_DAYS must be at least 1")
+    stats_days = int(os.environ.get("STATS_RETENTION_DAYS", "400"))
+    if stats_days < 1:
+        raise OpenTrackingError("STATS_RETENTION_DAYS must be at least 1")
+    return Settings(
+        table_name=_require("TABLE_NAME"),
+        bucket_name=_require("BUCKET_NAME"),
+        token_secret_name=_require("TOKEN_SECRET_NAME"),
+        api_keys_secret_name=_require("API_KEYS_SECRET_NAME"),
+        tracking_scheme=scheme,
+        event_retention_days=days,
+        stats_retention_days=stats_days,
+    )

@@ -1,0 +1,22 @@
+"""Deleting a domain and everything kept for it. A module of its own: the cascade reaches webhooks,
+privacy settings and suppressions, which themselves read domains, so `domains` cannot import them."""
+
+from __future__ import annotations
+
+from opentracking.core.config import table_name
+from opentracking.domains import registry, tracking_hosts
+from opentracking.privacy import policy, suppressions
+from opentracking.storage import keys, store
+from opentracking.webhooks import subscriptions
+
+
+def delete(name: str) -> None:
+    """Delete a domain, its webhooks, privacy settings and suppression list (a domain created again
+    later starts clean)."""
+    domain = registry.get(name)
+    # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
+    tracking_hosts.release(domain.host, domain.tracking_host)
+    subscriptions.delete_all(name)
+    policy.delete(name)
+    suppressions.delete_all(name)
+    store.delete_item(table_name(), keys.domain_key(name))

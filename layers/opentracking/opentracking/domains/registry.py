@@ -1,0 +1,335 @@
+"""Sending domains, their tracking CNAME and their tracking settings, in Mailgun's shapes.
+
+A domain's tracking host is `<web_prefix>.<domain>` and must be a CNAME for the hostname this deployment
+serves tracking from (`cname_target`). Its state comes from DNS checks (the domains API's `verify` and the
+scheduled checker): `cname_valid` is what Mailgun shows (valid/invalid/unknown), `tracking_ready` is the
+last definitive answer. Only a definitive answer changes readiness, so a DNS timeout neither stops nor
+starts pixel injection; a CNAME found missing or wrong does stop it, so no recipient sees a broken image.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from email.utils import formatdate
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from opentracking.core.config import table_name
+from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError
+from opentracking.domains import dns_check, tracking_hosts
+from opentracking.storage import keys, store
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+DEFAULT_WEB_PREFIX = "email"
+DOMAIN_LIST_KEY = "DOMAINS"
+
+
+def normalise_domain(name: str | None) -> str:
+    """A valid DNS domain name, lower-case, IDNA-encoded; BadRequest otherwise."""
+    text = (name or "").strip().rstrip(".").lower()
+    if not text:
+        raise BadRequest("'name' parameter is missing")
+    try:
+        ascii_name = text.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise BadRequest(f"'{text}' is not a valid domain name") from None
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise BadRequest(f"'{text}' is not a valid domain name")
+    if labels[-1].isdigit():
+        # No top-level domain is all digits (RFC 3696 2): this is an IPv4 address, not a sending domain.
+        raise BadRequest(f"'{text}' is an IP address, not a domain name")
+    return ascii_name
+
+
+def normalise_web_prefix(prefix: str | None) -> str:
+    text = (prefix or DEFAULT_WEB_PREFIX).strip().lower()
+    if not _LABEL.match(text):
+        raise BadRequest("'web_prefix' must be a single DNS label (letters, digits and hyphens)")
+    return text
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    cname_target: str
+    web_prefix: str = DEFAULT_WEB_PREFIX
+    created_at: float = field(default_factory=time.time)
+    open_tracking: bool = False
+    place_at_the_top: bool = False
+    click_tracking: str = "no"  # yes (HTML and text links), htmlonly, no
+    click_implies_open: bool = True  # a human click with no open recorded also records a derived open
+    cname_valid: str = "unknown"  # Mailgun's valid / invalid / unknown
+    tracking_ready: bool = False  # the last definitive DNS answer was "valid"
+    cname_status: str | None = None
+    cname_detail: str | None = None
+    cname_found: list[str] = field(default_factory=list)  # the CNAME chain DNS answered ("cached")
+    cname_checked_at: float | None = None
+    https_status: str | None = None  # the certificate served on the tracking host (scheduled checker)
+    https_detail: str | None = None
+    cert_days_left: int | None = None
+    # The per-domain certificate and custom domain (tracking_hosts); "shared" where the deployment has none.
+    host: tracking_hosts.TrackingHost = field(default_factory=tracking_hosts.TrackingHost)
+
+    @property
+    def tracking_host(self) -> str:
+        return f"{self.web_prefix}.{self.name}"
+
+    # --- DynamoDB ---
+    def to_item(self) -> dict[str, Any]:
+        return {
+            **keys.domain_key(self.name),
+            "type": "domain",
+            "gsi1pk": DOMAIN_LIST_KEY,
+            "gsi1sk": self.name,
+            **{key: value for key, value in asdict(self).items() if key != "created_at"},
+            "created_at": str(self.created_at),
+            "host": self.host.to_item(),
+            "cname_checked_at": None if self.cname_checked_at is None else str(self.cname_checked_at),
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Domain:
+        def number(key: str) -> float | None:
+            return None if item.get(key) is None else float(item[key])
+
+        return cls(
+            name=item["name"],
+            cname_target=item.get("cname_target", ""),
+            web_prefix=item.get("web_prefix", DEFAULT_WEB_PREFIX),
+            created_at=number("created_at") or 0.0,
+            open_tracking=bool(item.get("open_tracking", False)),
+            place_at_the_top=bool(item.get("place_at_the_top", False)),
+            click_tracking=item.get("click_tracking", "no"),
+            click_implies_open=bool(item.get("click_implies_open", True)),
+            cname_valid=item.get("cname_valid", "unknown"),
+            tracking_ready=bool(item.get("tracking_ready", False)),
+            cname_status=item.get("cname_status"),
+            cname_detail=item.get("cname_detail"),
+            cname_found=list(item.get("cname_found") or []),
+            cname_checked_at=number("cname_checked_at"),
+            https_status=item.get("https_status"),
+            https_detail=item.get("https_detail"),
+            cert_days_left=None if item.get("cert_days_left") is None else int(item["cert_days_left"]),
+            host=tracking_hosts.TrackingHost.from_item(item.get("host")),
+        )
+
+    # --- Mailgun shapes ---
+    def mailgun(self) -> dict[str, Any]:
+        return {
+            "created_at": formatdate(self.created_at, usegmt=True),
+            "id": self.name,
+            "is_disabled": False,
+            "name": self.name,
+            "require_tls": False,
+            "skip_verification": False,
+            "smtp_login": f"postmaster@{self.name}",
+            "spam_action": "disabled",
+            "state": "active" if self.tracking_ready else "unverified",
+            "type": "custom",
+            "web_prefix": self.web_prefix,
+            "web_scheme": "https",
+            "wildcard": False,
+        }
+
+    def tracking_record(self) -> dict[str, Any]:
+        """The tracking CNAME as Mailgun lists a DNS record, with the last check's findings."""
+        return {
+            "record_type": "CNAME",
+            "name": self.tracking_host,
+            "value": self.cname_target,
+            "valid": self.cname_valid,
+            "is_active": self.tracking_ready,
+            "cached": list(self.cname_found),
+            "status": self.cname_status,
+            "detail": self.cname_detail,
+            "purpose": "tracking",
+            "checked_at": self.cname_checked_at,
+            "https": {
+                "status": self.https_status,
+                "days_left": self.cert_days_left,
+                "detail": self.https_detail,
+            },
+        }
+
+    def response(self, message: str | None = None) -> dict[str, Any]:
+        validation = self.host.validation_record()
+        body = {
+            "domain": self.mailgun(),
+            "receiving_dns_records": [],
+            "sending_dns_records": [self.tracking_record(), *([validation] if validation else [])],
+            "tracking_host": self.host.summary(self.name, self.tracking_host),
+        }
+        if message:
+            body["message"] = message
+        return body
+
+    def tracking(self) -> dict[str, Any]:
+        return {
+            "tracking": {
+                "open": {"active": self.open_tracking, "place_at_the_top": self.place_at_the_top},
+                "click": self.click_setting(),
+                "unsubscribe": {"active": False, "html_footer": "", "text_footer": ""},
+            }
+        }
+
+    def click_setting(self) -> dict[str, Any]:
+        """Mailgun's shape (`active`: true, false or "htmlonly") plus opentracking's `implies_open`."""
+        active = {"yes": True, "no": False}.get(self.click_tracking, self.click_tracking)
+        return {"active": active, "implies_open": self.click_implies_open}
+
+    def with_check(self, check: dns_check.CnameCheck) -> Domain:
+        definitive = check.mailgun_valid != "unknown"
+        host = tracking_hosts.with_cname(self.host, check.mailgun_valid)
+        return replace(
+            self,
+            host=host,
+            cname_valid=check.mailgun_valid,
+            # Pixels need both: the CNAME reaching us, and (per-domain hosts) a certificate that serves it.
+            tracking_ready=host.serving and (check.valid if definitive else self.tracking_ready),
+            cname_status=str(check.status),
+            cname_detail=check.detail,
+            cname_found=list(check.chain[1:]) if check.chain else ([check.found] if check.found else []),
+            cname_checked_at=check.checked_at,
+        )
+
+
+def get(name: str) -> Domain:
+    item = store.get_item(table_name(), keys.domain_key(name))
+    if item is None:
+        raise NotFound(f"Domain not found: {name}")
+    return Domain.from_item(item)
+
+
+def check(domain: Domain, *, renew: bool = False) -> Domain:
+    """Advance the tracking host's certificate and custom domain, then check its DNS records now
+    (bounded), and return the domain with the results. Never raises for AWS or DNS trouble: that is state."""
+    resolver = dns_check.make_resolver()
+    host = tracking_hosts.advance(domain.host, domain.tracking_host, renew=renew)
+    host = tracking_hosts.with_validation_check(host, resolver)
+    if host.state != tracking_hosts.HostState.SHARED:
+        domain = replace(domain, cname_target=host.target)  # the custom domain's target, once known
+    domain = replace(domain, host=host)
+    if not domain.cname_target:
+        # Nothing to compare the CNAME with yet: unknown, not invalid, and no pixels.
+        return replace(
+            domain,
+            cname_valid="unknown",
+            tracking_ready=False,
+            cname_status="no_target",
+            cname_detail=host.next_step(domain.name, domain.tracking_host),
+            cname_found=[],
+            cname_checked_at=time.time(),
+        )
+    return domain.with_check(
+        dns_check.check_cname(domain.tracking_host, domain.cname_target, resolver=resolver)
+    )
+
+
+def create(
+    name: str | None,
+    *,
+    web_prefix: str | None,
+    web_scheme: str | None,
+    cname_target: str,
+    api_id: str = "",
+) -> Domain:
+    domain_name = normalise_domain(name)
+    scheme = (web_scheme or "https").strip().lower()
+    if scheme not in ("http", "https"):
+        raise BadRequest("'web_scheme' must be http or https")
+    # web_scheme=http is accepted as Mailgun accepts it, but links stay https: an HSTS policy on the
+    # customer's domain can then never break a pixel (the seed's third failure mode).
+    host = replace(tracking_hosts.initial(), api_id=api_id)
+    domain = Domain(
+        name=domain_name,
+        cname_target="" if host.state != tracking_hosts.HostState.SHARED else cname_target,
+        web_prefix=normalise_web_prefix(web_prefix),
+        host=host,
+    )
+    # Claim the name first, so a duplicate request never requests a second certificate.
+    _put_if(domain, "attribute_not_exists(pk)", BadRequest(f"Domain {domain_name} already exists"))
+    checked = check(domain)
+    try:
+        return save(checked)
+    except NotFound:
+        tracking_hosts.release(checked.host, checked.tracking_host)  # deleted meanwhile: leave nothing behind
+        raise
+
+
+def _put_if(domain: Domain, condition: str, conflict: OpenTrackingError) -> Domain:
+    try:
+        store.put_item(table_name(), domain.to_item(), condition=condition)
+    except ClientError:  # store.put_item lets only a failed condition through; the rest is StorageUnavailable
+        raise conflict from None
+    return domain
+
+
+def put(domain: Domain) -> Domain:
+    """Store a domain as it is, created or replaced (imports, tests and the local stack)."""
+    store.put_item(table_name(), domain.to_item())
+    return domain
+
+
+def save(domain: Domain) -> Domain:
+    """Store a changed domain, only if it still exists (a concurrent delete wins)."""
+    return _put_if(domain, "attribute_exists(pk)", NotFound(f"Domain not found: {domain.name}"))
+
+
+def verify(name: str) -> Domain:
+    """An explicit verify also replaces a failed or expired certificate (the checker only reports one)."""
+    return save(check(get(name), renew=True))
+
+
+def list_domains(*, limit: int = 100, skip: int = 0) -> tuple[list[Domain], int]:
+    items = store.query_index(table_name(), "gsi1", "gsi1pk", DOMAIN_LIST_KEY)
+    domains = [Domain.from_item(item) for item in items]
+    return domains[skip : skip + limit], len(domains)
+
+
+def _require_tracking_host(domain: Domain, what: str) -> None:
+    """BadRequest, naming the next step, while the tracking host does not serve us yet."""
+    if domain.tracking_ready:
+        return
+    if not domain.host.serving:
+        raise BadRequest(
+            f"{what} cannot be enabled until {domain.tracking_host} serves HTTPS. "
+            f"{domain.host.next_step(domain.name, domain.tracking_host)}"
+        )
+    raise BadRequest(
+        f"{what} cannot be enabled until the tracking CNAME {domain.tracking_host} points to "
+        f"{domain.cname_target}. {domain.cname_detail or 'It has not been checked yet.'} "
+        f"Fix the record, then PUT /v3/domains/{domain.name}/verify."
+    )
+
+
+def set_open_tracking(name: str, *, active: bool | None, place_at_the_top: bool | None) -> Domain:
+    """Mailgun's rule: tracking cannot be switched on while the tracking CNAME is not valid."""
+    domain = get(name)
+    if active:
+        _require_tracking_host(domain, "Open tracking")
+    return save(
+        replace(
+            domain,
+            open_tracking=domain.open_tracking if active is None else active,
+            place_at_the_top=domain.place_at_the_top if place_at_the_top is None else place_at_the_top,
+        )
+    )
+
+
+def set_click_tracking(name: str, *, active: str | None, implies_open: bool | None) -> Domain:
+    """`active` is yes, no or htmlonly. As for opens, clicks cannot be switched on until the tracking host
+    serves us: every link would point at a host that does not reach us."""
+    domain = get(name)
+    if active not in (None, "no"):
+        _require_tracking_host(domain, "Click tracking")
+    return save(
+        replace(
+            domain,
+            click_tracking=domain.click_tracking if active is None else active,
+            click_implies_open=domain.click_implies_open if implies_open is None else implies_open,
+        )
+    )

@@ -1,0 +1,606 @@
+"""Accepting a message: decide tracking, make one copy per envelope recipient with its own pixel, store
+the copies in S3 and the records in DynamoDB, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opentracking.core.config import Settings
+from opentracking.core.errors import BadRequest, PayloadTooLarge, StorageUnavailable
+from opentracking.core.metric_names import Metric
+from opentracking.core.observability import count, logger
+from opentracking.domains import registry
+from opentracking.http.forms import Form
+from opentracking.mail import compose, links, splice
+from opentracking.mail.injection import REASON_TEXT, inject
+from opentracking.messages import options
+from opentracking.privacy import erasure, policy, suppressions
+from opentracking.storage import keys, store
+from opentracking.tracking import tokens
+
+MAX_RECIPIENTS = 1000
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # Mailgun's limit for a message with its attachments
+# Planning a template costs three renders of the message (two probes and one checked copy): below this
+# many tracked copies the per-copy path is as cheap.
+SPLICE_MIN_COPIES = 4
+QUEUED = "Queued. Thank you."
+
+
+@dataclass
+class Copy:
+    copy_id: bytes
+    recipient: str
+    message: bytes
+    user_variables: dict[str, Any]
+    s3_key: str = ""
+    tracked: bool = False
+    untracked_reason: str | None = None  # why this copy alone has no pixel (the recipient opted out)
+    links: int = 0  # links rewritten to click-tracking redirects
+
+    @property
+    def copy_hex(self) -> str:
+        return self.copy_id.hex()
+
+
+@dataclass
+class Submission:
+    """Everything decided about a message before anything is stored."""
+
+    domain: registry.Domain
+    message_id: str
+    sender: str
+    subject: str
+    recipients: list[str]
+    tags: list[str]
+    user_variables: dict[str, Any]
+    decision: options.TrackingDecision
+    testmode: bool
+    copies: list[Copy] = field(default_factory=list)
+    reason: str | None = None  # why opens are not tracked, when they are not
+    privacy: policy.PrivacySettings = field(default_factory=policy.PrivacySettings)
+    click_reason: str | None = None  # why clicks are not tracked, when they are not
+
+    @property
+    def opens_tracked(self) -> bool:
+        return self.decision.opens and self.reason is None
+
+    @property
+    def clicks_tracked(self) -> bool:
+        return self.decision.clicks != options.CLICKS_NO and self.click_reason is None
+
+    @property
+    def links(self) -> int:
+        return max((copy.links for copy in self.copies), default=0)
+
+
+def reason_text(code: str) -> str:
+    return (
+        options.TRACKING_REASON_TEXT.get(code)
+        or suppressions.REASON_TEXT.get(code)
+        or REASON_TEXT.get(code, code)
+    )
+
+
+def _control_headers(form: Form, mime_headers: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """X-Mailgun-* headers by lower-case name: from the MIME message and from h: fields."""
+    headers: dict[str, list[str]] = {}
+    for name, value in mime_headers:
+        headers.setdefault(name, []).append(value)
+    for name, value in form.with_prefix("h:"):
+        if name.lower().startswith(compose.CONTROL_HEADER_PREFIX):
+            headers.setdefault(name.lower(), []).append(value)
+    return headers
+
+
+def _envelope(form: Form, *, mime: bool) -> list[str]:
+    to = form.all("to")
+    if not to or not any(value.strip() for value in to):
+        raise BadRequest("'to' parameter is missing")
+    fields = [("to", to)] if mime else [("to", to), ("cc", form.all("cc")), ("bcc", form.all("bcc"))]
+    recipients: list[str] = []
+    seen: set[str] = set()
+    for name, values in fields:
+        for address in compose.parse_recipients(values, name):
+            if address.lower() not in seen:
+                seen.add(address.lower())
+                recipients.append(address)
+    if len(recipients) > MAX_RECIPIENTS:
+        raise BadRequest(f"Too many recipients: {len(recipients)} (at most {MAX_RECIPIENTS} per message)")
+    return recipients
+
+
+def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
+    """Validate the request and decide everything, one untracked copy per recipient. Raises BadRequest
+    before anything is stored."""
+    recipients = _envelope(form, mime=mime)
+    if mime:
+        uploads = form.files_named("message")
+        raw = uploads[-1].data if uploads else (form.last("message") or "").encode("utf-8")
+        if not raw.strip():
+            raise BadRequest("'message' parameter is missing")
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise PayloadTooLarge("Message size exceeds the 25 MB limit")
+        prepared = compose.prepare_mime(raw, domain.name)
+        source: object = prepared
+        message_id, sender, subject = prepared.message_id, prepared.sender, prepared.subject
+        control = _control_headers(form, prepared.control_headers)
+    else:
+        parts = compose.parts_from_form(form)
+        size = sum(len(f.data) for f in parts.attachments + parts.inline)
+        size += sum(len(x or "") for x in (parts.text, parts.html, parts.amp_html))
+        if size > MAX_MESSAGE_BYTES:
+            raise PayloadTooLarge("Message size exceeds the 25 MB limit")
+        source = parts
+        message_id = parts.message_id or compose.new_message_id(domain.name)
+        sender, subject = parts.sender, parts.subject
+        control = _control_headers(form, [])
+
+    option_values = {name: value for name, value in form.fields if name.startswith("o:")}
+    last_header = {name: values[-1] for name, values in control.items()}
+    decision = options.decide_tracking(
+        option_values,
+        last_header,
+        domain_active=domain.open_tracking,
+        domain_top=domain.place_at_the_top,
+        domain_clicks=domain.click_tracking,
+    )
+    testmode = (
+        bool(options.parse_bool("o:testmode", option_values["o:testmode"]))
+        if "o:testmode" in option_values
+        else False
+    )
+    tag_values = form.all("o:tag") + [
+        tag for value in control.get("x-mailgun-tag", []) for tag in value.split(",")
+    ]
+    user_variables = options.collect_variables(form.with_prefix("v:"), control.get("x-mailgun-variables", []))
+    recipient_variables_raw = form.last("recipient-variables")
+    recipient_variables = (
+        options.parse_json_object("recipient-variables", recipient_variables_raw)
+        if recipient_variables_raw
+        else None
+    )
+    submission = Submission(
+        domain=domain,
+        message_id=message_id,
+        sender=compose.sender_address(sender),
+        subject=subject,
+        recipients=recipients,
+        tags=options.normalise_tags(tag_values),
+        user_variables=user_variables,
+        decision=decision,
+        testmode=testmode,
+        reason=decision.reason,
+        click_reason=_click_reason(decision),
+    )
+    submission.copies = _make_copies(submission, source, recipient_variables)
+    return submission
+
+
+def _make_copies(
+    submission: Submission, source: object, recipient_variables: dict[str, Any] | None
+) -> list[Copy]:
+    """One copy per recipient. Without recipient-variables every copy is the same message until its pixel
+    goes in, so it is built once (building it per recipient would re-fold an N-address To header N times)."""
+    shared: bytes | None = None
+    if isinstance(source, compose.PreparedMime):
+        shared = source.message
+    elif recipient_variables is None:
+        shared = compose.build_message(source, submission.message_id)  # type: ignore[arg-type]
+    copies = []
+    for recipient in submission.recipients:
+        own = (recipient_variables or {}).get(recipient) or {}
+        if not isinstance(own, dict):
+            raise BadRequest("'recipient-variables' must map each recipient to a JSON object")
+        # Batch sending (recipient-variables): each copy shows only its own recipient in To.
+        message = shared or compose.build_message(
+            source,  # type: ignore[arg-type]
+            submission.message_id,
+            variables=own,
+            to_override=[recipient],
+        )
+        variables = {
+            key: compose.substitute(value, own) if isinstance(value, str) else value
+            for key, value in submission.user_variables.items()
+        }
+        copies.append(
+            Copy(copy_id=tokens.new_copy_id(), recipient=recipient, message=message, user_variables=variables)
+        )
+    return copies
+
+
+def _click_reason(decision: options.TrackingDecision) -> str | None:
+    if decision.clicks != options.CLICKS_NO:
+        return None
+    if decision.clicks_source == "domain":
+        return options.REASON_CLICKS_DOMAIN_DISABLED
+    return options.REASON_CLICKS_MESSAGE_DISABLED
+
+
+def track(
+    submission: Submission,
+    keyring: tokens.KeyRing,
+    scheme: str,
+    *,
+    suppressed: frozenset[str] = frozenset(),
+) -> None:
+    """Point each copy's links at click-tracking redirects and give it its own pixel, as decided; or
+    record why not. `suppressed`: the lower-cased recipients on the domain's tracking suppression list,
+    whose copies get no pixel."""
+    if not submission.domain.tracking_ready:
+        # A pixel or a link on a host that does not resolve to us would be a broken image or a dead link.
+        if submission.decision.opens:
+            submission.reason = options.REASON_CNAME_NOT_READY
+        if submission.clicks_tracked:
+            submission.click_reason = options.REASON_CNAME_NOT_READY
+        return
+    if _track_by_template(submission, keyring, scheme, suppressed):
+        return
+    if submission.clicks_tracked:
+        _rewrite_links(submission, keyring, scheme, suppressed)
+    if not submission.decision.opens:
+        return
+    for copy in submission.copies:
+        if copy.recipient.lower() in suppressed:
+            copy.untracked_reason = suppressions.REASON_SUPPRESSED
+            continue
+        token = tokens.issue_token(
+            keyring,
+            copy.copy_id,
+            submission.domain.name,
+            anonymize_ip=submission.privacy.anonymize_ip,
+            retention_days=submission.privacy.event_retention_days,
+        )
+        url = f"{scheme}://{submission.domain.tracking_host}/o/{token}"
+        result = inject(copy.message, url, top=submission.decision.top)
+        if not result.injected:
+            # The reason is a property of the message, the same for every copy.
+            submission.reason = result.reason
+            for other in submission.copies:
+                other.tracked = False
+            return
+        copy.message = result.message
+        copy.tracked = True
+    if submission.copies and all(copy.untracked_reason for copy in submission.copies):
+        submission.reason = suppressions.REASON_SUPPRESSED
+
+
+def _track_by_template(
+    submission: Submission, keyring: tokens.KeyRing, scheme: str, suppressed: frozenset[str]
+) -> bool:
+    """What track() does, for copies that share one message: plan the message once (splice.build) and
+    make each copy by splicing its tokens into the template. False, with nothing changed, when this does
+    not apply (per-recipient messages, few copies, a message the plan cannot cover exactly, or one that
+    is not tracked at all): the per-copy path then does the work."""
+    opens, clicks = submission.decision.opens, submission.clicks_tracked
+    if not (opens or clicks):
+        return False
+    tracked = [copy for copy in submission.copies if copy.recipient.lower() not in suppressed]
+    if len(tracked) < SPLICE_MIN_COPIES:
+        return False
+    message = tracked[0].message
+    if any(copy.message is not message and copy.message != message for copy in tracked):
+        return False  # recipient-variables: every copy is its own message
+    domain, settings = submission.domain, submission.privacy
+    text = submission.decision.clicks == options.CLICKS_YES
+    link_count = [0]
+
+    def render(token_for: splice.TokenFor) -> bytes | None:
+        """The per-copy path for one copy, its tokens from *token_for*; None where it would not track."""
+        out = message
+        if clicks:
+
+            def link_url(url: str) -> str | None:
+                token = token_for(("click", url))
+                return None if token is None else f"{scheme}://{domain.tracking_host}/c/{token}"
+
+            result = links.rewrite(out, link_url, text=text, tracking_host=domain.tracking_host)
+            if result.reason is not None:
+                return None
+            out, link_count[0] = result.message, result.links
+        if opens:
+            injected = inject(
+                out,
+                f"{scheme}://{domain.tracking_host}/o/{token_for(('open',))}",
+                top=submission.decision.top,
+            )
+            if not injected.injected:
+                return None
+            out = injected.message
+        return out
+
+    def tokens_for(copy_id: bytes) -> splice.TokenFor:
+        def token_for(key: object) -> str | None:
+            if key == ("open",):
+                return tokens.issue_token(
+                    keyring,
+                    copy_id,
+                    domain.name,
+                    anonymize_ip=settings.anonymize_ip,
+                    retention_days=settings.event_retention_days,
+                )
+            assert isinstance(key, tuple)
+            try:
+                return tokens.issue_click_token(
+                    keyring,
+                    copy_id,
+                    domain.name,
+                    key[1],
+                    anonymize_ip=settings.anonymize_ip,
+                    retention_days=settings.event_retention_days,
+                )
+            except ValueError:
+                return None  # too long to seal: the link stays as it was
+
+        return token_for
+
+    # A token's length depends on the URL and the domain's settings, never on the copy id.
+    probe_tokens = tokens_for(bytes(tokens.COPY_ID_BYTES))
+    template = splice.build(render, lambda key: None if (t := probe_tokens(key)) is None else len(t))
+    if template is None:
+        return False
+    planned_links = link_count[0]
+    # Trust the template only once it has reproduced a real copy byte for byte.
+    first = tokens_for(tracked[0].copy_id)
+    first_message = template.fill([first(key) for key in template.keys])
+    if first_message is None or first_message != render(first) or link_count[0] != planned_links:
+        logger.warning("copy template disagrees with the per-copy path; tracking copy by copy")
+        return False
+    made: dict[int, bytes] = {}
+    for copy in tracked:
+        token_for = tokens_for(copy.copy_id)
+        filled = (
+            first_message if copy is tracked[0] else template.fill([token_for(key) for key in template.keys])
+        )
+        if filled is None:  # a token of another length than planned: this copy takes the per-copy path
+            filled = render(token_for)
+            if filled is None or link_count[0] != planned_links:
+                return False  # nothing changed yet: the per-copy path does the whole message
+        made[id(copy)] = filled
+    for copy in submission.copies:
+        if id(copy) not in made:  # suppressed: the original links and no pixel
+            if opens:
+                copy.untracked_reason = suppressions.REASON_SUPPRESSED
+            continue
+        copy.message = made[id(copy)]
+        copy.links = planned_links if clicks else 0
+        copy.tracked = opens
+    return True
+
+
+def _rewrite_links(
+    submission: Submission, keyring: tokens.KeyRing, scheme: str, suppressed: frozenset[str]
+) -> None:
+    """Each copy's links, sealed per copy with the domain's privacy instructions. A recipient on the
+    tracking suppression list gets the original links: opting out of tracking covers clicks too."""
+    domain = submission.domain
+    text = submission.decision.clicks == options.CLICKS_YES
+    for copy in submission.copies:
+        if copy.recipient.lower() in suppressed:
+            continue
+
+        def link_url(url: str, copy_id: bytes = copy.copy_id) -> str | None:
+            try:
+                token = tokens.issue_click_token(
+                    keyring,
+                    copy_id,
+                    domain.name,
+                    url,
+                    anonymize_ip=submission.privacy.anonymize_ip,
+                    retention_days=submission.privacy.event_retention_days,
+                )
+            except ValueError:
+                return None  # too long to seal: the link stays as it was
+            return f"{scheme}://{domain.tracking_host}/c/{token}"
+
+        result = links.rewrite(copy.message, link_url, text=text, tracking_host=domain.tracking_host)
+        if result.reason is not None:
+            # Signed or encrypted content is a property of the message: no copy is rewritten.
+            submission.click_reason = result.reason
+            for other in submission.copies:
+                other.links = 0
+            return
+        copy.message = result.message
+        copy.links = result.links
+
+
+def _storage_prefix(submission_id: str, domain: str, now: datetime) -> str:
+    return f"messages/{domain}/{now:%Y/%m/%d}/{submission_id}"
+
+
+def store_submission(submission: Submission, settings: Settings) -> dict[str, Any]:
+    """Write the copies to S3, then the copy and event records, then the message record that commits
+    the submission. Any failure rolls back what was written and raises StorageUnavailable."""
+    now = datetime.now(UTC)
+    timestamp = now.timestamp()
+    expires_at = (
+        int(timestamp) + (submission.privacy.event_retention_days or settings.event_retention_days) * 86400
+    )
+    submission_id = uuid.uuid4().hex
+    prefix = _storage_prefix(submission_id, submission.domain.name, now)
+    for copy in submission.copies:
+        copy.s3_key = f"{prefix}/{copy.copy_hex}.eml"
+
+    bare_id = submission.message_id.strip("<>")
+    items: list[dict[str, Any]] = []
+    for copy in submission.copies:
+        recipient_domain = copy.recipient.rpartition("@")[2].lower()
+        common = {
+            "domain": submission.domain.name,
+            "submission_id": submission_id,
+            "message_id": bare_id,
+            "recipient": copy.recipient,
+            "recipient_domain": recipient_domain,
+            "tags": submission.tags,
+            "user_variables": json.dumps(copy.user_variables),
+            "expires_at": expires_at,
+        }
+        items.append(
+            {
+                "pk": keys.copy_pk(copy.copy_hex),
+                "sk": "COPY",
+                # the copies of one message, by recipient (diagnose, and the events API later)
+                "gsi1pk": f"COPIES#{submission.domain.name}#{bare_id}",
+                "gsi1sk": copy.recipient.lower(),
+                "type": "copy",
+                "s3_key": copy.s3_key,
+                "tracked": copy.tracked,
+                "untracked_reason": copy.untracked_reason,
+                "anonymize_ip": submission.privacy.anonymize_ip,
+                # every copy of one recipient in a domain, for erasure (gsi2 holds keys only)
+                "gsi2pk": erasure.recipient_key(submission.domain.name, copy.recipient),
+                "links": copy.links,
+                "created_at": str(timestamp),
+                **common,
+            }
+        )
+        event_id = uuid.uuid4().hex
+        event = {
+            "event": "accepted",
+            "id": event_id,
+            "timestamp": timestamp,
+            "log-level": "info",
+            "method": "http",
+            "recipient": copy.recipient,
+            "recipient-domain": recipient_domain,
+            "tags": submission.tags,
+            "user-variables": copy.user_variables,
+            "envelope": {"sender": submission.sender, "targets": copy.recipient, "transport": "smtp"},
+            "flags": {"is-test-mode": submission.testmode, "is-authenticated": True},
+            "message": {
+                "headers": {"message-id": bare_id, "from": submission.sender, "subject": submission.subject},
+                "size": len(copy.message),
+            },
+            "storage": {"key": copy.s3_key},
+        }
+        items.append(
+            {
+                "pk": keys.copy_pk(copy.copy_hex),
+                "sk": f"EVENT#{timestamp:017.6f}#accepted#{event_id}",
+                "type": "event",
+                "event": "accepted",
+                "payload": json.dumps(event),
+                "gsi1pk": f"EVENTS#{submission.domain.name}",
+                "gsi1sk": f"{timestamp:017.6f}#{event_id}",
+                **common,
+            }
+        )
+    message_item = {
+        "pk": keys.message_pk(submission_id),
+        "sk": "MESSAGE",
+        "type": "message",
+        "gsi1pk": f"MSGID#{submission.domain.name}#{bare_id}",
+        "gsi1sk": "MESSAGE",
+        "domain": submission.domain.name,
+        "message_id": bare_id,
+        "sender": submission.sender,
+        "subject": submission.subject,
+        "tags": submission.tags,
+        "user_variables": json.dumps(submission.user_variables),
+        "recipient_count": len(submission.copies),
+        "opens_tracked": submission.opens_tracked,
+        "tracking_source": submission.decision.source,
+        "tracking_reason": submission.reason,
+        "pixel_at_top": submission.decision.top,
+        "clicks_tracked": submission.clicks_tracked,
+        "click_mode": submission.decision.clicks,
+        "click_source": submission.decision.clicks_source,
+        "click_reason": submission.click_reason,
+        "links": submission.links,
+        "testmode": submission.testmode,
+        "storage_prefix": prefix,
+        "created_at": str(timestamp),
+        "expires_at": expires_at,
+    }
+
+    # S3 first, then the records in transactions of up to 100 items with the message record last: a
+    # message with up to 49 recipients is committed by one all-or-nothing transaction. Whatever fails,
+    # what was written is removed again; if even that fails (a full outage), the leftovers are records
+    # with no message record, which nothing serves, and expire by TTL and the bucket lifecycle rule.
+    try:
+        written_keys = store.put_objects(
+            settings.bucket_name, ((c.s3_key, c.message) for c in submission.copies)
+        )
+    except store.PartialWrite as exc:
+        raise _rolled_back(settings, exc.written, []) from exc
+    try:
+        store.transact_put(settings.table_name, [*items, message_item])
+    except store.PartialWrite as exc:
+        raise _rolled_back(settings, written_keys, [item for chunk in exc.written for item in chunk]) from exc
+    return {"submission_id": submission_id, "storage_prefix": prefix}
+
+
+def _rolled_back(settings: Settings, keys: list[str], items: list[dict[str, Any]]) -> StorageUnavailable:
+    """Remove what a failed submission wrote; return the error for the client."""
+    count(Metric.SUBMISSION_ROLLED_BACK)
+    try:
+        if keys:
+            store.delete_objects(settings.bucket_name, keys)
+    except store.AWS_ERRORS as exc:
+        store.log_rollback_failure("s3", exc)
+    try:
+        if items:
+            store.batch_delete(settings.table_name, [{"pk": i["pk"], "sk": i["sk"]} for i in items])
+    except (StorageUnavailable, *store.AWS_ERRORS) as exc:
+        store.log_rollback_failure("dynamodb", exc)
+    return StorageUnavailable("The message could not be stored, nothing was kept; please retry")
+
+
+def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> dict[str, Any]:
+    """The whole submission; returns Mailgun's response body plus `tracking`."""
+    started = time.perf_counter()
+    domain = registry.get(domain_name)
+    submission = plan(form, domain, mime=mime)
+    submission.privacy = policy.get(domain.name)
+    if submission.decision.opens or submission.clicks_tracked:
+        suppressed = (
+            suppressions.suppressed_among(domain.name, submission.recipients)
+            if domain.tracking_ready
+            else frozenset()
+        )
+        track(
+            submission,
+            tokens.load_keyring(settings.token_secret_name),
+            settings.tracking_scheme,
+            suppressed=suppressed,
+        )
+    store_submission(submission, settings)
+
+    count(Metric.MESSAGES_ACCEPTED)
+    count(Metric.COPIES_STORED, len(submission.copies))
+    suppressed_copies = sum(1 for copy in submission.copies if copy.untracked_reason)
+    if submission.opens_tracked:
+        count(Metric.COPIES_TRACKED, len(submission.copies) - suppressed_copies)
+    if suppressed_copies:
+        count(Metric.COPIES_SUPPRESSED, suppressed_copies)
+    logger.info(
+        "message accepted",
+        extra={
+            "copies": len(submission.copies),
+            "opens_tracked": submission.opens_tracked,
+            "tracking_source": submission.decision.source,
+            "tracking_reason": submission.reason,
+            "clicks_tracked": submission.clicks_tracked,
+            "links": submission.links,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    tracking: dict[str, Any] = {
+        "opens": submission.opens_tracked,
+        "reason": submission.reason,
+        "detail": reason_text(submission.reason) if submission.reason else None,
+        # opentracking's addition for clicks: the mode, links rewritten per copy, or why not
+        "clicks": {
+            "mode": submission.decision.clicks if submission.clicks_tracked else options.CLICKS_NO,
+            "links": submission.links,
+            "reason": submission.click_reason,
+            "detail": reason_text(submission.click_reason) if submission.click_reason else None,
+        },
+    }
+    if suppressed_copies:
+        tracking["suppressed"] = suppressed_copies  # copies without a pixel: their recipients opted out
+    return {"id": submission.message_id, "message": QUEUED, "tracking": tracking}

@@ -1,0 +1,614 @@
+"""The read side's writer: the DynamoDB stream consumer's logic.
+
+A raw open (one PutItem on the pixel's hot path) is joined here with its copy record into Mailgun's
+`opened` event: recipient, tags, user variables, client info, bot verdict and geolocation. Uniqueness,
+counters and webhooks happen here too, idempotently, because streams deliver at least once:
+
+- the event's id is derived from the raw open's key, and the event item is put only if absent, in the
+  same transaction as the "total" counter increments: a replay cancels the transaction and counts nothing;
+- the first human open of a copy puts a UNIQUE marker, in one transaction with the "unique" increments;
+- an `accepted` event (written by the submission) is counted once through a COUNTED marker.
+
+Raw clicks (the click redirect's one PutItem) are joined the same way into Mailgun's `clicked` event,
+with its `url`; they are counted per domain and tag (total, unique per copy, machine) and per URL. A human
+click on a copy with no human open recorded also records a derived `opened` event (marked `derived`),
+unless the domain switched that off (`click_implies_open`): a click proves the message was opened even
+when its images were blocked. Privacy settings and erasure apply to clicks as to opens.
+
+Counters are per domain and per tag by hour, sharded over SHARDS items so that no partition runs hot in a
+big campaign; readers sum the shards.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from opentracking.core.aws import client
+from opentracking.core.config import settings
+from opentracking.core.metric_names import Metric
+from opentracking.core.observability import count, logger
+from opentracking.privacy import policy
+from opentracking.storage import keys, store
+from opentracking.tracking import bots, client_info
+from opentracking.tracking.anonymity import anonymize_ip, is_anonymized
+from opentracking.webhooks import delivery
+
+SHARDS = 4
+ALL_TAGS = "_all"
+UNKNOWN_LOCATION = {"country": "Unknown", "region": "Unknown", "city": "Unknown"}
+
+
+def event_id_for(pk: str, sk: str) -> str:
+    """A stable, Mailgun-looking id (22 url-safe characters) for the event made from one raw item."""
+    digest = hashlib.sha256(f"{pk}\x00{sk}".encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def hour_bucket(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H")
+
+
+def counter_shard(event_id: str) -> int:
+    """The counter shard an event adds to: spread by its id, so a hot tag's counter is SHARDS items."""
+    return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:2], "big") % SHARDS
+
+
+def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict[str, Any]:
+    return {"pk": {"S": f"STATS#{domain}#{tag}#{shard}"}, "sk": {"S": f"H#{hour_bucket(timestamp)}"}}
+
+
+def counter_update(
+    table: str, key: dict[str, Any], increments: dict[str, int], expires: int
+) -> dict[str, Any]:
+    """One counter item's transaction operation: ADD each increment, and its expiry set once."""
+    names = {f"#f{i}": field for i, field in enumerate(increments)}
+    values = {f":v{i}": {"N": str(value)} for i, value in enumerate(increments.values())}
+    values[":exp"] = {"N": str(expires)}
+    add = ", ".join(f"#f{i} :v{i}" for i in range(len(increments)))
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": f"ADD {add} SET expires_at = if_not_exists(expires_at, :exp)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }
+
+
+def _counter_updates(
+    table: str,
+    domain: str,
+    tags: list[str],
+    event_id: str,
+    timestamp: float,
+    increments: dict[str, int],
+    *,
+    stats_days: int,
+) -> list[dict[str, Any]]:
+    expires = int(timestamp) + stats_days * 86400
+    shard = counter_shard(event_id)
+    return [
+        counter_update(table, counter_key(domain, tag, shard, timestamp), increments, expires)
+        for tag in [ALL_TAGS, *tags]
+    ]
+
+
+def put_if_absent(table: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A transaction's Put that is cancelled if the item exists (a replayed record writes nothing twice)."""
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": store.serialize(item),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+
+
+class CopyErased(Exception):
+    """The copy record went away (an erasure) between the join and the write."""
+
+
+def copy_exists(table: str, copy_pk: str) -> dict[str, Any]:
+    # Derived items are written only while their copy exists and no erasure has started on it (erasure
+    # marks the copy first, then deletes), so an erasure racing the consumer never leaves an event behind.
+    return {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": {"pk": {"S": copy_pk}, "sk": {"S": "COPY"}},
+            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(erasing)",
+        }
+    }
+
+
+def _transact(operations: list[dict[str, Any]]) -> bool:
+    """Run the transaction; False when its first (conditional) put found the item already there, and
+    CopyErased when a later condition (the copy's existence) failed."""
+    try:
+        client("dynamodb").transact_write_items(TransactItems=operations)
+    except ClientError as exc:
+        reasons = exc.response.get("CancellationReasons") or []
+        if exc.response["Error"]["Code"] == "TransactionCanceledException" and reasons:
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            if any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons[1:]):
+                raise CopyErased from None
+        raise
+    return True
+
+
+def plain_image(image: dict[str, Any]) -> dict[str, Any]:
+    """A stream image (deserialized by Powertools: numbers are Decimals) as JSON values."""
+    return {name: _plain(value) for name, value in image.items()}
+
+
+def _plain(value: object) -> object:
+    """Stream images carry Decimals; events are JSON."""
+    if isinstance(value, Decimal):
+        return int(value) if value == int(value) else float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def opened_event(
+    raw: dict[str, Any], copy: dict[str, Any], verdict: bots.BotVerdict, event_id: str
+) -> dict[str, Any]:
+    return {
+        "event": "opened",
+        "id": event_id,
+        "timestamp": float(raw["ts"]),
+        "log-level": "info",
+        "recipient": copy["recipient"],
+        "recipient-domain": copy.get("recipient_domain") or copy["recipient"].rpartition("@")[2].lower(),
+        "tags": list(copy.get("tags") or []),
+        "user-variables": json.loads(copy.get("user_variables") or "{}"),
+        "ip": raw.get("ip", ""),
+        "geolocation": dict(UNKNOWN_LOCATION),
+        "client-info": client_info.describe(raw.get("user_agent", ""), verdict),
+        "message": {"headers": {"message-id": copy["message_id"]}},
+        # opentracking's additions: why the open was (not) judged a bot, and how the pixel was requested
+        "bot-reason": verdict.reason,
+        "method": raw.get("method", "GET"),
+    }
+
+
+def handle_open(raw: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:
+    _join_and_derive(raw, copies, _derive_open, orphan_metric=Metric.OPEN_WITHOUT_COPY)
+
+
+def _join_and_derive(
+    raw: dict[str, Any],
+    cache: dict[str, Any],
+    derive: Callable[[str, dict[str, Any], dict[str, Any], dict[str, Any]], None],
+    *,
+    orphan_metric: Metric,
+) -> None:
+    """Join a raw open or click with its copy record (read once per batch) and derive from it."""
+    table = settings().table_name
+    copy_pk = raw["pk"]
+    if copy_pk not in cache:
+        cache[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
+    copy = cache[copy_pk]
+    if copy is None or copy.get("erasing"):
+        _drop_orphan(table, raw, orphan_metric)
+        return
+    try:
+        derive(table, raw, copy, cache)
+    except CopyErased:
+        cache[copy_pk] = None
+        _drop_orphan(table, raw, orphan_metric)
+
+
+def _drop_orphan(table: str, raw: dict[str, Any], metric: Metric) -> None:
+    # The copy expired, was erased or never existed: nothing to join, and nothing to keep. An open or click
+    # of an erased recipient's copy must not outlive the erasure.
+    store.delete_item(table, {"pk": raw["pk"], "sk": raw["sk"]})
+    count(metric)
+
+
+def _privacy_applied(
+    table: str, raw: dict[str, Any], copy: dict[str, Any], cache: dict[str, Any]
+) -> tuple[dict[str, Any], policy.PrivacySettings]:
+    """The raw item with the domain's privacy settings applied, and those settings. A token issued before
+    the domain switched anonymisation on stored the full address: it is truncated in the raw item too,
+    before anything is derived from it."""
+    domain_privacy = policy.cached(copy["domain"], cache)
+    if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
+        raw = {**raw, "ip": anonymize_ip(raw.get("ip", ""))}
+        _rewrite_ip(table, raw)
+    return raw, domain_privacy
+
+
+@dataclass(frozen=True)
+class PreparedOpen:
+    """Everything a raw open becomes, before it is written: its `opened` event and the event's item."""
+
+    raw: dict[str, Any]
+    copy_pk: str
+    domain: str
+    tags: list[str]
+    timestamp: float
+    verdict: bots.BotVerdict
+    event_id: str
+    event: dict[str, Any]
+    item: dict[str, Any]
+    stats_days: int
+
+
+def needs_ip_rewrite(raw: dict[str, Any], copy: dict[str, Any], cache: dict[str, Any]) -> bool:
+    """Whether the domain's privacy settings ask for the raw open's address to be truncated first."""
+    domain_privacy = policy.cached(copy["domain"], cache)
+    return bool(copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(
+        raw.get("ip", "")
+    )
+
+
+def prepare_open(
+    raw: dict[str, Any], copy: dict[str, Any], domain_privacy: policy.PrivacySettings
+) -> PreparedOpen:
+    timestamp = float(raw["ts"])
+    verdict = bots.classify(
+        method=raw.get("method", "GET"),
+        user_agent=raw.get("user_agent", ""),
+        seconds_after_accept=timestamp - float(copy.get("created_at") or timestamp),
+        ip=raw.get("ip", ""),
+    )
+    event_id = event_id_for(raw["pk"], raw["sk"])
+    event = opened_event(raw, copy, verdict, event_id)
+    domain, tags = copy["domain"], list(copy.get("tags") or [])
+    expires_at = int(timestamp) + domain_privacy.event_days() * 86400
+    item = event_item(raw["pk"], event, copy, timestamp, event_id, bot=verdict.bot, expires_at=expires_at)
+    return PreparedOpen(
+        raw, raw["pk"], domain, tags, timestamp, verdict, event_id, event, item, domain_privacy.stats_days()
+    )
+
+
+def event_item(
+    copy_pk: str,
+    event: dict[str, Any],
+    copy: dict[str, Any],
+    timestamp: float,
+    event_id: str,
+    *,
+    bot: str,
+    expires_at: int,
+) -> dict[str, Any]:
+    """A stored event (opened, clicked) in its copy's partition, listed by the domain's events index.
+    `bot`: the machine kind ("apple", "gmail", "generic"), or "" for a person."""
+    name, domain = event["event"], copy["domain"]
+    return {
+        "pk": copy_pk,
+        "sk": f"EVENT#{timestamp:017.6f}#{name}#{event_id}",
+        "type": "event",
+        "event": name,
+        "payload": json.dumps(event),
+        "gsi1pk": f"EVENTS#{domain}",
+        "gsi1sk": f"{timestamp:017.6f}#{event_id}",
+        "domain": domain,
+        "recipient": copy["recipient"],
+        "message_id": copy["message_id"],
+        "tags": list(copy.get("tags") or []),
+        "bot": bot,
+        "expires_at": expires_at,
+    }
+
+
+def unique_marker(opened: PreparedOpen) -> dict[str, Any]:
+    """The first human open of a copy is its unique open: this item says which one it was."""
+    return {
+        "pk": opened.copy_pk,
+        "sk": "UNIQUE#opened",
+        "event_id": opened.event_id,
+        "expires_at": opened.item["expires_at"],
+    }
+
+
+def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: dict[str, Any]) -> None:
+    raw, domain_privacy = _privacy_applied(table, raw, copy, copies)
+    opened = prepare_open(raw, copy, domain_privacy)
+    domain, tags, event_id, timestamp = opened.domain, opened.tags, opened.event_id, opened.timestamp
+    machine = 1 if opened.verdict.bot else 0
+    is_new = _transact(
+        [
+            put_if_absent(table, opened.item),
+            *_counter_updates(
+                table,
+                domain,
+                tags,
+                event_id,
+                timestamp,
+                {"opened_total": 1, "opened_machine_total": machine},
+                stats_days=opened.stats_days,
+            ),
+            copy_exists(table, opened.copy_pk),
+        ]
+    )
+    if not opened.verdict.bot and _transact(
+        [
+            put_if_absent(table, unique_marker(opened)),
+            *_counter_updates(
+                table, domain, tags, event_id, timestamp, {"opened_unique": 1}, stats_days=opened.stats_days
+            ),
+            copy_exists(table, opened.copy_pk),
+        ]
+    ):
+        count(Metric.UNIQUE_OPENS)
+    if is_new:
+        count(Metric.OPENED_EVENTS if not opened.verdict.bot else Metric.MACHINE_OPENED_EVENTS)
+    # Webhooks after the event is stored; a replay enqueues again (receivers deduplicate on the id).
+    delivery.enqueue(domain, opened.event)
+
+
+def _rewrite_ip(table: str, raw: dict[str, Any]) -> None:
+    """Replace a raw open's address; only if the item is still there (an erasure may have removed it)."""
+    try:
+        client("dynamodb").update_item(
+            TableName=table,
+            Key={"pk": {"S": raw["pk"]}, "sk": {"S": raw["sk"]}},
+            UpdateExpression="SET ip = :ip",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":ip": {"S": raw["ip"]}},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+
+
+def clicked_event(
+    raw: dict[str, Any], copy: dict[str, Any], verdict: bots.BotVerdict, event_id: str
+) -> dict[str, Any]:
+    """Mailgun's `clicked` event: the `opened` shape plus the `url` that was followed."""
+    return {**opened_event(raw, copy, verdict, event_id), "event": "clicked", "url": raw["url"]}
+
+
+def click_verdict(raw: dict[str, Any], copy: dict[str, Any]) -> bots.BotVerdict:
+    """The open rules, read for a link: prefetchers that fetch images (Apple's bare `Mozilla/5.0`,
+    Gmail's prefetch) do not follow links, so on a link those agents are scanners."""
+    timestamp = float(raw["ts"])
+    verdict = bots.classify(
+        method=raw.get("method", "GET"),
+        user_agent=raw.get("user_agent", ""),
+        seconds_after_accept=timestamp - float(copy.get("created_at") or timestamp),
+        ip=raw.get("ip", ""),
+    )
+    if verdict.bot in ("apple", "gmail"):
+        return bots.BotVerdict("generic", f"{verdict.reason}; on a link, a scanner")
+    return verdict
+
+
+def url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def url_counter_key(domain: str, tag: str, shard: int, url: str) -> dict[str, Any]:
+    return {"pk": {"S": f"URLSTATS#{domain}#{tag}#{shard}"}, "sk": {"S": url_key(url)}}
+
+
+def _url_counter_updates(
+    table: str,
+    domain: str,
+    tags: list[str],
+    event_id: str,
+    url: str,
+    timestamp: float,
+    field: str,
+    *,
+    stats_days: int,
+) -> list[dict[str, Any]]:
+    """Per-URL click counters (per domain and tag, sharded like the hourly ones), kept while clicks come."""
+    expires = int(timestamp) + stats_days * 86400
+    shard = counter_shard(event_id)
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": url_counter_key(domain, tag, shard, url),
+                "UpdateExpression": "ADD #f :one SET #url = :url, expires_at = :exp",
+                "ExpressionAttributeNames": {"#f": field, "#url": "url"},
+                "ExpressionAttributeValues": {
+                    ":one": {"N": "1"},
+                    ":url": {"S": url},
+                    ":exp": {"N": str(expires)},
+                },
+            }
+        }
+        for tag in [ALL_TAGS, *tags]
+    ]
+
+
+def handle_click(raw: dict[str, Any], cache: dict[str, dict[str, Any] | None]) -> None:
+    _join_and_derive(raw, cache, _derive_click, orphan_metric=Metric.CLICK_WITHOUT_COPY)
+
+
+def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: dict[str, Any]) -> None:
+    copy_pk = raw["pk"]
+    raw, domain_privacy = _privacy_applied(table, raw, copy, cache)
+    timestamp, url = float(raw["ts"]), raw["url"]
+    verdict = click_verdict(raw, copy)
+    event_id = event_id_for(raw["pk"], raw["sk"])
+    event = clicked_event(raw, copy, verdict, event_id)
+    domain, tags = copy["domain"], list(copy.get("tags") or [])
+    expires_at = int(timestamp) + domain_privacy.event_days() * 86400
+    stats_days = domain_privacy.stats_days()
+    item = event_item(copy_pk, event, copy, timestamp, event_id, bot=verdict.bot, expires_at=expires_at)
+    item["url"] = url
+    machine = 1 if verdict.bot else 0
+    is_new = _transact(
+        [
+            put_if_absent(table, item),
+            *_counter_updates(
+                table,
+                domain,
+                tags,
+                event_id,
+                timestamp,
+                {"clicked_total": 1, "clicked_machine_total": machine},
+                stats_days=stats_days,
+            ),
+            *_url_counter_updates(
+                table, domain, tags, event_id, url, timestamp, "clicked_total", stats_days=stats_days
+            ),
+            copy_exists(table, copy_pk),
+        ]
+    )
+    if not verdict.bot:
+        # Unique clicks: the first human click of a copy, and of a copy's URL (each on its own marker).
+        for marker_sk, updates in (
+            (
+                "UNIQUE#clicked",
+                _counter_updates(
+                    table, domain, tags, event_id, timestamp, {"clicked_unique": 1}, stats_days=stats_days
+                ),
+            ),
+            (
+                f"UNIQUE#clicked#{url_key(url)}",
+                _url_counter_updates(
+                    table, domain, tags, event_id, url, timestamp, "clicked_unique", stats_days=stats_days
+                ),
+            ),
+        ):
+            marker = {"pk": copy_pk, "sk": marker_sk, "event_id": event_id, "expires_at": expires_at}
+            if (
+                _transact([put_if_absent(table, marker), *updates, copy_exists(table, copy_pk)])
+                and marker_sk == "UNIQUE#clicked"
+            ):
+                count(Metric.UNIQUE_CLICKS)
+        domain_item = _cached_item(cache, keys.domain_pk(domain), keys.DOMAIN_SK)
+        if domain_item is None or domain_item.get("click_implies_open", True):
+            _implied_open(table, raw, copy, verdict, event_id, expires_at, stats_days)
+    if is_new:
+        count(Metric.CLICKED_EVENTS if not verdict.bot else Metric.MACHINE_CLICKED_EVENTS)
+    delivery.enqueue(domain, event)
+
+
+def _cached_item(cache: dict[str, Any], pk: str, sk: str) -> dict[str, Any] | None:
+    """One read per item per batch (the domain record, for its click settings)."""
+    if pk not in cache:
+        cache[pk] = store.get_item(settings().table_name, {"pk": pk, "sk": sk})
+    item: dict[str, Any] | None = cache[pk]
+    return item
+
+
+def _implied_open(
+    table: str,
+    raw: dict[str, Any],
+    copy: dict[str, Any],
+    verdict: bots.BotVerdict,
+    click_id: str,
+    expires_at: int,
+    stats_days: int,
+) -> None:
+    """A human click on a copy with no human open yet: record the open it proves, marked `derived`. It
+    takes the copy's unique-open marker, so a pixel load that arrives later is a repeat open, not a new
+    unique one, and a replayed click finds the marker and derives nothing again."""
+    timestamp = float(raw["ts"])
+    open_id = event_id_for(raw["pk"], raw["sk"] + "#derived-open")
+    event = {**opened_event(raw, copy, verdict, open_id), "derived": True, "derived-from": click_id}
+    domain, tags = copy["domain"], list(copy.get("tags") or [])
+    item = {
+        "pk": raw["pk"],
+        "sk": f"EVENT#{timestamp:017.6f}#opened#{open_id}",
+        "type": "event",
+        "event": "opened",
+        "payload": json.dumps(event),
+        "gsi1pk": f"EVENTS#{domain}",
+        "gsi1sk": f"{timestamp:017.6f}#{open_id}",
+        "domain": domain,
+        "recipient": copy["recipient"],
+        "message_id": copy["message_id"],
+        "tags": tags,
+        "bot": "",
+        "derived": True,
+        "expires_at": expires_at,
+    }
+    marker = {
+        "pk": raw["pk"],
+        "sk": "UNIQUE#opened",
+        "event_id": open_id,
+        "derived": True,
+        "expires_at": expires_at,
+    }
+    if _transact(
+        [
+            put_if_absent(table, marker),
+            {"Put": {"TableName": table, "Item": store.serialize(item)}},
+            *_counter_updates(
+                table,
+                domain,
+                tags,
+                open_id,
+                timestamp,
+                {"opened_total": 1, "opened_unique": 1, "opened_derived_total": 1},
+                stats_days=stats_days,
+            ),
+            copy_exists(table, raw["pk"]),
+        ]
+    ):
+        count(Metric.DERIVED_OPENS)
+        delivery.enqueue(domain, event)
+
+
+def handle_accepted(item: dict[str, Any], cache: dict[str, Any]) -> None:
+    table = settings().table_name
+    event = json.loads(item["payload"])
+    timestamp = float(event["timestamp"])
+    domain, tags = item["domain"], list(item.get("tags") or [])
+    stats_days = policy.cached(domain, cache).stats_days()
+    marker = {"pk": item["pk"], "sk": f"COUNTED#{event['id']}", "expires_at": item.get("expires_at")}
+    tag_updates = [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": {"pk": {"S": f"TAGS#{domain}"}, "sk": {"S": tag}},
+                "UpdateExpression": "SET first_seen = if_not_exists(first_seen, :t), last_seen = :t, "
+                "expires_at = :exp",
+                "ExpressionAttributeValues": {
+                    ":t": {"N": str(timestamp)},
+                    ":exp": {"N": str(int(timestamp) + stats_days * 86400)},
+                },
+            }
+        }
+        for tag in tags
+    ]
+    try:
+        _transact(
+            [
+                put_if_absent(table, marker),
+                *_counter_updates(
+                    table, domain, tags, event["id"], timestamp, {"accepted_total": 1}, stats_days=stats_days
+                ),
+                *tag_updates,
+                copy_exists(table, item["pk"]),
+            ]
+        )
+    except CopyErased:
+        # A replay after the recipient was erased (or an erasure before the first count): the marker
+        # must not come back into the erased partition.
+        count(Metric.ACCEPTED_AFTER_ERASURE)
+
+
+def handle_image(image: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:
+    """One new item from the stream: raw opens, raw clicks and accepted events are processed, the rest
+    ignored. `copies` caches what the batch has read: copy records, domains and their privacy settings."""
+    image = plain_image(image)
+    kind = image.get("type")
+    if kind == "open":
+        handle_open(image, copies)
+    elif kind == "click":
+        handle_click(image, copies)
+    elif kind == "event" and image.get("event") == "accepted":
+        handle_accepted(image, copies)
+    else:
+        logger.debug("stream record ignored", extra={"type": kind})

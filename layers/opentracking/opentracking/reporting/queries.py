@@ -1,0 +1,375 @@
+"""What users read: the events API, tags and stats, in Mailgun's shapes.
+
+Events come from the `EVENTS#{domain}` partition of `gsi1` (accepted, opened and clicked events, ordered by
+time), filtered by event type, recipient, tag and message id. Paging URLs carry an opaque token that
+names the last item seen, the direction and the filters, so `next` and `previous` work from any page.
+Stats sum the hourly counters the stream consumer keeps (sharded; see `opentracking.reporting.consumer`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+
+from opentracking.core.aws import client
+from opentracking.core.config import settings
+from opentracking.core.errors import BadRequest, NotFound
+from opentracking.reporting import consumer
+from opentracking.storage import store
+
+MAX_LIMIT = 300
+DEFAULT_LIMIT = 100
+_MAX_PAGES_SCANNED = 50  # bounds the work one request can cause when filters match little
+SUPPORTED_EVENTS = ("accepted", "opened", "clicked")
+RESOLUTIONS = ("hour", "day", "month")
+COUNTER_FIELDS = (
+    "accepted_total",
+    "opened_total",
+    "opened_unique",
+    "opened_machine_total",
+    "clicked_total",
+    "clicked_unique",
+    "clicked_machine_total",
+)
+
+
+def parse_time(name: str, value: str | None) -> float | None:
+    """RFC 2822 (as Mailgun prints dates) or epoch seconds."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        raise BadRequest(f"'{name}' must be an RFC 2822 date or epoch seconds, not {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def rfc2822(timestamp: float) -> str:
+    return format_datetime(datetime.fromtimestamp(timestamp, UTC)).replace("+0000", "UTC")
+
+
+def _yes_no(name: str, value: str | None) -> bool | None:
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true"):
+        return True
+    if lowered in ("no", "false"):
+        return False
+    raise BadRequest(f"'{name}' must be yes or no")
+
+
+def _limit(value: str | None, maximum: int) -> int:
+    if value is None:
+        return min(DEFAULT_LIMIT, maximum)
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+    if not (value.strip().isascii() and value.strip().isdigit()) or not 1 <= int(value) <= maximum:
+        raise BadRequest(f"'limit' must be between 1 and {maximum}")
+    return int(value)
+
+
+def _encode_page(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+def _decode_page(token: str) -> dict[str, Any]:
+    try:
+        state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise BadRequest("Invalid page token") from None
+    if not isinstance(state, dict) or not isinstance(state.get("f"), dict):
+        raise BadRequest("Invalid page token")
+    return state
+
+
+def _sort_key(timestamp: float) -> str:
+    return f"{timestamp:017.6f}"
+
+
+def query_events(
+    domain: str, params: dict[str, str | None], *, base_url: str, page: str | None = None
+) -> dict[str, Any]:
+    """GET /v3/{domain}/events (and its paging URLs)."""
+    if page:
+        state = _decode_page(page)
+        filters, ascending, pivot = state["f"], bool(state.get("a")), state.get("p")
+        reverse = bool(state.get("r"))
+    else:
+        event = params.get("event")
+        if event is not None and event not in SUPPORTED_EVENTS:
+            raise BadRequest(f"'event' must be one of {', '.join(SUPPORTED_EVENTS)}")
+        begin, end = parse_time("begin", params.get("begin")), parse_time("end", params.get("end"))
+        asked = _yes_no("ascending", params.get("ascending"))
+        # Mailgun: begin alone, or begin before end, reads forward; otherwise newest first.
+        ascending = asked if asked is not None else begin is not None and (end is None or begin <= end)
+        lo, hi = _window(begin, end, ascending=ascending)
+        filters = {
+            "event": event,
+            "recipient": params.get("recipient"),
+            "tags": params.get("tags"),
+            "message-id": (params.get("message-id") or "").strip("<>") or None,
+            "lo": lo,
+            "hi": hi,
+            "limit": _limit(params.get("limit"), MAX_LIMIT),
+        }
+        pivot, reverse = None, False
+    direction = ascending != reverse  # a "previous" page walks the other way, then flips its items
+    items = _scan(domain, filters, forward=direction, pivot=pivot)
+    if reverse:
+        items.reverse()
+    payloads = [json.loads(item["payload"]) for item in items]
+
+    def url(state: dict[str, Any] | None) -> str:
+        return f"{base_url}/v3/{domain}/events" + (f"/{_encode_page(state)}" if state else "")
+
+    first_sk = items[0]["gsi1sk"] if items else pivot
+    last_sk = items[-1]["gsi1sk"] if items else pivot
+    base_state = {"f": filters, "a": ascending}
+    return {
+        "items": payloads,
+        "paging": {
+            "first": url({**base_state}),
+            "last": url({**base_state, "r": True}),
+            "next": url({**base_state, "p": last_sk}),
+            "previous": url({**base_state, "p": first_sk, "r": True}),
+        },
+    }
+
+
+def _window(begin: float | None, end: float | None, *, ascending: bool) -> tuple[float | None, float | None]:
+    """The time range to read: `begin` is where reading starts, `end` where it stops."""
+    if begin is not None and end is not None:
+        return min(begin, end), max(begin, end)
+    if ascending:
+        return begin, end
+    return end, begin
+
+
+def _scan(domain: str, filters: dict[str, Any], *, forward: bool, pivot: str | None) -> list[dict[str, Any]]:
+    lo = _sort_key(filters["lo"]) if filters.get("lo") is not None else "0"
+    hi = _sort_key(filters["hi"]) + "~" if filters.get("hi") is not None else "~"
+    if pivot is not None:
+        if forward:
+            lo = max(lo, pivot)
+        else:
+            hi = min(hi, pivot)
+    conditions, names, values = [], {}, {":pk": {"S": f"EVENTS#{domain}"}, ":lo": {"S": lo}, ":hi": {"S": hi}}
+    if filters.get("event"):
+        conditions.append("#event = :event")
+        names["#event"] = "event"
+        values[":event"] = {"S": filters["event"]}
+    if filters.get("recipient"):
+        conditions.append("recipient = :recipient")
+        values[":recipient"] = {"S": filters["recipient"]}
+    if filters.get("tags"):
+        conditions.append("contains(tags, :tag)")
+        values[":tag"] = {"S": filters["tags"].strip().lower()}
+    if filters.get("message-id"):
+        conditions.append("message_id = :mid")
+        values[":mid"] = {"S": filters["message-id"]}
+    request = {
+        "TableName": settings().table_name,
+        "IndexName": "gsi1",
+        "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk BETWEEN :lo AND :hi",
+        "ExpressionAttributeValues": values,
+        "ScanIndexForward": forward,
+        "Limit": filters["limit"] + 1,
+    }
+    if conditions:
+        request["FilterExpression"] = " AND ".join(conditions)
+    if names:
+        request["ExpressionAttributeNames"] = names
+    found: list[dict[str, Any]] = []
+    ddb = client("dynamodb")
+    for _ in range(_MAX_PAGES_SCANNED):
+        response = ddb.query(**request)
+        for raw in response["Items"]:
+            item = store.deserialize(raw)
+            if item["gsi1sk"] != pivot:  # the pivot was on the page before
+                found.append(item)
+        last = response.get("LastEvaluatedKey")
+        if len(found) >= filters["limit"] or not last:
+            break
+        request["ExclusiveStartKey"] = last
+    return found[: filters["limit"]]
+
+
+# ------------------------------------------------------------------------------------------- tags
+
+
+def tag_object(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tag": item["sk"],
+        "description": item.get("description", ""),
+        "first-seen": rfc2822(float(item["first_seen"])),
+        "last-seen": rfc2822(float(item["last_seen"])),
+    }
+
+
+def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> dict[str, Any]:
+    limit = _limit(params.get("limit"), 1000)
+    items = store.query_prefix(settings().table_name, f"TAGS#{domain}", "")
+    pivot = params.get("page")
+    if pivot:
+        items = [item for item in items if item["sk"] > pivot]
+    page = items[:limit]
+    next_pivot = page[-1]["sk"] if page else (pivot or "")
+    return {
+        "items": [tag_object(item) for item in page],
+        "paging": {
+            "first": f"{base_url}/v3/{domain}/tags?limit={limit}",
+            "next": f"{base_url}/v3/{domain}/tags?limit={limit}&page={next_pivot}",
+            "previous": f"{base_url}/v3/{domain}/tags?limit={limit}",
+            "last": f"{base_url}/v3/{domain}/tags?limit={limit}",
+        },
+    }
+
+
+def get_tag(domain: str, tag: str) -> dict[str, Any]:
+    item = store.get_item(settings().table_name, {"pk": f"TAGS#{domain}", "sk": tag.lower()})
+    if item is None:
+        raise NotFound("Tag not found")
+    return tag_object(item)
+
+
+# ------------------------------------------------------------------------------------------- stats
+
+
+def _duration(text: str) -> timedelta:
+    units = {"h": "hours", "d": "days", "m": "days"}
+    number, unit = text[:-1], text[-1:].lower()
+    if not (number.isascii() and number.isdigit()) or unit not in units:
+        raise BadRequest("'duration' must look like 24h, 7d or 1m")
+    value = int(number) * (30 if unit == "m" else 1)
+    return timedelta(**{units[unit]: value})
+
+
+def _bucket_start(moment: datetime, resolution: str) -> datetime:
+    if resolution == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    if resolution == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_bucket(moment: datetime, resolution: str) -> datetime:
+    if resolution == "hour":
+        return moment + timedelta(hours=1)
+    if resolution == "day":
+        return moment + timedelta(days=1)
+    return (moment.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def stats(
+    domain: str, tag: str | None, event_names: list[str], params: dict[str, str | None]
+) -> dict[str, Any]:
+    if not event_names:
+        raise BadRequest("'event' parameter is required")
+    for name in event_names:
+        if name not in SUPPORTED_EVENTS:
+            raise BadRequest(f"'event' must be one of {', '.join(SUPPORTED_EVENTS)}")
+    resolution = (params.get("resolution") or "day").lower()
+    if resolution not in RESOLUTIONS:
+        raise BadRequest("'resolution' must be hour, day or month")
+    end_ts = parse_time("end", params.get("end")) or time.time()
+    end = datetime.fromtimestamp(end_ts, UTC)
+    start_ts = parse_time("start", params.get("start"))
+    start = (
+        datetime.fromtimestamp(start_ts, UTC)
+        if start_ts is not None
+        else end - _duration(params.get("duration") or "7d")
+    )
+    if start > end:
+        raise BadRequest("'start' must be before 'end'")
+    hourly = _hourly_counters(domain, tag or consumer.ALL_TAGS, start, end)
+    rows, bucket = [], _bucket_start(start, resolution)
+    while bucket <= end:
+        following = _next_bucket(bucket, resolution)
+        totals: dict[str, int] = {}
+        for hour, counters in hourly.items():
+            if bucket <= hour < following:
+                for field, value in counters.items():
+                    totals[field] = totals.get(field, 0) + value
+        row: dict[str, Any] = {"time": rfc2822(bucket.timestamp())}
+        if "accepted" in event_names:
+            accepted = totals.get("accepted_total", 0)
+            row["accepted"] = {"incoming": 0, "outgoing": accepted, "total": accepted}
+        if "opened" in event_names:
+            row["opened"] = {
+                "total": totals.get("opened_total", 0),
+                "unique": totals.get("opened_unique", 0),
+                "machine": totals.get("opened_machine_total", 0),
+            }
+        if "clicked" in event_names:
+            row["clicked"] = {
+                "total": totals.get("clicked_total", 0),
+                "unique": totals.get("clicked_unique", 0),
+                "machine": totals.get("clicked_machine_total", 0),
+            }
+        rows.append(row)
+        bucket = following
+    body = {
+        "description": f"Stats for {tag}" if tag else "Domain stats",
+        "start": rfc2822(start.timestamp()),
+        "end": rfc2822(end.timestamp()),
+        "resolution": resolution,
+        "stats": rows,
+    }
+    if tag:
+        body["tag"] = tag
+    return body
+
+
+def _hourly_counters(domain: str, tag: str, start: datetime, end: datetime) -> dict[datetime, dict[str, int]]:
+    lo, hi = f"H#{consumer.hour_bucket(start.timestamp())}", f"H#{consumer.hour_bucket(end.timestamp())}"
+    hourly: dict[datetime, dict[str, int]] = {}
+    ddb = client("dynamodb")
+    for shard in range(consumer.SHARDS):
+        pages = ddb.get_paginator("query").paginate(
+            TableName=settings().table_name,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": {"S": f"STATS#{domain}#{tag}#{shard}"},
+                ":lo": {"S": lo},
+                ":hi": {"S": hi},
+            },
+        )
+        for page in pages:
+            for raw in page["Items"]:
+                item = store.deserialize(raw)
+                hour = datetime.strptime(item["sk"][2:], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+                counters = hourly.setdefault(hour, {})
+                for field in COUNTER_FIELDS:
+                    counters[field] = counters.get(field, 0) + int(item.get(field, 0))
+    return hourly
+
+
+def url_aggregates(domain: str, tag: str | None) -> dict[str, Any]:
+    """Clicks per URL (opentracking's addition, in the shape of Mailgun's tag aggregates): each URL
+    followed from the domain's (or the tag's) messages, with its total and unique clicks."""
+    urls: dict[str, dict[str, int]] = {}
+    for shard in range(consumer.SHARDS):
+        for item in store.query_prefix(
+            settings().table_name, f"URLSTATS#{domain}#{tag or consumer.ALL_TAGS}#{shard}", ""
+        ):
+            counts = urls.setdefault(item["url"], {"clicked": 0, "unique_clicked": 0})
+            counts["clicked"] += int(item.get("clicked_total", 0))
+            counts["unique_clicked"] += int(item.get("clicked_unique", 0))
+    body: dict[str, Any] = {
+        "urls": dict(sorted(urls.items(), key=lambda entry: (-entry[1]["clicked"], entry[0])))
+    }
+    if tag:
+        body["tag"] = tag
+    return body

@@ -1,0 +1,391 @@
+"""Mailgun webhooks, their delivery: signed, retried, at most once per URL and event.
+
+- `enqueue(domain, event)` (the events stream consumer) reads the domain's URLs for the event's type (one
+  DynamoDB read, cached briefly per container) and sends one SQS message per URL in one SendMessageBatch:
+  `{"url", "domain", "event", "attempt": 0, "first_attempt_at"}`.
+- `process(body)` (the sender, one SQS record) POSTs `{"signature": {timestamp, token, signature},
+  "event-data": event}` as JSON, signed as Mailgun signs: hex HMAC-SHA256 of timestamp + token, keyed with
+  the webhook signing key (`WebhookSigningKeySecret`, `{"key": "<value>"}`).
+  2xx: delivered. 406: the receiver refused it, never retried. Anything else, a timeout or a network error:
+  retried on Mailgun's schedule by sending the message again with a delay (SQS delays stop at 15 minutes,
+  so a longer wait is a chain of delays until `next_at`); once the schedule is spent the message goes to
+  the dead-letter queue, from which a redrive starts a fresh schedule.
+- Every attempt carries the event's own, stable `id`, so receivers can deduplicate; the sender also skips
+  a URL it already delivered an event to (a `WEBHOOK_SENT#{event id}` marker), which absorbs the stream's
+  at-least-once replays.
+- Targets that resolve to loopback, private or link-local addresses are refused (no retry) unless
+  WEBHOOK_ALLOW_PRIVATE_URLS is set: the sender runs inside the VPC-less Lambda sandbox, next to the
+  runtime API, and must not be a proxy into it. The connection goes to the address that was checked
+  (outbound.py), so a name that changes its answer between the check and the connection gains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import ClientError
+
+from opentracking.core.aws import client
+from opentracking.core.config import table_name
+from opentracking.core.errors import OpenTrackingError, StorageUnavailable
+from opentracking.core.metric_names import Metric
+from opentracking.core.observability import count, logger
+from opentracking.http import outbound
+from opentracking.storage import store
+from opentracking.tracking.tokens import secrets_provider
+from opentracking.webhooks import subscriptions
+
+# Mailgun retries for about 8 hours: 5 min, 10 min, 15 min, 1 h, 2 h, 4 h (its "Automatic Retries" page).
+RETRY_SCHEDULE: tuple[int, ...] = (300, 600, 900, 3600, 7200, 14400)
+MAX_SQS_DELAY = 900
+DELIVERY_TIMEOUT = 10.0
+SENT_MARKER_SECONDS = 2 * 86400  # longer than the schedule, so a late replay is still recognised
+_SEND_ROUNDS = 3
+
+
+class ConfigurationError(OpenTrackingError):
+    """A webhook environment variable is missing or malformed."""
+
+
+def reset_cache() -> None:
+    """Forget the cached delivery configuration and the cached webhook targets (tests, local stack)."""
+    subscriptions.reset_cache()
+    delivery_config.cache_clear()
+
+
+def _queue_url() -> str:
+    url = os.environ.get("WEBHOOK_QUEUE_URL", "").strip()
+    if not url:
+        raise ConfigurationError("environment variable WEBHOOK_QUEUE_URL is not set")
+    return url
+
+
+def enqueue(domain: str, event: dict[str, Any], *, now: Callable[[], float] = time.time) -> int:
+    """Queue one delivery per URL configured for the event's type; the number queued (0: none set)."""
+    event_name = str(event.get("event") or "")
+    if event_name not in subscriptions.SUPPORTED_WEBHOOKS:
+        return 0
+    urls = subscriptions.targets(domain, event_name)
+    if not urls:
+        return 0
+    started = now()
+    bodies = [
+        Delivery(url=url, domain=domain, event=event, first_attempt_at=started).to_body() for url in urls
+    ]
+    _send_batch(_queue_url(), bodies)
+    count(Metric.WEBHOOKS_QUEUED, len(bodies))
+    return len(bodies)
+
+
+def _send_batch(queue_url: str, bodies: list[str]) -> None:
+    pending = {str(index): body for index, body in enumerate(bodies)}
+    sqs = client("sqs")
+    for attempt in range(_SEND_ROUNDS):
+        try:
+            response = sqs.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": id_, "MessageBody": body} for id_, body in pending.items()],
+            )
+        except store.AWS_ERRORS as exc:
+            raise StorageUnavailable("The webhook queue is unavailable, please retry") from exc
+        failed = {entry["Id"] for entry in response.get("Failed") or []}
+        pending = {id_: body for id_, body in pending.items() if id_ in failed}
+        if not pending:
+            return
+        time.sleep(0.05 * 2**attempt)
+    raise StorageUnavailable("The webhook queue kept refusing messages, please retry")
+
+
+# --- signing ---------------------------------------------------------------------------------------
+
+
+def sign(key: str, timestamp: str, token: str) -> str:
+    """Mailgun's webhook signature: hex HMAC-SHA256 of timestamp + token, keyed with the signing key."""
+    return hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+
+
+def verify(key: str, timestamp: str, token: str, signature: str) -> bool:
+    """What a receiver does with a webhook's `signature` object, in constant time."""
+    if not all(isinstance(value, str) for value in (key, timestamp, token, signature)):
+        return False
+    expected = sign(key, timestamp, token).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
+
+
+def signed_payload(
+    key: str, event: dict[str, Any], *, now: Callable[[], float] = time.time
+) -> dict[str, Any]:
+    """The POST body: a fresh timestamp and 50-character token for every attempt, and the event."""
+    timestamp, token = str(int(now())), secrets.token_hex(25)
+    return {
+        "signature": {"timestamp": timestamp, "token": token, "signature": sign(key, timestamp, token)},
+        "event-data": event,
+    }
+
+
+def signing_key(secret_name: str) -> str:
+    """The key in the signing-key secret ({"key": "<value>"}), cached by Powertools parameters."""
+    secret = secrets_provider().get(secret_name)
+    try:
+        document = json.loads(secret) if isinstance(secret, str) else None
+    except ValueError:
+        document = None
+    key = document.get("key") if isinstance(document, dict) else None
+    if not key:
+        raise ConfigurationError('the webhook signing key secret must be {"key": "<value>"}')
+    return str(key)
+
+
+# --- delivery (the sender) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One queued POST of one event to one URL (the SQS message body)."""
+
+    url: str
+    domain: str
+    event: dict[str, Any]
+    attempt: int = 0  # deliveries tried before this one
+    first_attempt_at: float = 0.0
+    next_at: float | None = None  # not before this time (a wait longer than SQS's 15-minute delay)
+    last_error: str | None = None  # the previous attempt's HTTP status or error type
+    dead_lettered_at: float | None = None
+
+    def to_body(self) -> str:
+        return json.dumps({key: value for key, value in asdict(self).items() if value is not None})
+
+    @classmethod
+    def from_body(cls, body: str) -> Delivery:
+        """Raise ValueError for anything that is not a delivery message."""
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        try:
+            delivery = cls(
+                url=str(document["url"]),
+                domain=str(document["domain"]),
+                event=document["event"],
+                attempt=int(document.get("attempt", 0)),
+                first_attempt_at=float(document.get("first_attempt_at", 0)),
+                next_at=None if document.get("next_at") is None else float(document["next_at"]),
+                last_error=document.get("last_error"),
+                dead_lettered_at=(
+                    None if document.get("dead_lettered_at") is None else float(document["dead_lettered_at"])
+                ),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or malformed field: {exc}") from exc
+        if (
+            not isinstance(delivery.event, dict)
+            or delivery.attempt < 0
+            or not subscriptions.is_http_url(delivery.url)
+        ):
+            raise ValueError("malformed event, attempt or url")
+        return delivery
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # 406: the receiver does not want it; never retried
+    REFUSED = "refused"  # the URL resolves to an address the sender must not reach
+    DUPLICATE = "duplicate"  # already delivered to this URL
+    RETRY_SCHEDULED = "retry_scheduled"
+    WAITING = "waiting"  # not due yet: delayed again
+    WITHDRAWN = "withdrawn"  # the webhook was deleted or its URL changed while a retry waited
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    queue_url: str
+    dead_letter_queue_url: str
+    signing_key_secret: str
+    schedule: tuple[int, ...] = RETRY_SCHEDULE
+    timeout: float = DELIVERY_TIMEOUT
+    allow_private_urls: bool = False
+
+    @classmethod
+    def from_env(cls) -> DeliveryConfig:
+        def required(name: str) -> str:
+            value = os.environ.get(name, "").strip()
+            if not value:
+                raise ConfigurationError(f"environment variable {name} is not set")
+            return value
+
+        return cls(
+            queue_url=required("WEBHOOK_QUEUE_URL"),
+            dead_letter_queue_url=required("WEBHOOK_DEAD_LETTER_QUEUE_URL"),
+            signing_key_secret=required("WEBHOOK_SIGNING_KEY_SECRET"),
+            schedule=parse_schedule(os.environ.get("WEBHOOK_RETRY_SCHEDULE", "")),
+            allow_private_urls=subscriptions.private_urls_allowed(),
+        )
+
+
+def parse_schedule(text: str) -> tuple[int, ...]:
+    """WEBHOOK_RETRY_SCHEDULE: comma-separated seconds between attempts; empty: Mailgun's schedule."""
+    if not text.strip():
+        return RETRY_SCHEDULE
+    try:
+        schedule = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigurationError("WEBHOOK_RETRY_SCHEDULE must be comma-separated whole seconds") from None
+    if any(seconds < 0 for seconds in schedule):
+        raise ConfigurationError("WEBHOOK_RETRY_SCHEDULE values must not be negative")
+    return schedule
+
+
+@cache
+def delivery_config() -> DeliveryConfig:
+    return DeliveryConfig.from_env()
+
+
+def post_json(url: str, body: bytes, timeout: float, *, allow_private: bool = False) -> int:
+    """POST a JSON body to a vetted address of the URL's host (outbound.post); the HTTP status. Network
+    errors and timeouts raise OSError (or HTTPException); a host that is not public, RefusedTarget."""
+    headers = {"Content-Type": "application/json", "User-Agent": "opentracking-webhooks/1.0"}
+    return outbound.post(url, body, headers, timeout, allow_private=allow_private)
+
+
+def _sent_key(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "pk": f"WEBHOOK_SENT#{delivery.event.get('id')}",
+        "sk": hashlib.sha256(delivery.url.encode()).hexdigest()[:32],
+    }
+
+
+def _already_sent(delivery: Delivery) -> bool:
+    if not delivery.event.get("id"):
+        return False
+    try:
+        return store.get_item(table_name(), _sent_key(delivery)) is not None
+    except OpenTrackingError:
+        return False  # when in doubt, deliver: the id lets the receiver deduplicate
+
+
+def _mark_sent(delivery: Delivery, now: float) -> None:
+    if not delivery.event.get("id"):
+        return
+    item = {**_sent_key(delivery), "type": "webhook_sent", "expires_at": int(now) + SENT_MARKER_SECONDS}
+    try:
+        store.put_item(table_name(), item)
+    except (OpenTrackingError, ClientError) as exc:
+        logger.warning("webhook delivery marker not stored", extra={"error": type(exc).__name__})
+
+
+def _log_fields(delivery: Delivery) -> dict[str, Any]:
+    # No addresses in logs: the domain, the event id, the receiver's host, the attempt.
+    return {
+        "domain": delivery.domain,
+        "event_id": delivery.event.get("id"),
+        "webhook_host": urlsplit(delivery.url).hostname,
+        "attempt": delivery.attempt,
+    }
+
+
+def _still_configured(delivery: Delivery) -> bool:
+    event_name = delivery.event.get("event")
+    if not isinstance(event_name, str):
+        return False
+    return delivery.url in subscriptions.configured_urls(delivery.domain, event_name)  # not the cached read
+
+
+def _send_one(queue_url: str, body: str, delay: float) -> None:
+    seconds = max(0, min(MAX_SQS_DELAY, math.ceil(delay)))
+    try:
+        client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=seconds)
+    except store.AWS_ERRORS as exc:
+        raise StorageUnavailable("The webhook queue is unavailable") from exc
+
+
+def process(
+    body: str,
+    *,
+    config: DeliveryConfig | None = None,
+    now: Callable[[], float] = time.time,
+    post: Callable[..., int] = post_json,
+) -> Outcome:
+    """Handle one queued delivery. Raises only when the outcome could not be recorded (SQS down): the
+    message then comes back after its visibility timeout, and the queue's redrive policy bounds that."""
+    config = config or delivery_config()
+    try:
+        delivery = Delivery.from_body(body)
+    except ValueError as exc:
+        logger.error("malformed webhook delivery dead-lettered", extra={"error": str(exc)[:200]})
+        _send_one(config.dead_letter_queue_url, body, 0)
+        count(Metric.WEBHOOK_DEAD_LETTERED)
+        return Outcome.DEAD_LETTERED
+
+    current = now()
+    redriven = delivery.dead_lettered_at is not None
+    if redriven:  # redriven from the dead-letter queue: a fresh schedule
+        delivery = replace(delivery, attempt=0, first_attempt_at=current, next_at=None, dead_lettered_at=None)
+    if delivery.next_at is not None and delivery.next_at > current + 1:
+        _send_one(config.queue_url, delivery.to_body(), delivery.next_at - current)
+        return Outcome.WAITING
+    fields = _log_fields(delivery)
+    if (redriven or delivery.attempt > 0) and not _still_configured(delivery):
+        # Retries run for up to 8 hours: a user who deleted the webhook (or the domain) or changed its URL
+        # in the meantime must not keep receiving events. The first attempt was enqueued moments ago from
+        # the current configuration, so it skips this read.
+        logger.info("webhook withdrawn while a retry waited: not delivered", extra=fields)
+        count(Metric.WEBHOOK_WITHDRAWN)
+        return Outcome.WITHDRAWN
+    if _already_sent(delivery):
+        logger.info("webhook already delivered", extra=fields)
+        count(Metric.WEBHOOK_DUPLICATE)
+        return Outcome.DUPLICATE
+
+    status: int | None = None
+    try:
+        payload = json.dumps(signed_payload(signing_key(config.signing_key_secret), delivery.event, now=now))
+        status = post(delivery.url, payload.encode(), config.timeout, allow_private=config.allow_private_urls)
+        error = str(status)
+    except outbound.RefusedTarget:
+        logger.warning("webhook target refused: not a public address", extra=fields)
+        count(Metric.WEBHOOK_REFUSED)
+        return Outcome.REFUSED
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        error = type(exc).__name__
+
+    if status is not None and 200 <= status < 300:
+        _mark_sent(delivery, current)
+        logger.info("webhook delivered", extra={**fields, "status": status})
+        count(Metric.WEBHOOK_DELIVERED)
+        return Outcome.DELIVERED
+    if status == 406:
+        logger.warning("webhook rejected by the receiver (406): not retried", extra=fields)
+        count(Metric.WEBHOOK_REJECTED)
+        return Outcome.REJECTED
+    return _retry_or_dead_letter(delivery, error, config, current)
+
+
+def _retry_or_dead_letter(delivery: Delivery, error: str, config: DeliveryConfig, now: float) -> Outcome:
+    fields = {**_log_fields(delivery), "error": error}
+    if delivery.attempt < len(config.schedule):
+        wait = config.schedule[delivery.attempt]
+        retry = replace(delivery, attempt=delivery.attempt + 1, next_at=now + wait, last_error=error)
+        _send_one(config.queue_url, retry.to_body(), wait)
+        logger.warning("webhook delivery failed: retry scheduled", extra={**fields, "retry_in": wait})
+        count(Metric.WEBHOOK_RETRY_SCHEDULED)
+        return Outcome.RETRY_SCHEDULED
+    dead = replace(
+        delivery, attempt=delivery.attempt + 1, last_error=error, next_at=None, dead_lettered_at=now
+    )
+    _send_one(config.dead_letter_queue_url, dead.to_body(), 0)
+    logger.error("webhook delivery gave up: dead-lettered", extra=fields)
+    count(Metric.WEBHOOK_DEAD_LETTERED)
+    return Outcome.DEAD_LETTERED

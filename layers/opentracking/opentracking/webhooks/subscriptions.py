@@ -1,0 +1,224 @@
+"""Mailgun webhooks, their configuration: each domain's webhook URLs per event type.
+
+In the shapes of Mailgun's v3 domain webhooks: one item per domain and webhook type,
+`DOMAIN#{domain}` / `WEBHOOK#{id}`, holding 1 to 3 http(s) URLs. Only the types this deployment produces
+events for can be configured (`SUPPORTED_WEBHOOKS`); the others Mailgun knows get a clear 400.
+`targets` is what delivery reads: one DynamoDB read per domain and type, cached briefly per container.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import ClientError
+
+from opentracking.core.config import table_name
+from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError, StorageUnavailable
+from opentracking.domains import registry
+from opentracking.http import outbound
+from opentracking.storage import keys, store
+
+# Every webhook type Mailgun has; the ones this deployment produces events for can be configured.
+MAILGUN_WEBHOOKS = (
+    "accepted",
+    "clicked",
+    "complained",
+    "delivered",
+    "opened",
+    "permanent_fail",
+    "temporary_fail",
+    "unsubscribed",
+)
+SUPPORTED_WEBHOOKS = frozenset({"opened", "clicked"})
+MAX_URLS = 3
+MAX_URL_LENGTH = 2048
+TARGETS_CACHE_SECONDS = 30.0
+
+
+# --- management ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Webhook:
+    domain: str
+    id: str
+    urls: tuple[str, ...]
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "pk": keys.domain_pk(self.domain),
+            "sk": keys.webhook_sk(self.id),
+            "type": "webhook",
+            "domain": self.domain,
+            "webhook": self.id,
+            "urls": list(self.urls),
+            "created_at": str(self.created_at),
+            "updated_at": str(self.updated_at),
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Webhook:
+        return cls(
+            domain=item["domain"],
+            id=item["webhook"],
+            urls=tuple(item.get("urls") or ()),
+            created_at=float(item.get("created_at") or 0),
+            updated_at=float(item.get("updated_at") or 0),
+        )
+
+    def mailgun(self) -> dict[str, Any]:
+        return {"urls": list(self.urls)}
+
+
+def _key(domain: str, webhook_id: str) -> dict[str, Any]:
+    return {"pk": keys.domain_pk(domain), "sk": keys.webhook_sk(webhook_id)}
+
+
+def normalise_id(raw: str | None) -> str:
+    """A webhook type this deployment can deliver; BadRequest for a missing, unknown or unsupported one."""
+    name = (raw or "").strip().lower()
+    if not name:
+        raise BadRequest("'id' parameter is missing")
+    if name not in MAILGUN_WEBHOOKS:
+        raise BadRequest(f"Invalid webhook id '{name}': expected one of {', '.join(MAILGUN_WEBHOOKS)}")
+    if name not in SUPPORTED_WEBHOOKS:
+        raise BadRequest(
+            f"Webhook '{name}' is not supported: this deployment produces "
+            f"{', '.join(sorted(SUPPORTED_WEBHOOKS))} events only"
+        )
+    return name
+
+
+def normalise_urls(values: Iterable[str]) -> tuple[str, ...]:
+    """1 to 3 distinct absolute http(s) URLs, in the order given."""
+    urls: list[str] = []
+    for value in values:
+        url = value.strip()
+        if url and url not in urls:
+            urls.append(url)
+    if not urls:
+        raise BadRequest("'url' parameter is missing")
+    if len(urls) > MAX_URLS:
+        raise BadRequest(f"A webhook takes at most {MAX_URLS} urls")
+    for url in urls:
+        if not is_http_url(url):
+            raise BadRequest(f"'{url}' is not a valid http or https URL")
+        address = outbound.literal_address(urlsplit(url).hostname or "")
+        if address is not None and not outbound.is_public(address) and not private_urls_allowed():
+            raise BadRequest(f"'{url}' is not a public address: webhooks are sent to the internet only")
+    return tuple(urls)
+
+
+def private_urls_allowed() -> bool:
+    return os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "").strip().lower() in ("1", "true", "yes")
+
+
+def is_http_url(url: str) -> bool:
+    if len(url) > MAX_URL_LENGTH or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def list_webhooks(domain: str) -> list[Webhook]:
+    registry.get(domain)
+    items = store.query_prefix(table_name(), keys.domain_pk(domain), keys.WEBHOOK_PREFIX)
+    return sorted((Webhook.from_item(item) for item in items), key=lambda webhook: webhook.id)
+
+
+def get(domain: str, webhook_id: str) -> Webhook:
+    registry.get(domain)
+    name = (webhook_id or "").strip().lower()
+    item = store.get_item(table_name(), _key(domain, name)) if name in MAILGUN_WEBHOOKS else None
+    if item is None:
+        raise NotFound(f"Webhook not found: {name}")
+    return Webhook.from_item(item)
+
+
+def create(domain: str, webhook_id: str | None, urls: Iterable[str]) -> Webhook:
+    registry.get(domain)
+    now = time.time()
+    webhook = Webhook(domain, normalise_id(webhook_id), normalise_urls(urls), created_at=now, updated_at=now)
+    _put(webhook, condition="attribute_not_exists(pk)", conflict=BadRequest("Webhook already exists"))
+    return webhook
+
+
+def update(domain: str, webhook_id: str, urls: Iterable[str]) -> Webhook:
+    current = get(domain, webhook_id)
+    webhook = replace(current, urls=normalise_urls(urls), updated_at=time.time())
+    _put(webhook, condition="attribute_exists(pk)", conflict=NotFound(f"Webhook not found: {webhook.id}"))
+    return webhook
+
+
+def delete(domain: str, webhook_id: str) -> Webhook:
+    webhook = get(domain, webhook_id)
+    store.delete_item(table_name(), _key(domain, webhook.id))
+    _forget(domain)
+    return webhook
+
+
+def delete_all(domain: str) -> None:
+    """Remove every webhook of a domain (call it when the domain is deleted)."""
+    items = store.query_prefix(table_name(), keys.domain_pk(domain), keys.WEBHOOK_PREFIX)
+    store.batch_delete(table_name(), [{"pk": item["pk"], "sk": item["sk"]} for item in items])
+    _forget(domain)
+
+
+def _put(webhook: Webhook, *, condition: str, conflict: OpenTrackingError) -> None:
+    try:
+        store.put_item(table_name(), webhook.to_item(), condition=condition)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise conflict from None
+        raise StorageUnavailable("The webhook store is unavailable, please retry") from exc
+    _forget(webhook.domain)
+
+
+# --- enqueue (the events consumer) -----------------------------------------------------------------
+
+_targets_cache: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+_targets_lock = threading.Lock()
+
+
+def targets(domain: str, event_name: str) -> tuple[str, ...]:
+    """The URLs configured for one domain and event type: one consistent read, then cached for
+    TARGETS_CACHE_SECONDS per container (a change made elsewhere applies within that time)."""
+    key = (domain, event_name)
+    now = time.monotonic()
+    with _targets_lock:
+        cached = _targets_cache.get(key)
+    if cached and cached[0] > now:
+        return cached[1]
+    urls = configured_urls(domain, event_name)
+    with _targets_lock:
+        _targets_cache[key] = (now + TARGETS_CACHE_SECONDS, urls)
+    return urls
+
+
+def configured_urls(domain: str, event_name: str) -> tuple[str, ...]:
+    """The URLs configured for one domain and event type, read consistently (not cached)."""
+    item = store.get_item(table_name(), _key(domain, event_name))
+    return tuple(item.get("urls") or ()) if item else ()
+
+
+def _forget(domain: str) -> None:
+    with _targets_lock:
+        for key in [key for key in _targets_cache if key[0] == domain]:
+            del _targets_cache[key]
+
+
+def reset_cache() -> None:
+    with _targets_lock:
+        _targets_cache.clear()
