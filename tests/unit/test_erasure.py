@@ -214,7 +214,7 @@ def test_the_consumer_writes_nothing_for_a_copy_being_erased(world, aws, lambda_
     world.send(recipients=TARGET)
     (copy,) = copies_of(aws, TARGET)
     world.consume()
-    erasure._mark_erasing(aws.ref("DataTable"), copy["pk"])
+    erasure.mark_erasing(aws.ref("DataTable"), copy["pk"])
     open_copy(aws, copy, lambda_context)
     world.consume()
     # THEN no event was derived and the raw open is gone
@@ -231,7 +231,7 @@ def test_the_consumer_check_catches_an_erasure_that_starts_after_the_join(world,
     open_copy(aws, copy, lambda_context)
     raw = next(i for i in items(aws) if i["pk"] == copy["pk"] and i["sk"].startswith("OPEN#"))
     cache = {copy["pk"]: {k: v for k, v in copy.items()}}
-    erasure._mark_erasing(aws.ref("DataTable"), copy["pk"])
+    erasure.mark_erasing(aws.ref("DataTable"), copy["pk"])
     consumer.handle_image(consumer._plain(raw), cache)
     assert not [i for i in items(aws) if i.get("event") == "opened" or i["sk"].startswith("OPEN#")]
 

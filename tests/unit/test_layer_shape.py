@@ -5,6 +5,7 @@ empty, so importing one module (the pixel's cold start) pays for nothing else.""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 LAYER = Path(__file__).resolve().parents[2] / "layers" / "opentracking" / "opentracking"
@@ -108,3 +109,43 @@ def test_modules_import_each_other_without_a_cycle():
     for name in sorted(MODULES):
         visit(name, name, [name])
     assert cycles == []
+
+
+# Powertools' idempotency utility keeps its records in the table through its own persistence layer; it is
+# given the shared DynamoDB client (http.gateway), which is the one AWS storage call outside the adapter.
+POWERTOOLS_PERSISTENCE = "http.gateway"
+
+
+def test_only_the_storage_adapter_calls_dynamodb_or_s3():
+    calls = []
+    for name, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "client"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in ("dynamodb", "s3")
+            ):
+                calls.append((name, node.args[0].value))
+    assert ("storage.store", "dynamodb") in calls and ("storage.store", "s3") in calls
+    assert [c for c in calls if not c[0].startswith("storage.") and c[0] != POWERTOOLS_PERSISTENCE] == []
+
+
+KEY_PREFIX = re.compile(r"^[A-Z][A-Z_]+#")
+
+
+def test_only_storage_keys_writes_a_key_prefix():
+    """Key formats such as "COPY#..." or "EVENTS#..." live in storage.keys, nowhere else."""
+    found = []
+    for name, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and KEY_PREFIX.match(node.value)
+            ):
+                found.append((name, node.value))
+    assert any(name == "storage.keys" for name, _ in found)
+    assert [(name, value) for name, value in found if name != "storage.keys"] == []

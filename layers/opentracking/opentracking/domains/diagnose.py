@@ -12,14 +12,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from opentracking.core.aws import client
-from opentracking.core.config import settings
+from opentracking.core.config import settings, table_name
 from opentracking.core.errors import NotFound
 from opentracking.domains import dns_check, https_check, registry, tracking_hosts
 from opentracking.mail.injection import REASON_TEXT as INJECTION_REASONS
 from opentracking.messages.options import TRACKING_REASON_TEXT
 from opentracking.privacy import suppressions
-from opentracking.storage import store
+from opentracking.storage import keys, store
 from opentracking.tracking import bots
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -72,7 +71,7 @@ def _https(domain: registry.Domain) -> Check:
 
 def _message_copies(domain: registry.Domain, message_id: str) -> list[dict[str, Any]]:
     bare = message_id.strip().strip("<>")
-    copies = store.query_index(settings().table_name, "gsi1", "gsi1pk", f"COPIES#{domain.name}#{bare}")
+    copies = store.query_index(table_name(), "gsi1", "gsi1pk", keys.copies_index_pk(domain.name, bare))
     if not copies:
         raise NotFound(f"Message not found: {message_id}")
     return copies
@@ -80,7 +79,7 @@ def _message_copies(domain: registry.Domain, message_id: str) -> list[dict[str, 
 
 def _message_record(domain: registry.Domain, message_id: str) -> dict[str, Any]:
     bare = message_id.strip().strip("<>")
-    records = store.query_index(settings().table_name, "gsi1", "gsi1pk", f"MSGID#{domain.name}#{bare}")
+    records = store.query_index(table_name(), "gsi1", "gsi1pk", keys.message_index_pk(domain.name, bare))
     if not records:
         raise NotFound(f"Message not found: {message_id}")
     return records[0]
@@ -149,11 +148,10 @@ def _tag(message: dict[str, Any] | None) -> Check:
 
 
 def _links(domain: registry.Domain, copies: list[dict[str, Any]]) -> Check:
-    s3 = client("s3")
     plain: list[str] = []
     for copy in copies:
         if copy.get("tracked"):
-            body = s3.get_object(Bucket=settings().bucket_name, Key=copy["s3_key"])["Body"].read()
+            body = store.get_object(settings().bucket_name, copy["s3_key"])
             plain += https_check.link_scheme_problems(body, domain.tracking_host)
     if plain:
         return Check(
@@ -187,7 +185,7 @@ def _opted_out(domain: registry.Domain, copies: list[dict[str, Any]]) -> Check |
 def _opens(copies: list[dict[str, Any]]) -> tuple[Check, Check]:
     loads: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for copy in copies:
-        for raw in store.query_prefix(settings().table_name, copy["pk"], "OPEN#"):
+        for raw in store.query_prefix(table_name(), copy["pk"], keys.OPEN_PREFIX):
             loads.append((copy, raw))
     if not loads:
         return (

@@ -40,7 +40,7 @@ from opentracking.core.aws import client
 from opentracking.core.config import table_name
 from opentracking.core.observability import logger
 from opentracking.domains import dns_check
-from opentracking.storage import store
+from opentracking.storage import keys, store
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -51,7 +51,6 @@ STACK_TAG = (
     "opentracking:stack"  # every certificate and custom domain we create carries it (IAM scopes on it)
 )
 STAGE = "$default"
-CLEANUP_KEY = "HOST_CLEANUP"
 RENEWAL_WARNING_DAYS = 30
 
 
@@ -494,21 +493,27 @@ def release(host: TrackingHost, tracking_host: str) -> None:
 def _queue_cleanup(arn: str) -> None:
     store.put_item(
         table_name(),
-        {"pk": CLEANUP_KEY, "sk": f"CERT#{arn}", "type": "cleanup", "arn": arn, "at": str(time.time())},
+        {
+            "pk": keys.HOST_CLEANUP_PK,
+            "sk": keys.certificate_cleanup_sk(arn),
+            "type": "cleanup",
+            "arn": arn,
+            "at": str(time.time()),
+        },
     )
 
 
 def retry_cleanups() -> int:
     """Delete certificates left behind by deleted domains; returns how many are still waiting."""
     waiting = 0
-    for item in store.query_prefix(table_name(), CLEANUP_KEY, "CERT#"):
+    for item in store.query_prefix(table_name(), keys.HOST_CLEANUP_PK, keys.CERTIFICATE_PREFIX):
         try:
             done = _delete_certificate(item["arn"])
         except (ClientError, BotoCoreError) as exc:
             logger.warning("certificate cleanup failed", extra={"error": _error(exc)})
             done = False
         if done:
-            store.delete_item(table_name(), {"pk": CLEANUP_KEY, "sk": item["sk"]})
+            store.delete_item(table_name(), {"pk": keys.HOST_CLEANUP_PK, "sk": item["sk"]})
         else:
             waiting += 1
     return waiting

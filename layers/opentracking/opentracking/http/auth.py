@@ -27,10 +27,9 @@ from typing import Any
 
 from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError
 from opentracking.domains import registry
-from opentracking.storage import store
+from opentracking.storage import keys, store
 from opentracking.tracking.tokens import secrets_provider
 
-KEY_LIST = "APIKEYS"
 KINDS = {"user": "admin", "domain": "sending"}  # kind -> the role it may have
 _SENDING_PATH = re.compile(r"^/v3/([^/]+)/messages(?:\.mime)?$")
 
@@ -100,7 +99,7 @@ def authenticate(authorization: str | None, secret_name: str, table: str) -> Pri
         matched |= hmac.compare_digest(presented, digest)
     if matched:
         return Principal(role="admin")
-    item = store.get_item(table, {"pk": f"APIKEY#{presented.hex()}", "sk": "APIKEY"})
+    item = store.get_item(table, keys.api_key_key(presented.hex()))
     if (
         item is None
         or item.get("is_disabled")
@@ -156,10 +155,9 @@ def create_key(
         expires_at = int(time.time()) + int(expiration)
     secret = "key-" + secrets.token_hex(24)
     item = {
-        "pk": f"APIKEY#{_digest(secret).hex()}",
-        "sk": "APIKEY",
+        **keys.api_key_key(_digest(secret).hex()),
         "type": "apikey",
-        "gsi1pk": KEY_LIST,
+        "gsi1pk": keys.API_KEY_LIST,
         "gsi1sk": str(uuid.uuid4()),
         "kind": kind,
         "role": role,
@@ -174,19 +172,21 @@ def create_key(
 
 
 def list_keys(table: str, *, domain_name: str | None, kind: str | None) -> dict[str, Any]:
-    items = store.query_index(table, "gsi1", "gsi1pk", KEY_LIST)
-    keys = [
+    items = store.query_index(table, "gsi1", "gsi1pk", keys.API_KEY_LIST)
+    listed = [
         _key_object(item)
         for item in items
         if (not domain_name or item.get("domain_name") == domain_name.lower())
         and (not kind or item["kind"] == kind.lower())
     ]
-    return {"total_count": len(keys), "items": keys}
+    return {"total_count": len(listed), "items": listed}
 
 
 def delete_key(table: str, key_id: str) -> dict[str, Any]:
-    matches = [item for item in store.query_index(table, "gsi1", "gsi1pk", KEY_LIST) if item["id"] == key_id]
+    matches = [
+        item for item in store.query_index(table, "gsi1", "gsi1pk", keys.API_KEY_LIST) if item["id"] == key_id
+    ]
     if not matches:
         raise NotFound("Key not found")
-    store.delete_item(table, {"pk": matches[0]["pk"], "sk": "APIKEY"})
+    store.delete_item(table, {"pk": matches[0]["pk"], "sk": keys.APIKEY_SK})
     return {"message": "key deleted"}

@@ -33,6 +33,7 @@ from opentracking.core.errors import BadRequest, OpenTrackingError
 from opentracking.core.observability import logger
 from opentracking.http import auth
 from opentracking.http.forms import Form, parse_form
+from opentracking.storage import keys
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -148,7 +149,7 @@ def _persistence(table_name: str) -> DynamoDBPersistenceLayer:
         table_name=table_name,
         key_attr="pk",
         sort_key_attr="sk",
-        static_pk_value="IDEMPOTENCY#submit",
+        static_pk_value=keys.IDEMPOTENCY_PK,
         expiry_attr="expires_at",
         boto3_client=client("dynamodb"),
     )

@@ -20,7 +20,7 @@ from opentracking.mail import compose, links, splice
 from opentracking.mail.injection import REASON_TEXT, inject
 from opentracking.messages import options
 from opentracking.privacy import erasure, policy, suppressions
-from opentracking.storage import keys, store
+from opentracking.storage import keys, records, store
 from opentracking.tracking import tokens
 
 MAX_RECIPIENTS = 1000
@@ -425,76 +425,105 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
     for copy in submission.copies:
         copy.s3_key = f"{prefix}/{copy.copy_hex}.eml"
 
-    bare_id = submission.message_id.strip("<>")
-    items: list[dict[str, Any]] = []
-    for copy in submission.copies:
-        recipient_domain = copy.recipient.rpartition("@")[2].lower()
-        common = {
-            "domain": submission.domain.name,
-            "submission_id": submission_id,
-            "message_id": bare_id,
-            "recipient": copy.recipient,
-            "recipient_domain": recipient_domain,
-            "tags": submission.tags,
-            "user_variables": json.dumps(copy.user_variables),
-            "expires_at": expires_at,
-        }
-        items.append(
-            {
-                "pk": keys.copy_pk(copy.copy_hex),
-                "sk": "COPY",
-                # the copies of one message, by recipient (diagnose, and the events API later)
-                "gsi1pk": f"COPIES#{submission.domain.name}#{bare_id}",
-                "gsi1sk": copy.recipient.lower(),
-                "type": "copy",
-                "s3_key": copy.s3_key,
-                "tracked": copy.tracked,
-                "untracked_reason": copy.untracked_reason,
-                "anonymize_ip": submission.privacy.anonymize_ip,
-                # every copy of one recipient in a domain, for erasure (gsi2 holds keys only)
-                "gsi2pk": erasure.recipient_key(submission.domain.name, copy.recipient),
-                "links": copy.links,
-                "created_at": str(timestamp),
-                **common,
-            }
+    items = [
+        record
+        for copy in submission.copies
+        for record in _copy_records(submission, copy, submission_id, timestamp, expires_at)
+    ]
+    message_item = _message_record(submission, submission_id, prefix, timestamp, expires_at)
+
+    # S3 first, then the records in transactions of up to 100 items with the message record last: a
+    # message with up to 49 recipients is committed by one all-or-nothing transaction. Whatever fails,
+    # what was written is removed again; if even that fails (a full outage), the leftovers are records
+    # with no message record, which nothing serves, and expire by TTL and the bucket lifecycle rule.
+    try:
+        written_keys = store.put_objects(
+            settings.bucket_name, ((c.s3_key, c.message) for c in submission.copies)
         )
-        event_id = uuid.uuid4().hex
-        event = {
-            "event": "accepted",
-            "id": event_id,
-            "timestamp": timestamp,
-            "log-level": "info",
-            "method": "http",
-            "recipient": copy.recipient,
-            "recipient-domain": recipient_domain,
-            "tags": submission.tags,
-            "user-variables": copy.user_variables,
-            "envelope": {"sender": submission.sender, "targets": copy.recipient, "transport": "smtp"},
-            "flags": {"is-test-mode": submission.testmode, "is-authenticated": True},
-            "message": {
-                "headers": {"message-id": bare_id, "from": submission.sender, "subject": submission.subject},
-                "size": len(copy.message),
+    except store.PartialWrite as exc:
+        raise _rolled_back(settings, exc.written, []) from exc
+    try:
+        store.transact_put(settings.table_name, [*items, message_item])
+    except store.PartialWrite as exc:
+        raise _rolled_back(settings, written_keys, [item for chunk in exc.written for item in chunk]) from exc
+    return {"submission_id": submission_id, "storage_prefix": prefix}
+
+
+def _copy_records(
+    submission: Submission, copy: Copy, submission_id: str, timestamp: float, expires_at: int
+) -> list[dict[str, Any]]:
+    """One recipient's copy record and its `accepted` event, both in the copy's partition."""
+    domain, bare_id = submission.domain.name, submission.message_id.strip("<>")
+    common = {
+        "submission_id": submission_id,
+        "message_id": bare_id,
+        "recipient": copy.recipient,
+        "recipient_domain": copy.recipient.rpartition("@")[2].lower(),
+        "tags": submission.tags,
+        "user_variables": json.dumps(copy.user_variables),
+    }
+    copy_pk = keys.copy_pk(copy.copy_hex)
+    copy_record = {
+        **keys.copy_key(copy_pk),
+        # the copies of one message, by recipient (diagnose)
+        "gsi1pk": keys.copies_index_pk(domain, bare_id),
+        "gsi1sk": copy.recipient.lower(),
+        "type": "copy",
+        "s3_key": copy.s3_key,
+        "tracked": copy.tracked,
+        "untracked_reason": copy.untracked_reason,
+        "anonymize_ip": submission.privacy.anonymize_ip,
+        # every copy of one recipient in a domain, for erasure (gsi2 holds keys only)
+        "gsi2pk": erasure.recipient_key(domain, copy.recipient),
+        "links": copy.links,
+        "created_at": str(timestamp),
+        "domain": domain,
+        "expires_at": expires_at,
+        **common,
+    }
+    accepted = records.event_record(
+        copy_pk, _accepted_event(submission, copy, timestamp), domain=domain, expires_at=expires_at, **common
+    )
+    return [copy_record, accepted]
+
+
+def _accepted_event(submission: Submission, copy: Copy, timestamp: float) -> dict[str, Any]:
+    """Mailgun's `accepted` event for one recipient's copy."""
+    return {
+        "event": "accepted",
+        "id": uuid.uuid4().hex,
+        "timestamp": timestamp,
+        "log-level": "info",
+        "method": "http",
+        "recipient": copy.recipient,
+        "recipient-domain": copy.recipient.rpartition("@")[2].lower(),
+        "tags": submission.tags,
+        "user-variables": copy.user_variables,
+        "envelope": {"sender": submission.sender, "targets": copy.recipient, "transport": "smtp"},
+        "flags": {"is-test-mode": submission.testmode, "is-authenticated": True},
+        "message": {
+            "headers": {
+                "message-id": submission.message_id.strip("<>"),
+                "from": submission.sender,
+                "subject": submission.subject,
             },
-            "storage": {"key": copy.s3_key},
-        }
-        items.append(
-            {
-                "pk": keys.copy_pk(copy.copy_hex),
-                "sk": f"EVENT#{timestamp:017.6f}#accepted#{event_id}",
-                "type": "event",
-                "event": "accepted",
-                "payload": json.dumps(event),
-                "gsi1pk": f"EVENTS#{submission.domain.name}",
-                "gsi1sk": f"{timestamp:017.6f}#{event_id}",
-                **common,
-            }
-        )
-    message_item = {
+            "size": len(copy.message),
+        },
+        "storage": {"key": copy.s3_key},
+    }
+
+
+def _message_record(
+    submission: Submission, submission_id: str, prefix: str, timestamp: float, expires_at: int
+) -> dict[str, Any]:
+    """The record that commits the submission (written last): the message and how it was tracked."""
+    bare_id = submission.message_id.strip("<>")
+    return {
         "pk": keys.message_pk(submission_id),
-        "sk": "MESSAGE",
+        "sk": keys.MESSAGE_SK,
         "type": "message",
-        "gsi1pk": f"MSGID#{submission.domain.name}#{bare_id}",
-        "gsi1sk": "MESSAGE",
+        "gsi1pk": keys.message_index_pk(submission.domain.name, bare_id),
+        "gsi1sk": keys.MESSAGE_SK,
         "domain": submission.domain.name,
         "message_id": bare_id,
         "sender": submission.sender,
@@ -517,30 +546,16 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
         "expires_at": expires_at,
     }
 
-    # S3 first, then the records in transactions of up to 100 items with the message record last: a
-    # message with up to 49 recipients is committed by one all-or-nothing transaction. Whatever fails,
-    # what was written is removed again; if even that fails (a full outage), the leftovers are records
-    # with no message record, which nothing serves, and expire by TTL and the bucket lifecycle rule.
-    try:
-        written_keys = store.put_objects(
-            settings.bucket_name, ((c.s3_key, c.message) for c in submission.copies)
-        )
-    except store.PartialWrite as exc:
-        raise _rolled_back(settings, exc.written, []) from exc
-    try:
-        store.transact_put(settings.table_name, [*items, message_item])
-    except store.PartialWrite as exc:
-        raise _rolled_back(settings, written_keys, [item for chunk in exc.written for item in chunk]) from exc
-    return {"submission_id": submission_id, "storage_prefix": prefix}
 
-
-def _rolled_back(settings: Settings, keys: list[str], items: list[dict[str, Any]]) -> StorageUnavailable:
+def _rolled_back(
+    settings: Settings, object_keys: list[str], items: list[dict[str, Any]]
+) -> StorageUnavailable:
     """Remove what a failed submission wrote; return the error for the client."""
     count(Metric.SUBMISSION_ROLLED_BACK)
     try:
-        if keys:
-            store.delete_objects(settings.bucket_name, keys)
-    except store.AWS_ERRORS as exc:
+        if object_keys:
+            store.delete_objects(settings.bucket_name, object_keys)
+    except (StorageUnavailable, *store.AWS_ERRORS) as exc:
         store.log_rollback_failure("s3", exc)
     try:
         if items:

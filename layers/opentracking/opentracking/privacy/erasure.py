@@ -19,24 +19,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from opentracking.core.aws import client
-from opentracking.core.config import settings
-from opentracking.core.errors import BadRequest, StorageUnavailable
+from opentracking.core.config import settings, table_name
+from opentracking.core.errors import BadRequest
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
 from opentracking.http.forms import Form
 from opentracking.mail import compose
 from opentracking.privacy import suppressions
-from opentracking.storage import store
+from opentracking.storage import keys, store
 
 MAX_COPIES_PER_CALL = 100
-AWS_ERRORS = (BotoCoreError, ClientError)
 
 
 def recipient_key(domain: str, address: str) -> str:
-    return f"RCPT#{domain}#{suppressions.address_digest(address)}"
+    return keys.recipient_index_pk(domain, suppressions.address_digest(address))
 
 
 def _address(form: Form) -> str:
@@ -51,62 +47,18 @@ def _address(form: Form) -> str:
 
 def _copy_keys(domain: str, address: str, limit: int) -> list[str]:
     """Up to `limit` copy partition keys of the recipient (the index holds keys only)."""
-    request = {
-        "TableName": settings().table_name,
-        "IndexName": "gsi2",
-        "KeyConditionExpression": "gsi2pk = :k",
-        "ExpressionAttributeValues": {":k": {"S": recipient_key(domain, address)}},
-    }
-    found: list[str] = []
-    try:
-        while len(found) < limit:
-            response = client("dynamodb").query(**request)
-            for item in response["Items"]:
-                if item["pk"]["S"] not in found:
-                    found.append(item["pk"]["S"])
-            if "LastEvaluatedKey" not in response:
-                break
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-    except AWS_ERRORS as exc:
-        raise StorageUnavailable("The data store is unavailable, please retry") from exc
-    return found[:limit]
+    return store.index_partition_keys(table_name(), "gsi2", "gsi2pk", recipient_key(domain, address), limit)
 
 
-def _mark_erasing(table: str, copy_pk: str) -> bool:
-    """False when the copy record is already gone (an earlier call finished it)."""
-    try:
-        client("dynamodb").update_item(
-            TableName=table,
-            Key={"pk": {"S": copy_pk}, "sk": {"S": "COPY"}},
-            UpdateExpression="SET erasing = :t",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":t": {"BOOL": True}},
-        )
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
-        raise StorageUnavailable("The data store is unavailable, please retry") from exc
-    except BotoCoreError as exc:
-        raise StorageUnavailable("The data store is unavailable, please retry") from exc
-    return True
-
-
-def _delete_objects(bucket: str, keys: list[str]) -> None:
-    """Delete objects and make sure each one went (DeleteObjects reports failures per key, not as an
-    error). Deleting an object that is already gone succeeds, so a retry is harmless."""
-    try:
-        response = client("s3").delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
-        )
-    except AWS_ERRORS as exc:
-        raise StorageUnavailable("The stored copy could not be deleted, please retry") from exc
-    if response.get("Errors"):
-        raise StorageUnavailable("The stored copy could not be deleted, please retry")
+def mark_erasing(table: str, copy_pk: str) -> bool:
+    """Mark the copy first: the stream consumer writes nothing more into a copy being erased. False when
+    the copy record is already gone (an earlier call finished it)."""
+    return store.update_if_exists(table, keys.copy_key(copy_pk), {"erasing": True})
 
 
 def _erase_copy(table: str, bucket: str, copy_pk: str) -> tuple[int, int]:
     """Erase one copy; returns (objects, items) removed."""
-    if not _mark_erasing(table, copy_pk):
+    if not mark_erasing(table, copy_pk):
         return 0, 0
     # Consistent read after the mark: every item the consumer committed before it is seen here.
     items = store.query_prefix(table, copy_pk, "", consistent=True)
@@ -115,12 +67,12 @@ def _erase_copy(table: str, bucket: str, copy_pk: str) -> tuple[int, int]:
     for item in items:
         if item.get("type") == "event":
             event_id = item["sk"].rsplit("#", 1)[-1]
-            markers.extend(store.query_prefix(table, f"WEBHOOK_SENT#{event_id}", ""))
+            markers.extend(store.query_prefix(table, keys.webhook_sent_pk(event_id), ""))
     if objects:
-        _delete_objects(bucket, objects)
-    rest = [{"pk": i["pk"], "sk": i["sk"]} for i in [*markers, *items] if i["sk"] != "COPY"]
+        store.delete_objects(bucket, objects)
+    rest = [{"pk": i["pk"], "sk": i["sk"]} for i in [*markers, *items] if i["sk"] != keys.COPY_SK]
     store.batch_delete(table, rest)
-    store.delete_item(table, {"pk": copy_pk, "sk": "COPY"})  # last: until now a retry finds the copy
+    store.delete_item(table, keys.copy_key(copy_pk))  # last: until now a retry finds the copy
     return len(objects), len(rest) + 1
 
 

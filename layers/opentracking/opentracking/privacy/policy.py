@@ -18,14 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from opentracking.core.config import settings
+from opentracking.core.config import settings, table_name
 from opentracking.core.errors import BadRequest
 from opentracking.http.forms import Form
 from opentracking.messages.options import parse_bool
 from opentracking.storage import keys, store
 
 MAX_RETENTION_DAYS = 3650
-SETTINGS_SK = "PRIVACY"
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,11 @@ class PrivacySettings:
 
 
 def _key(domain: str) -> dict[str, Any]:
-    return {"pk": keys.domain_pk(domain), "sk": SETTINGS_SK}
+    return keys.privacy_key(domain)
 
 
 def get(domain: str) -> PrivacySettings:
-    item = store.get_item(settings().table_name, _key(domain))
+    item = store.get_item(table_name(), _key(domain))
     if item is None:
         return PrivacySettings()
 
@@ -76,7 +75,7 @@ def get(domain: str) -> PrivacySettings:
 
 def cached(domain: str, cache: dict[str, Any]) -> PrivacySettings:
     """The domain's settings, read at most once per cache (the events consumer keeps one per batch)."""
-    key = f"PRIVACY#{domain}"
+    key = f"privacy:{domain}"  # a cache entry beside the batch's copies, whose keys are table keys
     if key not in cache:
         cache[key] = get(domain)
     settings: PrivacySettings = cache[key]
@@ -121,7 +120,7 @@ def update(domain: str, form: Form) -> PrivacySettings:
         ),
     )
     store.put_item(
-        settings().table_name,
+        table_name(),
         {
             **_key(domain),
             "type": "privacy",
@@ -135,4 +134,4 @@ def update(domain: str, form: Form) -> PrivacySettings:
 
 
 def delete(domain: str) -> None:
-    store.delete_item(settings().table_name, _key(domain))
+    store.delete_item(table_name(), _key(domain))

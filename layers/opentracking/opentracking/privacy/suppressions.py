@@ -18,14 +18,11 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from opentracking.core.aws import client
-from opentracking.core.config import settings
-from opentracking.core.errors import BadRequest, NotFound, StorageUnavailable
+from opentracking.core.config import table_name
+from opentracking.core.errors import BadRequest, NotFound
 from opentracking.http.forms import Form
 from opentracking.mail import compose
-from opentracking.storage import store
+from opentracking.storage import keys, store
 
 REASON_SUPPRESSED = "recipient-suppressed"
 REASON_TEXT = {
@@ -39,10 +36,6 @@ MAX_LIMIT = 1000
 
 def address_digest(address: str) -> str:
     return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
-
-
-def _pk(domain: str) -> str:
-    return f"SUPPRESS#{domain}"
 
 
 def _addresses(form: Form) -> list[str]:
@@ -71,10 +64,10 @@ def add(domain: str, form: Form) -> dict[str, Any]:
         raise BadRequest(f"'reason' must be at most {MAX_REASON} characters")
     now = str(time.time())
     store.batch_put(
-        settings().table_name,
+        table_name(),
         [
             {
-                "pk": _pk(domain),
+                "pk": keys.suppressions_pk(domain),
                 "sk": address_digest(address),
                 "type": "suppression",
                 "address": address.lower(),
@@ -95,9 +88,9 @@ def add(domain: str, form: Form) -> dict[str, Any]:
 def remove(domain: str, form: Form) -> dict[str, Any]:
     """Lift the suppression of the addresses in the body; 404 when none of them was suppressed."""
     addresses = _addresses(form)
-    table = settings().table_name
-    keys = [{"pk": _pk(domain), "sk": address_digest(address)} for address in addresses]
-    present = store.batch_get(table, keys)
+    table = table_name()
+    wanted = [{"pk": keys.suppressions_pk(domain), "sk": address_digest(address)} for address in addresses]
+    present = store.batch_get(table, wanted)
     if not present:
         raise NotFound("Address not found in the tracking suppressions table")
     store.batch_delete(table, [{"pk": item["pk"], "sk": item["sk"]} for item in present])
@@ -110,8 +103,11 @@ def suppressed_among(domain: str, recipients: list[str]) -> frozenset[str]:
     """The lower-cased recipients that are on the domain's list (one BatchGetItem per 100 recipients)."""
     if not recipients:
         return frozenset()
-    keys = [{"pk": _pk(domain), "sk": digest} for digest in {address_digest(r) for r in recipients}]
-    return frozenset(item["address"] for item in store.batch_get(settings().table_name, keys))
+    wanted = [
+        {"pk": keys.suppressions_pk(domain), "sk": digest}
+        for digest in {address_digest(r) for r in recipients}
+    ]
+    return frozenset(item["address"] for item in store.batch_get(table_name(), wanted))
 
 
 def list_page(domain: str, params: dict[str, str | None], *, base_url: str) -> dict[str, Any]:
@@ -126,20 +122,7 @@ def list_page(domain: str, params: dict[str, str | None], *, base_url: str) -> d
     pivot = params.get("page") or ""
     if pivot and (len(pivot) != 64 or any(c not in "0123456789abcdef" for c in pivot)):
         raise BadRequest("Invalid page token")
-    condition, values = "pk = :pk", {":pk": {"S": _pk(domain)}}
-    if pivot:
-        condition += " AND sk > :pivot"
-        values[":pivot"] = {"S": pivot}
-    try:
-        response = client("dynamodb").query(
-            TableName=settings().table_name,
-            KeyConditionExpression=condition,
-            ExpressionAttributeValues=values,
-            Limit=limit,
-        )
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageUnavailable("The data store is unavailable, please retry") from exc
-    items = [store.deserialize(item) for item in response["Items"]]
+    items = store.query_page(table_name(), keys.suppressions_pk(domain), after=pivot, limit=limit)
     url = f"{base_url}/v3/{domain}/tracking-suppressions?limit={limit}"
     next_pivot = items[-1]["sk"] if items else pivot
     return {
@@ -155,6 +138,6 @@ def list_page(domain: str, params: dict[str, str | None], *, base_url: str) -> d
 
 def delete_all(domain: str) -> None:
     """Forget a deleted domain's list (a domain created again later starts clean)."""
-    table = settings().table_name
-    items = store.query_prefix(table, _pk(domain), "")
+    table = table_name()
+    items = store.query_prefix(table, keys.suppressions_pk(domain), "")
     store.batch_delete(table, [{"pk": item["pk"], "sk": item["sk"]} for item in items])

@@ -1,6 +1,6 @@
 """The stream consumer's fast path: a batch's raw opens recorded in a few transactions, not two each.
 
-One by one (events.handle_open), an open costs a copy read, one transaction for its event and its "total"
+One by one (consumer.handle_open), an open costs a copy read, one transaction for its event and its "total"
 counters and, for a human open, another for the copy's unique marker and "unique" counters: a batch of 100
 opens was up to 200 transactions of 4 to 8 items. Here the batch's copies and unique markers are read in
 two BatchGetItem calls, and its opens are written in transactions of up to 100 items: every event item
@@ -21,15 +21,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from opentracking.core.aws import client
-from opentracking.core.config import settings
+from opentracking.core.config import table_name
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count
 from opentracking.privacy import policy
 from opentracking.reporting import consumer
-from opentracking.storage import store
+from opentracking.storage import keys, store
 from opentracking.webhooks import delivery
 
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for TransactWriteItems
@@ -69,7 +66,7 @@ class _Chunk:
             consumer.put_if_absent(table, consumer.unique_marker(m)) for m in self.markers.values()
         ]
         for (pk, sk), fields in self.counters.items():
-            key = {"pk": {"S": pk}, "sk": {"S": sk}}
+            key = {"pk": pk, "sk": sk}
             increments = {name: count for name, count in fields.items() if count}  # opened_total >= 1
             operations.append(consumer.counter_update(table, key, increments, self.counter_expiry[(pk, sk)]))
         operations += [consumer.copy_exists(table, copy_pk) for copy_pk in sorted(self.copies)]
@@ -79,22 +76,23 @@ class _Chunk:
 def _counter_keys(opened: consumer.PreparedOpen) -> list[tuple[str, str]]:
     """The (pk, sk) of each counter item the open adds to: all tags and each of its own, in its shard."""
     shard = consumer.counter_shard(opened.event_id)
-    keys = [
+    counters = [
         consumer.counter_key(opened.domain, tag, shard, opened.timestamp)
         for tag in [consumer.ALL_TAGS, *opened.tags]
     ]
-    return [(key["pk"]["S"], key["sk"]["S"]) for key in keys]
+    return [(key["pk"], key["sk"]) for key in counters]
 
 
 def record(images: list[tuple[str, dict[str, Any]]], cache: dict[str, Any]) -> set[str]:
     """Record the raw opens among `images` ((record id, new image) in stream order, INSERTs only) in bulk;
-    the ids of the records done. `cache`: the batch's copies and settings, shared with events.handle_image."""
+    the ids of the records done. `cache`: the batch's copies and settings, shared with
+    consumer.handle_image."""
     plain = [(key, consumer.plain_image(image)) for key, image in images]
     clicked = {image["pk"] for _, image in plain if image.get("type") == "click"}
     raw_opens = [(key, image) for key, image in plain if image.get("type") == "open"]
     if len(raw_opens) < 2:
         return set()  # nothing to gain over the one-by-one path
-    table = settings().table_name
+    table = table_name()
     _read_copies(table, [image["pk"] for _, image in raw_opens], cache)
 
     prepared: list[tuple[str, consumer.PreparedOpen]] = []
@@ -132,25 +130,23 @@ def _read_copies(table: str, copy_pks: list[str], cache: dict[str, Any]) -> None
     wanted = sorted({pk for pk in copy_pks if pk not in cache})
     if not wanted:
         return
-    found = {item["pk"]: item for item in store.batch_get(table, [{"pk": pk, "sk": "COPY"} for pk in wanted])}
+    found = {item["pk"]: item for item in store.batch_get(table, [keys.copy_key(pk) for pk in wanted])}
     for pk in wanted:
         cache[pk] = found.get(pk)
 
 
 def _copies_with_a_unique_open(table: str, copy_pks: set[str]) -> set[str]:
-    keys = [{"pk": pk, "sk": "UNIQUE#opened"} for pk in sorted(copy_pks)]
-    return {item["pk"] for item in store.batch_get(table, keys)} if keys else set()
+    markers = [{"pk": pk, "sk": keys.UNIQUE_OPENED_SK} for pk in sorted(copy_pks)]
+    return {item["pk"] for item in store.batch_get(table, markers)} if markers else set()
 
 
 def _commit(table: str, chunk: _Chunk) -> bool:
     """Write the chunk in one transaction; False when it was cancelled (the one-by-one path decides)."""
     try:
-        client("dynamodb").transact_write_items(TransactItems=chunk.operations(table))
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("TransactionCanceledException", "TransactionConflictException"):
-            count(Metric.BULK_OPENS_FALLBACK)
-            return False
-        raise
+        store.transact_write(chunk.operations(table))
+    except store.TransactionCancelled:
+        count(Metric.BULK_OPENS_FALLBACK)
+        return False
     human = sum(1 for _, o in chunk.opens if not o.verdict.bot)
     if human:
         count(Metric.OPENED_EVENTS, human)

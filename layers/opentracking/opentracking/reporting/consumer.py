@@ -30,14 +30,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from opentracking.core.aws import client
-from opentracking.core.config import settings
+from opentracking.core.config import table_name
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
 from opentracking.privacy import policy
-from opentracking.storage import keys, store
+from opentracking.storage import keys, records, store
 from opentracking.tracking import bots, client_info
 from opentracking.tracking.anonymity import anonymize_ip, is_anonymized
 from opentracking.webhooks import delivery
@@ -62,27 +59,15 @@ def counter_shard(event_id: str) -> int:
     return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:2], "big") % SHARDS
 
 
-def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict[str, Any]:
-    return {"pk": {"S": f"STATS#{domain}#{tag}#{shard}"}, "sk": {"S": f"H#{hour_bucket(timestamp)}"}}
+def counter_key(domain: str, tag: str, shard: int, timestamp: float) -> dict[str, str]:
+    return {"pk": keys.stats_pk(domain, tag, shard), "sk": keys.hour_sk(hour_bucket(timestamp))}
 
 
 def counter_update(
-    table: str, key: dict[str, Any], increments: dict[str, int], expires: int
+    table: str, key: dict[str, str], increments: dict[str, int], expires: int
 ) -> dict[str, Any]:
     """One counter item's transaction operation: ADD each increment, and its expiry set once."""
-    names = {f"#f{i}": field for i, field in enumerate(increments)}
-    values = {f":v{i}": {"N": str(value)} for i, value in enumerate(increments.values())}
-    values[":exp"] = {"N": str(expires)}
-    add = ", ".join(f"#f{i} :v{i}" for i in range(len(increments)))
-    return {
-        "Update": {
-            "TableName": table,
-            "Key": key,
-            "UpdateExpression": f"ADD {add} SET expires_at = if_not_exists(expires_at, :exp)",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-    }
+    return store.update_operation(table, key, add=increments, set_once={"expires_at": expires})
 
 
 def _counter_updates(
@@ -105,13 +90,7 @@ def _counter_updates(
 
 def put_if_absent(table: str, item: dict[str, Any]) -> dict[str, Any]:
     """A transaction's Put that is cancelled if the item exists (a replayed record writes nothing twice)."""
-    return {
-        "Put": {
-            "TableName": table,
-            "Item": store.serialize(item),
-            "ConditionExpression": "attribute_not_exists(pk)",
-        }
-    }
+    return store.put_operation(table, item, if_absent=True)
 
 
 class CopyErased(Exception):
@@ -121,27 +100,21 @@ class CopyErased(Exception):
 def copy_exists(table: str, copy_pk: str) -> dict[str, Any]:
     # Derived items are written only while their copy exists and no erasure has started on it (erasure
     # marks the copy first, then deletes), so an erasure racing the consumer never leaves an event behind.
-    return {
-        "ConditionCheck": {
-            "TableName": table,
-            "Key": {"pk": {"S": copy_pk}, "sk": {"S": "COPY"}},
-            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(erasing)",
-        }
-    }
+    return store.check_operation(
+        table, keys.copy_key(copy_pk), "attribute_exists(pk) AND attribute_not_exists(erasing)"
+    )
 
 
 def _transact(operations: list[dict[str, Any]]) -> bool:
     """Run the transaction; False when its first (conditional) put found the item already there, and
     CopyErased when a later condition (the copy's existence) failed."""
     try:
-        client("dynamodb").transact_write_items(TransactItems=operations)
-    except ClientError as exc:
-        reasons = exc.response.get("CancellationReasons") or []
-        if exc.response["Error"]["Code"] == "TransactionCanceledException" and reasons:
-            if reasons[0].get("Code") == "ConditionalCheckFailed":
-                return False
-            if any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons[1:]):
-                raise CopyErased from None
+        store.transact_write(operations)
+    except store.TransactionCancelled as cancelled:
+        if cancelled.reasons and cancelled.reasons[0] == "ConditionalCheckFailed":
+            return False
+        if "ConditionalCheckFailed" in cancelled.reasons[1:]:
+            raise CopyErased from None
         raise
     return True
 
@@ -196,10 +169,10 @@ def _join_and_derive(
     orphan_metric: Metric,
 ) -> None:
     """Join a raw open or click with its copy record (read once per batch) and derive from it."""
-    table = settings().table_name
+    table = table_name()
     copy_pk = raw["pk"]
     if copy_pk not in cache:
-        cache[copy_pk] = store.get_item(table, {"pk": copy_pk, "sk": "COPY"})
+        cache[copy_pk] = store.get_item(table, keys.copy_key(copy_pk))
     copy = cache[copy_pk]
     if copy is None or copy.get("erasing"):
         _drop_orphan(table, raw, orphan_metric)
@@ -287,32 +260,23 @@ def event_item(
 ) -> dict[str, Any]:
     """A stored event (opened, clicked) in its copy's partition, listed by the domain's events index.
     `bot`: the machine kind ("apple", "gmail", "generic"), or "" for a person."""
-    name, domain = event["event"], copy["domain"]
-    return {
-        "pk": copy_pk,
-        "sk": f"EVENT#{timestamp:017.6f}#{name}#{event_id}",
-        "type": "event",
-        "event": name,
-        "payload": json.dumps(event),
-        "gsi1pk": f"EVENTS#{domain}",
-        "gsi1sk": f"{timestamp:017.6f}#{event_id}",
-        "domain": domain,
-        "recipient": copy["recipient"],
-        "message_id": copy["message_id"],
-        "tags": list(copy.get("tags") or []),
-        "bot": bot,
-        "expires_at": expires_at,
-    }
+    return records.event_record(
+        copy_pk,
+        event,
+        domain=copy["domain"],
+        expires_at=expires_at,
+        recipient=copy["recipient"],
+        message_id=copy["message_id"],
+        tags=list(copy.get("tags") or []),
+        bot=bot,
+    )
 
 
 def unique_marker(opened: PreparedOpen) -> dict[str, Any]:
     """The first human open of a copy is its unique open: this item says which one it was."""
-    return {
-        "pk": opened.copy_pk,
-        "sk": "UNIQUE#opened",
-        "event_id": opened.event_id,
-        "expires_at": opened.item["expires_at"],
-    }
+    return records.unique_marker(
+        opened.copy_pk, keys.UNIQUE_OPENED_SK, opened.event_id, opened.item["expires_at"]
+    )
 
 
 def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: dict[str, Any]) -> None:
@@ -353,17 +317,7 @@ def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: 
 
 def _rewrite_ip(table: str, raw: dict[str, Any]) -> None:
     """Replace a raw open's address; only if the item is still there (an erasure may have removed it)."""
-    try:
-        client("dynamodb").update_item(
-            TableName=table,
-            Key={"pk": {"S": raw["pk"]}, "sk": {"S": raw["sk"]}},
-            UpdateExpression="SET ip = :ip",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":ip": {"S": raw["ip"]}},
-        )
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
+    store.update_if_exists(table, {"pk": raw["pk"], "sk": raw["sk"]}, {"ip": raw["ip"]})
 
 
 def clicked_event(
@@ -392,8 +346,8 @@ def url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
-def url_counter_key(domain: str, tag: str, shard: int, url: str) -> dict[str, Any]:
-    return {"pk": {"S": f"URLSTATS#{domain}#{tag}#{shard}"}, "sk": {"S": url_key(url)}}
+def url_counter_key(domain: str, tag: str, shard: int, url: str) -> dict[str, str]:
+    return {"pk": keys.url_stats_pk(domain, tag, shard), "sk": url_key(url)}
 
 
 def _url_counter_updates(
@@ -411,19 +365,12 @@ def _url_counter_updates(
     expires = int(timestamp) + stats_days * 86400
     shard = counter_shard(event_id)
     return [
-        {
-            "Update": {
-                "TableName": table,
-                "Key": url_counter_key(domain, tag, shard, url),
-                "UpdateExpression": "ADD #f :one SET #url = :url, expires_at = :exp",
-                "ExpressionAttributeNames": {"#f": field, "#url": "url"},
-                "ExpressionAttributeValues": {
-                    ":one": {"N": "1"},
-                    ":url": {"S": url},
-                    ":exp": {"N": str(expires)},
-                },
-            }
-        }
+        store.update_operation(
+            table,
+            url_counter_key(domain, tag, shard, url),
+            add={field: 1},
+            set_always={"url": url, "expires_at": expires},
+        )
         for tag in [ALL_TAGS, *tags]
     ]
 
@@ -467,22 +414,22 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
         # Unique clicks: the first human click of a copy, and of a copy's URL (each on its own marker).
         for marker_sk, updates in (
             (
-                "UNIQUE#clicked",
+                keys.UNIQUE_CLICKED_SK,
                 _counter_updates(
                     table, domain, tags, event_id, timestamp, {"clicked_unique": 1}, stats_days=stats_days
                 ),
             ),
             (
-                f"UNIQUE#clicked#{url_key(url)}",
+                keys.unique_clicked_url_sk(url_key(url)),
                 _url_counter_updates(
                     table, domain, tags, event_id, url, timestamp, "clicked_unique", stats_days=stats_days
                 ),
             ),
         ):
-            marker = {"pk": copy_pk, "sk": marker_sk, "event_id": event_id, "expires_at": expires_at}
+            marker = records.unique_marker(copy_pk, marker_sk, event_id, expires_at)
             if (
                 _transact([put_if_absent(table, marker), *updates, copy_exists(table, copy_pk)])
-                and marker_sk == "UNIQUE#clicked"
+                and marker_sk == keys.UNIQUE_CLICKED_SK
             ):
                 count(Metric.UNIQUE_CLICKS)
         domain_item = _cached_item(cache, keys.domain_pk(domain), keys.DOMAIN_SK)
@@ -496,7 +443,7 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
 def _cached_item(cache: dict[str, Any], pk: str, sk: str) -> dict[str, Any] | None:
     """One read per item per batch (the domain record, for its click settings)."""
     if pk not in cache:
-        cache[pk] = store.get_item(settings().table_name, {"pk": pk, "sk": sk})
+        cache[pk] = store.get_item(table_name(), {"pk": pk, "sk": sk})
     item: dict[str, Any] | None = cache[pk]
     return item
 
@@ -518,32 +465,14 @@ def _implied_open(
     event = {**opened_event(raw, copy, verdict, open_id), "derived": True, "derived-from": click_id}
     domain, tags = copy["domain"], list(copy.get("tags") or [])
     item = {
-        "pk": raw["pk"],
-        "sk": f"EVENT#{timestamp:017.6f}#opened#{open_id}",
-        "type": "event",
-        "event": "opened",
-        "payload": json.dumps(event),
-        "gsi1pk": f"EVENTS#{domain}",
-        "gsi1sk": f"{timestamp:017.6f}#{open_id}",
-        "domain": domain,
-        "recipient": copy["recipient"],
-        "message_id": copy["message_id"],
-        "tags": tags,
-        "bot": "",
+        **event_item(raw["pk"], event, copy, timestamp, open_id, bot="", expires_at=expires_at),
         "derived": True,
-        "expires_at": expires_at,
     }
-    marker = {
-        "pk": raw["pk"],
-        "sk": "UNIQUE#opened",
-        "event_id": open_id,
-        "derived": True,
-        "expires_at": expires_at,
-    }
+    marker = records.unique_marker(raw["pk"], keys.UNIQUE_OPENED_SK, open_id, expires_at, derived=True)
     if _transact(
         [
             put_if_absent(table, marker),
-            {"Put": {"TableName": table, "Item": store.serialize(item)}},
+            store.put_operation(table, item),
             *_counter_updates(
                 table,
                 domain,
@@ -561,25 +490,22 @@ def _implied_open(
 
 
 def handle_accepted(item: dict[str, Any], cache: dict[str, Any]) -> None:
-    table = settings().table_name
+    table = table_name()
     event = json.loads(item["payload"])
     timestamp = float(event["timestamp"])
     domain, tags = item["domain"], list(item.get("tags") or [])
     stats_days = policy.cached(domain, cache).stats_days()
-    marker = {"pk": item["pk"], "sk": f"COUNTED#{event['id']}", "expires_at": item.get("expires_at")}
+    marker = {"pk": item["pk"], "sk": keys.counted_sk(event["id"]), "expires_at": item.get("expires_at")}
     tag_updates = [
-        {
-            "Update": {
-                "TableName": table,
-                "Key": {"pk": {"S": f"TAGS#{domain}"}, "sk": {"S": tag}},
-                "UpdateExpression": "SET first_seen = if_not_exists(first_seen, :t), last_seen = :t, "
-                "expires_at = :exp",
-                "ExpressionAttributeValues": {
-                    ":t": {"N": str(timestamp)},
-                    ":exp": {"N": str(int(timestamp) + stats_days * 86400)},
-                },
-            }
-        }
+        store.update_operation(
+            table,
+            {"pk": keys.tags_pk(domain), "sk": tag},
+            set_always={
+                "last_seen": Decimal(str(timestamp)),
+                "expires_at": int(timestamp) + stats_days * 86400,
+            },
+            set_once={"first_seen": Decimal(str(timestamp))},
+        )
         for tag in tags
     ]
     try:

@@ -16,11 +16,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
-from opentracking.core.aws import client
-from opentracking.core.config import settings
+from opentracking.core.config import table_name
 from opentracking.core.errors import BadRequest, NotFound
 from opentracking.reporting import consumer
-from opentracking.storage import store
+from opentracking.storage import keys, store
 
 MAX_LIMIT = 300
 DEFAULT_LIMIT = 100
@@ -94,10 +93,6 @@ def _decode_page(token: str) -> dict[str, Any]:
     return state
 
 
-def _sort_key(timestamp: float) -> str:
-    return f"{timestamp:017.6f}"
-
-
 def query_events(
     domain: str, params: dict[str, str | None], *, base_url: str, page: str | None = None
 ) -> dict[str, Any]:
@@ -158,52 +153,31 @@ def _window(begin: float | None, end: float | None, *, ascending: bool) -> tuple
 
 
 def _scan(domain: str, filters: dict[str, Any], *, forward: bool, pivot: str | None) -> list[dict[str, Any]]:
-    lo = _sort_key(filters["lo"]) if filters.get("lo") is not None else "0"
-    hi = _sort_key(filters["hi"]) + "~" if filters.get("hi") is not None else "~"
+    lo = keys.event_time(filters["lo"]) if filters.get("lo") is not None else "0"
+    hi = keys.event_time(filters["hi"]) + "~" if filters.get("hi") is not None else "~"
     if pivot is not None:
         if forward:
             lo = max(lo, pivot)
         else:
             hi = min(hi, pivot)
-    conditions, names, values = [], {}, {":pk": {"S": f"EVENTS#{domain}"}, ":lo": {"S": lo}, ":hi": {"S": hi}}
-    if filters.get("event"):
-        conditions.append("#event = :event")
-        names["#event"] = "event"
-        values[":event"] = {"S": filters["event"]}
-    if filters.get("recipient"):
-        conditions.append("recipient = :recipient")
-        values[":recipient"] = {"S": filters["recipient"]}
-    if filters.get("tags"):
-        conditions.append("contains(tags, :tag)")
-        values[":tag"] = {"S": filters["tags"].strip().lower()}
-    if filters.get("message-id"):
-        conditions.append("message_id = :mid")
-        values[":mid"] = {"S": filters["message-id"]}
-    request = {
-        "TableName": settings().table_name,
-        "IndexName": "gsi1",
-        "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk BETWEEN :lo AND :hi",
-        "ExpressionAttributeValues": values,
-        "ScanIndexForward": forward,
-        "Limit": filters["limit"] + 1,
+    equals = {
+        attribute: filters[name]
+        for name, attribute in (("event", "event"), ("recipient", "recipient"), ("message-id", "message_id"))
+        if filters.get(name)
     }
-    if conditions:
-        request["FilterExpression"] = " AND ".join(conditions)
-    if names:
-        request["ExpressionAttributeNames"] = names
-    found: list[dict[str, Any]] = []
-    ddb = client("dynamodb")
-    for _ in range(_MAX_PAGES_SCANNED):
-        response = ddb.query(**request)
-        for raw in response["Items"]:
-            item = store.deserialize(raw)
-            if item["gsi1sk"] != pivot:  # the pivot was on the page before
-                found.append(item)
-        last = response.get("LastEvaluatedKey")
-        if len(found) >= filters["limit"] or not last:
-            break
-        request["ExclusiveStartKey"] = last
-    return found[: filters["limit"]]
+    contains = {"tags": filters["tags"].strip().lower()} if filters.get("tags") else {}
+    return store.query_index_between(
+        table_name(),
+        "gsi1",
+        ("gsi1pk", keys.events_index_pk(domain)),
+        ("gsi1sk", lo, hi),
+        forward=forward,
+        wanted=filters["limit"],
+        equals=equals,
+        contains=contains,
+        skip_sk=pivot,  # the pivot was on the page before
+        max_pages=_MAX_PAGES_SCANNED,
+    )
 
 
 # ------------------------------------------------------------------------------------------- tags
@@ -220,7 +194,7 @@ def tag_object(item: dict[str, Any]) -> dict[str, Any]:
 
 def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> dict[str, Any]:
     limit = _limit(params.get("limit"), 1000)
-    items = store.query_prefix(settings().table_name, f"TAGS#{domain}", "")
+    items = store.query_prefix(table_name(), keys.tags_pk(domain), "")
     pivot = params.get("page")
     if pivot:
         items = [item for item in items if item["sk"] > pivot]
@@ -238,7 +212,7 @@ def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> d
 
 
 def get_tag(domain: str, tag: str) -> dict[str, Any]:
-    item = store.get_item(settings().table_name, {"pk": f"TAGS#{domain}", "sk": tag.lower()})
+    item = store.get_item(table_name(), {"pk": keys.tags_pk(domain), "sk": tag.lower()})
     if item is None:
         raise NotFound("Tag not found")
     return tag_object(item)
@@ -333,26 +307,17 @@ def stats(
 
 
 def _hourly_counters(domain: str, tag: str, start: datetime, end: datetime) -> dict[datetime, dict[str, int]]:
-    lo, hi = f"H#{consumer.hour_bucket(start.timestamp())}", f"H#{consumer.hour_bucket(end.timestamp())}"
+    lo, hi = (
+        keys.hour_sk(consumer.hour_bucket(start.timestamp())),
+        keys.hour_sk(consumer.hour_bucket(end.timestamp())),
+    )
     hourly: dict[datetime, dict[str, int]] = {}
-    ddb = client("dynamodb")
     for shard in range(consumer.SHARDS):
-        pages = ddb.get_paginator("query").paginate(
-            TableName=settings().table_name,
-            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={
-                ":pk": {"S": f"STATS#{domain}#{tag}#{shard}"},
-                ":lo": {"S": lo},
-                ":hi": {"S": hi},
-            },
-        )
-        for page in pages:
-            for raw in page["Items"]:
-                item = store.deserialize(raw)
-                hour = datetime.strptime(item["sk"][2:], "%Y-%m-%dT%H").replace(tzinfo=UTC)
-                counters = hourly.setdefault(hour, {})
-                for field in COUNTER_FIELDS:
-                    counters[field] = counters.get(field, 0) + int(item.get(field, 0))
+        for item in store.query_range(table_name(), keys.stats_pk(domain, tag, shard), lo, hi):
+            hour = datetime.strptime(keys.hour_of(item["sk"]), "%Y-%m-%dT%H").replace(tzinfo=UTC)
+            counters = hourly.setdefault(hour, {})
+            for field in COUNTER_FIELDS:
+                counters[field] = counters.get(field, 0) + int(item.get(field, 0))
     return hourly
 
 
@@ -362,7 +327,7 @@ def url_aggregates(domain: str, tag: str | None) -> dict[str, Any]:
     urls: dict[str, dict[str, int]] = {}
     for shard in range(consumer.SHARDS):
         for item in store.query_prefix(
-            settings().table_name, f"URLSTATS#{domain}#{tag or consumer.ALL_TAGS}#{shard}", ""
+            table_name(), keys.url_stats_pk(domain, tag or consumer.ALL_TAGS, shard), ""
         ):
             counts = urls.setdefault(item["url"], {"clicked": 0, "unique_clicked": 0})
             counts["clicked"] += int(item.get("clicked_total", 0))

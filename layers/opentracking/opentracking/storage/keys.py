@@ -28,6 +28,9 @@ EVENT_PREFIX = "EVENT#"
 UNIQUE_OPENED_SK = "UNIQUE#opened"
 UNIQUE_CLICKED_SK = "UNIQUE#clicked"
 APIKEY_SK = "APIKEY"
+API_KEY_LIST = "APIKEYS"  # gsi1: the list of a deployment's API keys
+PRIVACY_SETTINGS_SK = "PRIVACY"  # in the domain's partition
+HOST_CLEANUP_PK = "HOST_CLEANUP"  # certificates left to delete once their custom domain is gone
 IDEMPOTENCY_PK = "IDEMPOTENCY#submit"
 CERTIFICATE_PREFIX = "CERT#"
 
@@ -46,10 +49,6 @@ def domain_key(name: str) -> dict[str, str]:
 
 def webhook_sk(webhook_id: str) -> str:
     return f"{WEBHOOK_PREFIX}{webhook_id}"
-
-
-def privacy_pk(domain: str) -> str:
-    return f"PRIVACY#{domain}"
 
 
 def suppressions_pk(domain: str) -> str:
@@ -158,6 +157,15 @@ def api_key_pk(digest_hex: str) -> str:
 def webhook_sent_pk(event_id: str) -> str:
     """The marker that one event was delivered to a webhook URL (the URL is the sort key)."""
     return f"WEBHOOK_SENT#{event_id}"
+
+
+def privacy_key(domain: str) -> dict[str, str]:
+    """The domain's privacy settings."""
+    return {"pk": domain_pk(domain), "sk": PRIVACY_SETTINGS_SK}
+
+
+def api_key_key(digest_hex: str) -> dict[str, str]:
+    return {"pk": api_key_pk(digest_hex), "sk": APIKEY_SK}
 
 
 def certificate_cleanup_sk(arn: str) -> str:

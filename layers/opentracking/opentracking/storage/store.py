@@ -1,15 +1,9 @@
-"""DynamoDB and S3 adapters. Every AWS error is turned into a domain exception here.
+"""The only DynamoDB and S3 adapter: every call to either goes through here (tests/unit/test_layer_shape.py
+holds the rest of the layer to that), and every AWS error becomes a domain exception here, except where a
+caller needs the condition that failed (a conditional put, a cancelled transaction).
 
-Table layout (one table, `pk`/`sk`, plus `gsi1` for listings):
-
-    domain          DOMAIN#{domain}     DOMAIN
-    message         MSG#{submission}    MESSAGE                         gsi1: MSGID#{domain}#{message-id}
-    copy            COPY#{copy_id}      COPY
-    accepted event  COPY#{copy_id}      EVENT#{ts}#accepted#{event_id}  gsi1: EVENTS#{domain} / {ts}#{id}
-    raw open        COPY#{copy_id}      OPEN#{ts_ms}#{request_id}       (joined and indexed downstream)
-    idempotency     IDEMPOTENCY#submit  {hash of the Idempotency-Key}
-
-Copies are stored in S3 under `messages/{domain}/{yyyy}/{mm}/{dd}/{submission}/{copy_id}.eml`.
+The table's keys are in `storage.keys`, its records in `storage.records`. Copies are stored in S3 under
+`messages/{domain}/{yyyy}/{mm}/{dd}/{submission}/{copy_id}.eml`.
 """
 
 from __future__ import annotations
@@ -152,10 +146,19 @@ class PartialWrite(Exception):
 
 
 def delete_objects(bucket: str, keys: list[str]) -> None:
+    """Delete objects and make sure each one went (DeleteObjects reports failures per key, not as an
+    error). Deleting an object that is already gone succeeds, so a retry is harmless."""
     s3 = client("s3")
     for start in range(0, len(keys), 1000):
         chunk = keys[start : start + 1000]
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True})
+        try:
+            response = s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True}
+            )
+        except AWS_ERRORS as exc:
+            raise StorageUnavailable("The stored copy could not be deleted, please retry") from exc
+        if response.get("Errors"):
+            raise StorageUnavailable("The stored copy could not be deleted, please retry")
 
 
 def batch_delete(table: str, keys: list[dict[str, Any]]) -> None:
@@ -242,3 +245,217 @@ def batch_get(table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
     except AWS_ERRORS as exc:
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
     return found
+
+
+def update_if_exists(table: str, key: dict[str, Any], values: dict[str, Any]) -> bool:
+    """SET the given attributes on an item only if it exists; False when it does not (an erasure or an
+    earlier call removed it)."""
+    names = {f"#a{i}": name for i, name in enumerate(values)}
+    try:
+        client("dynamodb").update_item(
+            TableName=table,
+            Key=serialize(key),
+            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={
+                f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())
+            },
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return True
+
+
+def query_page(table: str, pk: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """One page of a partition in sort-key order: at most `limit` items whose sort key follows `after`."""
+    condition, values = "pk = :pk", {":pk": {"S": pk}}
+    if after:
+        condition += " AND sk > :after"
+        values[":after"] = {"S": after}
+    try:
+        response = client("dynamodb").query(
+            TableName=table, KeyConditionExpression=condition, ExpressionAttributeValues=values, Limit=limit
+        )
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return [deserialize(item) for item in response["Items"]]
+
+
+def query_range(table: str, pk: str, lo: str, hi: str) -> list[dict[str, Any]]:
+    """Every item of one partition whose sort key is between lo and hi (inclusive), paginated."""
+    return _query_all(
+        TableName=table,
+        KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+        ExpressionAttributeValues={":pk": {"S": pk}, ":lo": {"S": lo}, ":hi": {"S": hi}},
+    )
+
+
+def index_partition_keys(table: str, index: str, key_name: str, key_value: str, limit: int) -> list[str]:
+    """Up to `limit` distinct table partition keys listed under one index key (a keys-only index)."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": index,
+        "KeyConditionExpression": "#k = :v",
+        "ExpressionAttributeNames": {"#k": key_name},
+        "ExpressionAttributeValues": {":v": {"S": key_value}},
+    }
+    found: list[str] = []
+    try:
+        while len(found) < limit:
+            response = client("dynamodb").query(**request)
+            for item in response["Items"]:
+                if item["pk"]["S"] not in found:
+                    found.append(item["pk"]["S"])
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return found[:limit]
+
+
+def query_index_between(
+    table: str,
+    index: str,
+    pk: tuple[str, str],
+    sk: tuple[str, str, str],
+    *,
+    forward: bool,
+    wanted: int,
+    equals: dict[str, str],
+    contains: dict[str, str],
+    skip_sk: str | None,
+    max_pages: int,
+) -> list[dict[str, Any]]:
+    """Up to `wanted` items of one index partition whose sort key is between two values (pk: (name,
+    value); sk: (name, lo, hi)), in order, that match every `equals` and `contains` filter. An item whose
+    sort key is `skip_sk` (the last one a previous page showed) is left out. At most `max_pages` pages
+    are read, so a filter that matches little cannot make one request read the whole partition."""
+    names = {"#pk": pk[0], "#sk": sk[0]}
+    values = {":pk": {"S": pk[1]}, ":lo": {"S": sk[1]}, ":hi": {"S": sk[2]}}
+    conditions = []
+    for i, (name, value) in enumerate(equals.items()):
+        names[f"#e{i}"], values[f":e{i}"] = name, {"S": value}
+        conditions.append(f"#e{i} = :e{i}")
+    for i, (name, value) in enumerate(contains.items()):
+        names[f"#c{i}"], values[f":c{i}"] = name, {"S": value}
+        conditions.append(f"contains(#c{i}, :c{i})")
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": index,
+        "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :lo AND :hi",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+        "ScanIndexForward": forward,
+        "Limit": wanted + 1,
+    }
+    if conditions:
+        request["FilterExpression"] = " AND ".join(conditions)
+    found: list[dict[str, Any]] = []
+    try:
+        for _ in range(max_pages):
+            response = client("dynamodb").query(**request)
+            found += [item for item in map(deserialize, response["Items"]) if item[sk[0]] != skip_sk]
+            last = response.get("LastEvaluatedKey")
+            if len(found) >= wanted or not last:
+                break
+            request["ExclusiveStartKey"] = last
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return found[:wanted]
+
+
+def get_object(bucket: str, key: str) -> bytes:
+    try:
+        body: bytes = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The stored copy could not be read, please retry") from exc
+    return body
+
+
+# --- transactions ----------------------------------------------------------------------------------
+# The read side writes each derived fact (an event, a unique marker, counters) in one transaction with
+# its conditions; these build the transaction's operations and run it.
+
+
+class TransactionCancelled(Exception):
+    """A transaction was cancelled: `reasons` holds each operation's code ("None" where it was fine,
+    "ConditionalCheckFailed" where its condition failed), empty for a conflict with another writer."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__(f"transaction cancelled: {reasons}")
+        self.reasons = reasons
+
+
+def put_operation(table: str, item: dict[str, Any], *, if_absent: bool = False) -> dict[str, Any]:
+    """A transaction's Put; with `if_absent`, cancelled if the item exists (a replay writes nothing twice)."""
+    put: dict[str, Any] = {"TableName": table, "Item": serialize(item)}
+    if if_absent:
+        put["ConditionExpression"] = "attribute_not_exists(pk)"
+    return {"Put": put}
+
+
+def check_operation(table: str, key: dict[str, Any], condition: str) -> dict[str, Any]:
+    """A transaction's ConditionCheck on another item."""
+    return {"ConditionCheck": {"TableName": table, "Key": serialize(key), "ConditionExpression": condition}}
+
+
+def update_operation(
+    table: str,
+    key: dict[str, Any],
+    *,
+    add: dict[str, int] | None = None,
+    set_always: dict[str, Any] | None = None,
+    set_once: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A transaction's Update: ADD to counters (created at zero), SET attributes, and SET others only
+    where they are not set yet (a counter's expiry, a tag's first use)."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    def placeholder(name: str, value: Any) -> tuple[str, str]:
+        index = len(names)
+        names[f"#a{index}"], values[f":v{index}"] = name, _serializer.serialize(value)
+        return f"#a{index}", f":v{index}"
+
+    adds = [" ".join(placeholder(name, n)) for name, n in (add or {}).items()]
+    sets = ["{} = {}".format(*placeholder(name, v)) for name, v in (set_always or {}).items()]
+    sets += [
+        "{0} = if_not_exists({0}, {1})".format(*placeholder(name, v)) for name, v in (set_once or {}).items()
+    ]
+    expression = " ".join(
+        part
+        for part in ("ADD " + ", ".join(adds) if adds else "", "SET " + ", ".join(sets) if sets else "")
+        if part
+    )
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": serialize(key),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }
+
+
+def transact_write(operations: list[dict[str, Any]]) -> None:
+    """Run one transaction. TransactionCancelled when a condition failed or another writer conflicted;
+    any other failure is left to the caller's retry (the stream redelivers the batch)."""
+    try:
+        client("dynamodb").transact_write_items(TransactItems=operations)
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code == "TransactionCanceledException":
+            reasons = [
+                reason.get("Code") or "None" for reason in exc.response.get("CancellationReasons") or []
+            ]
+            raise TransactionCancelled(reasons) from exc
+        if code == "TransactionConflictException":
+            raise TransactionCancelled([]) from exc
+        raise

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 from opentracking.core.config import settings
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
+from opentracking.storage import keys, raw_events
 from opentracking.tracking import pixel, tokens
 from opentracking.tracking.tokens import ClickClaims
 
@@ -82,7 +83,7 @@ def item_for(request: pixel.OpenRequest, claims: ClickClaims, retention_days: in
     """The raw click in DynamoDB's wire format: the copy, when, from where (anonymised when the token
     says so), and the URL followed; kept as long as the token's retention says, like a raw open."""
     item = pixel.item_for(request, claims.open_claims(), retention_days)
-    item["sk"] = {"S": item["sk"]["S"].replace("OPEN#", "CLICK#", 1)}
+    item["sk"] = {"S": keys.raw_click_sk(item["sk"]["S"])}
     item["type"] = {"S": "click"}
     item["url"] = {"S": claims.url}
     return item
@@ -110,7 +111,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         return invalid_response()
     started = time.perf_counter()
     try:
-        pixel.put_raw_event(config.table_name, item_for(request, claims, config.event_retention_days))
+        raw_events.put(config.table_name, item_for(request, claims, config.event_retention_days))
     except Exception as exc:
         logger.warning(
             "click spilled",

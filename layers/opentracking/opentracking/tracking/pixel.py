@@ -18,7 +18,7 @@ from opentracking.core.aws import client
 from opentracking.core.config import settings
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
-from opentracking.storage import keys
+from opentracking.storage import keys, raw_events
 from opentracking.tracking import tokens
 from opentracking.tracking.anonymity import anonymize_ip
 from opentracking.tracking.tokens import OpenClaims
@@ -60,7 +60,7 @@ def _record(request: OpenRequest) -> None:
     try:
         keyring = tokens.load_keyring(config.token_secret_name, profile="pixel")
         claims = tokens.verify_token(keyring, request.token)
-        put_raw_event(config.table_name, item_for(request, claims, config.event_retention_days))
+        raw_events.put(config.table_name, item_for(request, claims, config.event_retention_days))
     except tokens.InvalidToken:
         count(Metric.INVALID_TOKEN)
         return
@@ -159,7 +159,7 @@ def open_item(
     return {
         "pk": {"S": keys.copy_pk(claims.copy_id)},
         # The request id keeps concurrent opens apart and makes a retried write land on the same item.
-        "sk": {"S": f"OPEN#{int(now * 1000):013d}#{request_id}"},
+        "sk": {"S": keys.raw_open_sk(int(now * 1000), request_id)},
         "type": {"S": "open"},
         "domain": {"S": claims.domain},
         "ts": {"N": f"{now:.6f}"},
@@ -169,9 +169,3 @@ def open_item(
         "key_id": {"N": str(claims.key_id)},
         "expires_at": {"N": str(expires_at)},
     }
-
-
-def put_raw_event(table_name: str, item: dict[str, Any], *, profile: str = "pixel") -> None:
-    """A raw open or click: one PutItem, no reads. On the reader's path it is retried within the pixel's
-    small budget (see opentracking.core.aws)."""
-    client("dynamodb", profile).put_item(TableName=table_name, Item=item)

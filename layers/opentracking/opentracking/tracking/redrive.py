@@ -7,6 +7,7 @@ from __future__ import annotations
 from opentracking.core.config import settings
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count
+from opentracking.storage import raw_events
 from opentracking.tracking import clicks, pixel, tokens
 
 
@@ -23,7 +24,7 @@ def redrive(body: str) -> None:
             count(Metric.INVALID_CLICK_TOKEN)
             return
         item = clicks.item_for(request, click, config.event_retention_days)
-        pixel.put_raw_event(config.table_name, item, profile="default")
+        raw_events.put(config.table_name, item, profile="default")
         count(Metric.CLICK_REDRIVEN)
         return
     try:
@@ -31,7 +32,7 @@ def redrive(body: str) -> None:
     except tokens.InvalidToken:
         count(Metric.INVALID_TOKEN)
         return
-    pixel.put_raw_event(
+    raw_events.put(
         config.table_name, pixel.item_for(request, claims, config.event_retention_days), profile="default"
     )
     count(Metric.OPEN_REDRIVEN)

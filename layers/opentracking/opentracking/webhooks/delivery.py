@@ -44,7 +44,7 @@ from opentracking.core.errors import OpenTrackingError, StorageUnavailable
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
 from opentracking.http import outbound
-from opentracking.storage import store
+from opentracking.storage import keys, store
 from opentracking.tracking.tokens import secrets_provider
 from opentracking.webhooks import subscriptions
 
@@ -262,7 +262,7 @@ def post_json(url: str, body: bytes, timeout: float, *, allow_private: bool = Fa
 
 def _sent_key(delivery: Delivery) -> dict[str, Any]:
     return {
-        "pk": f"WEBHOOK_SENT#{delivery.event.get('id')}",
+        "pk": keys.webhook_sent_pk(str(delivery.event.get("id"))),
         "sk": hashlib.sha256(delivery.url.encode()).hexdigest()[:32],
     }
 
