@@ -149,3 +149,15 @@ def test_only_storage_keys_writes_a_key_prefix():
                 found.append((name, node.value))
     assert any(name == "storage.keys" for name, _ in found)
     assert [(name, value) for name, value in found if name != "storage.keys"] == []
+
+
+def test_the_injectors_public_path_works():
+    """DESIGN.md 3.3: other tests import the injector as `from opentracking.injection import inject`."""
+    from opentracking.injection import inject, inject_html
+
+    message = b"Content-Type: text/html\r\n\r\n<html><body>Hi</body></html>\r\n"
+    result = inject(message, "https://email.example.com/o/t")
+    assert result.injected and b'src="https://email.example.com/o/t"' in result.message
+    assert inject_html("<body>Hi</body>", "https://email.example.com/o/t", top=True).startswith(
+        '<body><img src="https://email.example.com/o/t"'
+    )

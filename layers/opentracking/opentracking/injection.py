@@ -4,26 +4,6 @@ The code is `opentracking.mail.injection`; this name stays for the library's use
 hold the contract.
 """
 
-from opentracking.mail.injection import (
-    DKIM_SIGNED,
-    ENCRYPTED,
-    NO_HTML_PART,
-    SIGNED,
-    UNDECODABLE,
-    InjectionResult,
-    inject,
-    inject_html,
-    pixel_markup,
-)
+from opentracking.mail.injection import InjectionResult, inject, inject_html
 
-__all__ = [
-    "DKIM_SIGNED",
-    "ENCRYPTED",
-    "NO_HTML_PART",
-    "SIGNED",
-    "UNDECODABLE",
-    "InjectionResult",
-    "inject",
-    "inject_html",
-    "pixel_markup",
-]
+__all__ = ["InjectionResult", "inject", "inject_html"]

@@ -269,6 +269,81 @@ def track(
         submission.reason = suppressions.REASON_SUPPRESSED
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    message: bytes
+    links: int
+
+
+@dataclass(frozen=True)
+class _CopyRenderer:
+    """The per-copy path for a message every copy shares: its links rewritten and its pixel injected,
+    with the tokens one function gives. Used to plan the template (with probe tokens), to check it against
+    a real copy, and for a copy whose tokens do not fit the template."""
+
+    message: bytes
+    domain: registry.Domain
+    privacy: policy.PrivacySettings
+    keyring: tokens.KeyRing
+    scheme: str
+    opens: bool
+    clicks: bool
+    text_links: bool
+    top: bool
+
+    def tokens_for(self, copy_id: bytes) -> splice.TokenFor:
+        """One copy's tokens by key: ("open",) for its pixel, ("click", url) for a link."""
+
+        def token_for(key: object) -> str | None:
+            anonymize_ip, retention_days = self.privacy.anonymize_ip, self.privacy.event_retention_days
+            if key == ("open",):
+                return tokens.issue_token(
+                    self.keyring,
+                    copy_id,
+                    self.domain.name,
+                    anonymize_ip=anonymize_ip,
+                    retention_days=retention_days,
+                )
+            assert isinstance(key, tuple)
+            try:
+                return tokens.issue_click_token(
+                    self.keyring,
+                    copy_id,
+                    self.domain.name,
+                    key[1],
+                    anonymize_ip=anonymize_ip,
+                    retention_days=retention_days,
+                )
+            except ValueError:
+                return None  # too long to seal: the link stays as it was
+
+        return token_for
+
+    def render(self, token_for: splice.TokenFor) -> _Rendered | None:
+        """The copy for these tokens; None where the per-copy path would not track it."""
+        host, out, link_count = self.domain.tracking_host, self.message, 0
+        if self.clicks:
+
+            def link_url(url: str) -> str | None:
+                token = token_for(("click", url))
+                return None if token is None else f"{self.scheme}://{host}/c/{token}"
+
+            result = links.rewrite(out, link_url, text=self.text_links, tracking_host=host)
+            if result.reason is not None:
+                return None
+            out, link_count = result.message, result.links
+        if self.opens:
+            injected = inject(out, f"{self.scheme}://{host}/o/{token_for(('open',))}", top=self.top)
+            if not injected.injected:
+                return None
+            out = injected.message
+        return _Rendered(out, link_count)
+
+    def render_message(self, token_for: splice.TokenFor) -> bytes | None:
+        rendered = self.render(token_for)
+        return None if rendered is None else rendered.message
+
+
 def _track_by_template(
     submission: Submission, keyring: tokens.KeyRing, scheme: str, suppressed: frozenset[str]
 ) -> bool:
@@ -277,99 +352,63 @@ def _track_by_template(
     not apply (per-recipient messages, few copies, a message the plan cannot cover exactly, or one that
     is not tracked at all): the per-copy path then does the work."""
     opens, clicks = submission.decision.opens, submission.clicks_tracked
-    if not (opens or clicks):
-        return False
     tracked = [copy for copy in submission.copies if copy.recipient.lower() not in suppressed]
-    if len(tracked) < SPLICE_MIN_COPIES:
+    if not (opens or clicks) or len(tracked) < SPLICE_MIN_COPIES:
         return False
     message = tracked[0].message
     if any(copy.message is not message and copy.message != message for copy in tracked):
         return False  # recipient-variables: every copy is its own message
-    domain, settings = submission.domain, submission.privacy
-    text = submission.decision.clicks == options.CLICKS_YES
-    link_count = [0]
-
-    def render(token_for: splice.TokenFor) -> bytes | None:
-        """The per-copy path for one copy, its tokens from *token_for*; None where it would not track."""
-        out = message
-        if clicks:
-
-            def link_url(url: str) -> str | None:
-                token = token_for(("click", url))
-                return None if token is None else f"{scheme}://{domain.tracking_host}/c/{token}"
-
-            result = links.rewrite(out, link_url, text=text, tracking_host=domain.tracking_host)
-            if result.reason is not None:
-                return None
-            out, link_count[0] = result.message, result.links
-        if opens:
-            injected = inject(
-                out,
-                f"{scheme}://{domain.tracking_host}/o/{token_for(('open',))}",
-                top=submission.decision.top,
-            )
-            if not injected.injected:
-                return None
-            out = injected.message
-        return out
-
-    def tokens_for(copy_id: bytes) -> splice.TokenFor:
-        def token_for(key: object) -> str | None:
-            if key == ("open",):
-                return tokens.issue_token(
-                    keyring,
-                    copy_id,
-                    domain.name,
-                    anonymize_ip=settings.anonymize_ip,
-                    retention_days=settings.event_retention_days,
-                )
-            assert isinstance(key, tuple)
-            try:
-                return tokens.issue_click_token(
-                    keyring,
-                    copy_id,
-                    domain.name,
-                    key[1],
-                    anonymize_ip=settings.anonymize_ip,
-                    retention_days=settings.event_retention_days,
-                )
-            except ValueError:
-                return None  # too long to seal: the link stays as it was
-
-        return token_for
-
-    # A token's length depends on the URL and the domain's settings, never on the copy id.
-    probe_tokens = tokens_for(bytes(tokens.COPY_ID_BYTES))
-    template = splice.build(render, lambda key: None if (t := probe_tokens(key)) is None else len(t))
-    if template is None:
+    renderer = _CopyRenderer(
+        message,
+        submission.domain,
+        submission.privacy,
+        keyring,
+        scheme,
+        opens=opens,
+        clicks=clicks,
+        text_links=submission.decision.clicks == options.CLICKS_YES,
+        top=submission.decision.top,
+    )
+    made = _fill_template(renderer, tracked)
+    if made is None:
         return False
-    planned_links = link_count[0]
-    # Trust the template only once it has reproduced a real copy byte for byte.
-    first = tokens_for(tracked[0].copy_id)
-    first_message = template.fill([first(key) for key in template.keys])
-    if first_message is None or first_message != render(first) or link_count[0] != planned_links:
-        logger.warning("copy template disagrees with the per-copy path; tracking copy by copy")
-        return False
-    made: dict[int, bytes] = {}
-    for copy in tracked:
-        token_for = tokens_for(copy.copy_id)
-        filled = (
-            first_message if copy is tracked[0] else template.fill([token_for(key) for key in template.keys])
-        )
-        if filled is None:  # a token of another length than planned: this copy takes the per-copy path
-            filled = render(token_for)
-            if filled is None or link_count[0] != planned_links:
-                return False  # nothing changed yet: the per-copy path does the whole message
-        made[id(copy)] = filled
-    for copy in submission.copies:
-        if id(copy) not in made:  # suppressed: the original links and no pixel
-            if opens:
+    for copy, rendered in zip(tracked, made, strict=True):
+        copy.message, copy.links, copy.tracked = rendered.message, rendered.links if clicks else 0, opens
+    if opens:
+        for copy in submission.copies:
+            if copy.recipient.lower() in suppressed:  # the original links and no pixel
                 copy.untracked_reason = suppressions.REASON_SUPPRESSED
-            continue
-        copy.message = made[id(copy)]
-        copy.links = planned_links if clicks else 0
-        copy.tracked = opens
     return True
+
+
+def _fill_template(renderer: _CopyRenderer, tracked: list[Copy]) -> list[_Rendered] | None:
+    """Each tracked copy, made from one template; None (nothing made) where the template cannot be trusted
+    for every copy: the per-copy path then does the whole message."""
+    # A token's length depends on the URL and the domain's settings, never on the copy id.
+    probe = renderer.tokens_for(bytes(tokens.COPY_ID_BYTES))
+    planned = renderer.render(probe)
+    template = splice.build(
+        renderer.render_message, lambda key: None if (t := probe(key)) is None else len(t)
+    )
+    if template is None or planned is None:
+        return None
+    # Trust the template only once it has reproduced a real copy byte for byte.
+    first_tokens = renderer.tokens_for(tracked[0].copy_id)
+    first = template.fill([first_tokens(key) for key in template.keys])
+    if first is None or renderer.render(first_tokens) != _Rendered(first, planned.links):
+        logger.warning("copy template disagrees with the per-copy path; tracking copy by copy")
+        return None
+    made = [_Rendered(first, planned.links)]
+    for copy in tracked[1:]:
+        token_for = renderer.tokens_for(copy.copy_id)
+        filled = template.fill([token_for(key) for key in template.keys])
+        if filled is None:  # a token of another length than planned: this copy takes the per-copy path
+            rendered = renderer.render(token_for)
+            if rendered is None or rendered.links != planned.links:
+                return None
+            filled = rendered.message
+        made.append(_Rendered(filled, planned.links))
+    return made
 
 
 def _rewrite_links(

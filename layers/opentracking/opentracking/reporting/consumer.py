@@ -198,7 +198,7 @@ def _privacy_applied(
     the domain switched anonymisation on stored the full address: it is truncated in the raw item too,
     before anything is derived from it."""
     domain_privacy = policy.cached(copy["domain"], cache)
-    if (copy.get("anonymize_ip") or domain_privacy.anonymize_ip) and not is_anonymized(raw.get("ip", "")):
+    if needs_ip_rewrite(raw, copy, cache):
         raw = {**raw, "ip": anonymize_ip(raw.get("ip", ""))}
         _rewrite_ip(table, raw)
     return raw, domain_privacy
@@ -228,16 +228,22 @@ def needs_ip_rewrite(raw: dict[str, Any], copy: dict[str, Any], cache: dict[str,
     )
 
 
-def prepare_open(
-    raw: dict[str, Any], copy: dict[str, Any], domain_privacy: policy.PrivacySettings
-) -> PreparedOpen:
+def open_verdict(raw: dict[str, Any], copy: dict[str, Any]) -> bots.BotVerdict:
+    """Whether a raw open (or click) came from a person or a machine, and which."""
     timestamp = float(raw["ts"])
-    verdict = bots.classify(
+    return bots.classify(
         method=raw.get("method", "GET"),
         user_agent=raw.get("user_agent", ""),
         seconds_after_accept=timestamp - float(copy.get("created_at") or timestamp),
         ip=raw.get("ip", ""),
     )
+
+
+def prepare_open(
+    raw: dict[str, Any], copy: dict[str, Any], domain_privacy: policy.PrivacySettings
+) -> PreparedOpen:
+    timestamp = float(raw["ts"])
+    verdict = open_verdict(raw, copy)
     event_id = event_id_for(raw["pk"], raw["sk"])
     event = opened_event(raw, copy, verdict, event_id)
     domain, tags = copy["domain"], list(copy.get("tags") or [])
@@ -330,13 +336,7 @@ def clicked_event(
 def click_verdict(raw: dict[str, Any], copy: dict[str, Any]) -> bots.BotVerdict:
     """The open rules, read for a link: prefetchers that fetch images (Apple's bare `Mozilla/5.0`,
     Gmail's prefetch) do not follow links, so on a link those agents are scanners."""
-    timestamp = float(raw["ts"])
-    verdict = bots.classify(
-        method=raw.get("method", "GET"),
-        user_agent=raw.get("user_agent", ""),
-        seconds_after_accept=timestamp - float(copy.get("created_at") or timestamp),
-        ip=raw.get("ip", ""),
-    )
+    verdict = open_verdict(raw, copy)
     if verdict.bot in ("apple", "gmail"):
         return bots.BotVerdict("generic", f"{verdict.reason}; on a link, a scanner")
     return verdict
