@@ -295,15 +295,13 @@ def check_cname(
         found = chain[1] if len(chain) > 1 else None
         return CnameCheck(chain[0], expected, status, found, chain, detail, checked_at)
 
-    shown = name.strip().rstrip(".").lower()
     try:
         qname = _to_name(name)
     except (dns.exception.DNSException, ValueError) as error:
         reason = str(error).rstrip(".")
         detail = f"{name!r} is not a valid DNS name ({reason}), so it cannot be checked; correct the name."
-        return result(CnameStatus.ERROR, detail, [shown])
+        return result(CnameStatus.ERROR, detail, [name.strip().rstrip(".").lower()])
     shown = _text(qname)
-    add = f"at your DNS provider, add a CNAME record for {shown} with the value {expected}"
     if resolver is None:
         resolver = make_resolver()
     if not resolver.nameservers:
@@ -314,63 +312,102 @@ def check_cname(
         return result(CnameStatus.ERROR, detail, [shown])
 
     deadline = time.monotonic() + resolver.lifetime * (retries + 2)
-    chain = [shown]
-    seen = {qname}
-    current = qname
-    while True:
-        outcome = _lookup(resolver, current, dns.rdatatype.CNAME, retries, deadline)
-        hop = _text(current)
-        if outcome.kind == "answer":
-            assert outcome.rrset is not None
-            target = _to_name(outcome.rrset[0].target.to_text())
-            chain.append(_text(target))
-            path = " -> ".join(chain)
-            if target == expected_name:
-                if len(chain) == 2:
-                    detail = f"{shown} is a CNAME for {expected}, as expected; nothing needs to change."
-                else:
-                    detail = (
-                        f"{shown} reaches {expected} through the CNAME chain {path}, as expected; "
-                        "nothing needs to change."
-                    )
-                return result(CnameStatus.VALID, detail, chain)
-            if target in seen:
-                detail = (
-                    f"The CNAME records for {shown} form a loop ({path}) and never reach {expected}; "
-                    f"at your DNS provider, change the CNAME record for {shown} to the value {expected}."
-                )
-                return result(CnameStatus.ERROR, detail, chain)
-            if len(chain) > MAX_HOPS:
-                detail = (
-                    f"The CNAME chain from {shown} is longer than {MAX_HOPS} hops ({path}) without reaching "
-                    f"{expected}; at your DNS provider, change the CNAME record for {shown} to the value "
-                    f"{expected}."
-                )
-                return result(CnameStatus.ERROR, detail, chain)
-            seen.add(target)
-            current = target
-            continue
+    names, ended, outcome = _follow(resolver, qname, expected_name, retries, deadline)
+    chain = [_text(hop) for hop in names]
+    if ended == "nodata" and len(chain) == 1:
+        add = f"at your DNS provider, add a CNAME record for {shown} with the value {expected}"
+        return _without_cname(resolver, qname, shown, expected, add, retries, deadline, result)
+    if ended in _FAILURE_STATUS:
+        return result(_FAILURE_STATUS[ended], _failure_detail(outcome, resolver, chain, expected), chain)
+    verdict = _CHAIN_VERDICTS["no_name" if ended == "nxdomain" and len(chain) == 1 else ended]
+    return result(*verdict(chain, expected), chain)
 
-        if len(chain) > 1 and outcome.kind in ("nxdomain", "nodata"):
-            found = chain[1]
-            where = f"{shown} is a CNAME for {found}"
-            if len(chain) > 2:
-                where += f", and its chain {' -> '.join(chain)} ends at {hop}"
-            if outcome.kind == "nxdomain":
-                where += ", which does not exist"
-            detail = (
-                f"{where}, but it must point to {expected}; at your DNS provider, change the value of the "
-                f"CNAME record for {shown} from {found} to {expected}."
-            )
-            return result(CnameStatus.WRONG_TARGET, detail, chain)
-        if outcome.kind == "nxdomain":
-            detail = f"{shown} does not exist in DNS; {add}."
-            return result(CnameStatus.NXDOMAIN, detail, chain)
-        if outcome.kind == "nodata":
-            return _without_cname(resolver, qname, shown, expected, add, retries, deadline, result)
-        return result(
-            _FAILURE_STATUS[outcome.kind], _failure_detail(outcome, resolver, chain, expected), chain
+
+def _follow(
+    resolver: dns.resolver.Resolver,
+    qname: dns.name.Name,
+    expected: dns.name.Name,
+    retries: int,
+    deadline: float,
+) -> tuple[list[dns.name.Name], str, _Outcome]:
+    """Follow the CNAMEs from `qname`: the names met (qname first), why the walk stopped (it reached
+    `expected`, looped, grew too long, or the last lookup's outcome) and that lookup."""
+    names = [qname]
+    while True:
+        outcome = _lookup(resolver, names[-1], dns.rdatatype.CNAME, retries, deadline)
+        if outcome.kind != "answer":
+            return names, outcome.kind, outcome
+        assert outcome.rrset is not None
+        target = _to_name(outcome.rrset[0].target.to_text())
+        looped = target in names
+        names.append(target)
+        if target == expected:
+            return names, "reached", outcome
+        if looped:
+            return names, "loop", outcome
+        if len(names) > MAX_HOPS:
+            return names, "too_long", outcome
+
+
+def _reached(chain: list[str], expected: str) -> tuple[CnameStatus, str]:
+    if len(chain) == 2:
+        return (
+            CnameStatus.VALID,
+            f"{chain[0]} is a CNAME for {expected}, as expected; nothing needs to change.",
         )
+    path = " -> ".join(chain)
+    return CnameStatus.VALID, (
+        f"{chain[0]} reaches {expected} through the CNAME chain {path}, as expected; nothing needs to change."
+    )
+
+
+def _looped(chain: list[str], expected: str) -> tuple[CnameStatus, str]:
+    shown, path = chain[0], " -> ".join(chain)
+    return CnameStatus.ERROR, (
+        f"The CNAME records for {shown} form a loop ({path}) and never reach {expected}; "
+        f"at your DNS provider, change the CNAME record for {shown} to the value {expected}."
+    )
+
+
+def _too_long(chain: list[str], expected: str) -> tuple[CnameStatus, str]:
+    shown, path = chain[0], " -> ".join(chain)
+    return CnameStatus.ERROR, (
+        f"The CNAME chain from {shown} is longer than {MAX_HOPS} hops ({path}) without reaching "
+        f"{expected}; at your DNS provider, change the CNAME record for {shown} to the value {expected}."
+    )
+
+
+def _dead_end(chain: list[str], expected: str, *, missing: bool) -> tuple[CnameStatus, str]:
+    """The chain ends at a name with no CNAME (or one that does not exist) that is not the target."""
+    shown, found = chain[0], chain[1]
+    where = f"{shown} is a CNAME for {found}"
+    if len(chain) > 2:
+        where += f", and its chain {' -> '.join(chain)} ends at {chain[-1]}"
+    if missing:
+        where += ", which does not exist"
+    return CnameStatus.WRONG_TARGET, (
+        f"{where}, but it must point to {expected}; at your DNS provider, change the value of the "
+        f"CNAME record for {shown} from {found} to {expected}."
+    )
+
+
+def _no_name(chain: list[str], expected: str) -> tuple[CnameStatus, str]:
+    shown = chain[0]
+    return CnameStatus.NXDOMAIN, (
+        f"{shown} does not exist in DNS; at your DNS provider, add a CNAME record for {shown} with the "
+        f"value {expected}."
+    )
+
+
+# How a walk that did not fail ended, and what the user is told (failures: _FAILURE_STATUS).
+_CHAIN_VERDICTS: dict[str, Callable[[list[str], str], tuple[CnameStatus, str]]] = {
+    "reached": _reached,
+    "loop": _looped,
+    "too_long": _too_long,
+    "nxdomain": lambda chain, expected: _dead_end(chain, expected, missing=True),
+    "nodata": lambda chain, expected: _dead_end(chain, expected, missing=False),
+    "no_name": _no_name,
+}
 
 
 _FAILURE_STATUS = {

@@ -70,6 +70,38 @@ class HostState(StrEnum):
 _DEAD_CERTIFICATE = {"FAILED", "VALIDATION_TIMED_OUT", "REVOKED", "INACTIVE"}
 
 
+# What the user does next, by state (TrackingHost.next_step fills in the names).
+_NEXT_STEPS = {
+    HostState.SHARED: "",
+    HostState.NOT_REQUESTED: (
+        "No certificate has been requested for {host} yet ({detail}). It is retried on every check; "
+        "{verify} retries now."
+    ),
+    HostState.CERTIFICATE_PENDING: (
+        "Publish the certificate validation record {record} at your DNS provider. ACM issues the "
+        "certificate for {host} once it sees it (usually within 30 minutes)."
+    ),
+    HostState.CERTIFICATE_FAILED: (
+        "ACM could not issue the certificate for {host} ({status}). Check that the validation record is "
+        "published and that no CAA record forbids Amazon, then {verify} to request a new certificate."
+    ),
+    HostState.CERTIFICATE_EXPIRED: (
+        "The certificate for {host} expired because ACM could not renew it. Restore the validation record "
+        "{record}, then {verify} to request a new one."
+    ),
+    HostState.CERTIFICATE_ISSUED: (
+        "The certificate is issued; the custom domain for {host} could not be created yet ({detail}). "
+        "It is retried on every check."
+    ),
+    HostState.TARGET_UNKNOWN: (
+        "The custom domain for {host} exists, but API Gateway has not reported its target hostname yet, "
+        "so the tracking CNAME's value is unknown. It is read again on every check."
+    ),
+    HostState.MAPPED: "Point the CNAME {host} at {target}, then {verify}.{renewal}",
+    HostState.READY: "{host} serves HTTPS with its own certificate; tracking can be switched on.{renewal}",
+}
+
+
 def mode() -> str:
     value = os.environ.get(MODE_ENV, CUSTOM_DOMAINS).strip() or CUSTOM_DOMAINS
     if value not in (CUSTOM_DOMAINS, SHARED_TARGET):
@@ -135,62 +167,34 @@ class TrackingHost:
 
     def next_step(self, domain: str, tracking_host: str) -> str:
         """One sentence a user can act on, for the domain API and diagnose."""
+        if self.state == HostState.CERTIFICATE_PENDING and not self.validation_name:
+            return "ACM has not published the validation record yet; it appears here within minutes."
         record = f"{self.validation_name} CNAME {self.validation_value}"
         verify = f"PUT /v3/domains/{domain}/verify"
-        state = self.state
-        if state == HostState.SHARED:
-            return ""
-        if state == HostState.NOT_REQUESTED:
-            return (
-                f"No certificate has been requested for {tracking_host} yet ({self.detail or 'not tried'}). "
-                f"It is retried on every check; {verify} retries now."
-            )
-        if state == HostState.CERTIFICATE_PENDING:
-            if not self.validation_name:
-                return "ACM has not published the validation record yet; it appears here within minutes."
-            return (
-                f"Publish the certificate validation record {record} at your DNS provider. ACM issues the "
-                f"certificate for {tracking_host} once it sees it (usually within 30 minutes)."
-            )
-        if state == HostState.CERTIFICATE_FAILED:
-            return (
-                f"ACM could not issue the certificate for {tracking_host} ({self.certificate_status}). "
-                "Check that the validation record is published and that no CAA record forbids Amazon, "
-                f"then {verify} to request a new certificate."
-            )
-        if state == HostState.CERTIFICATE_EXPIRED:
-            return (
-                f"The certificate for {tracking_host} expired because ACM could not renew it. Restore the "
-                f"validation record {record}, then {verify} to request a new one."
-            )
-        if state == HostState.CERTIFICATE_ISSUED:
-            return (
-                f"The certificate is issued; the custom domain for {tracking_host} could not be created yet "
-                f"({self.detail or 'not tried'}). It is retried on every check."
-            )
-        if state == HostState.TARGET_UNKNOWN:
-            return (
-                f"The custom domain for {tracking_host} exists, but API Gateway has not reported its target "
-                "hostname yet, so the tracking CNAME's value is unknown. It is read again on every check."
-            )
-        renewal = ""
-        if self.renewal_status == "FAILED":
-            renewal = (
-                f" ACM failed to renew the certificate; restore the validation record {record} and "
-                f"{verify}, or HTTPS on the tracking host stops when it expires"
-                + (f" in {self.days_left} days." if self.days_left is not None else ".")
-            )
-        elif self.validation_valid == "invalid":
-            renewal = (
-                f" Keep the validation record {record} published: without it ACM cannot renew the "
-                "certificate and HTTPS on the tracking host stops when it expires"
-                + (f" in {self.days_left} days." if self.days_left is not None else ".")
-            )
-        if state == HostState.MAPPED:
-            return f"Point the CNAME {tracking_host} at {self.target}, then {verify}." + renewal
-        return (
-            f"{tracking_host} serves HTTPS with its own certificate; tracking can be switched on." + renewal
+        return _NEXT_STEPS[HostState(self.state)].format(
+            host=tracking_host,
+            verify=verify,
+            record=record,
+            detail=self.detail or "not tried",
+            status=self.certificate_status,
+            target=self.target,
+            renewal=self._renewal_warning(record, verify),
         )
+
+    def _renewal_warning(self, record: str, verify: str) -> str:
+        """For an issued certificate: what stops ACM from renewing it, if anything."""
+        expires = f" in {self.days_left} days." if self.days_left is not None else "."
+        if self.renewal_status == "FAILED":
+            return (
+                f" ACM failed to renew the certificate; restore the validation record {record} and "
+                f"{verify}, or HTTPS on the tracking host stops when it expires{expires}"
+            )
+        if self.validation_valid == "invalid":
+            return (
+                f" Keep the validation record {record} published: without it ACM cannot renew the "
+                f"certificate and HTTPS on the tracking host stops when it expires{expires}"
+            )
+        return ""
 
     def summary(self, domain: str, tracking_host: str) -> dict[str, Any]:
         """The host's state for the domain API (beside Mailgun's fields) and the health report."""
@@ -386,60 +390,70 @@ def _root_mapping(api: Any, host: TrackingHost, tracking_host: str) -> str | Non
 
 
 def advance(host: TrackingHost, tracking_host: str, *, renew: bool = False) -> TrackingHost:
-    """Move one tracking host as far along as AWS allows now. `renew` (an explicit verify) replaces a
-    failed or expired certificate; the scheduled checker only reports those, so it never loops on ACM."""
+    """Move one tracking host as far along as AWS allows now: its certificate, then its custom domain and
+    mapping. `renew` (an explicit verify) replaces a failed or expired certificate; the scheduled checker
+    only reports those, so it never loops on ACM."""
     if host.state == HostState.SHARED:
         return host
     try:
-        if not host.certificate_arn:
-            host = _request_certificate(host, tracking_host, attempt="first")
-        try:
-            host = _describe_certificate(host)
-        except ClientError as exc:
-            if _code(exc) != "ResourceNotFoundException":
-                raise
-            # Deleted behind our back: a new certificate, with a token that cannot return the old ARN.
-            host = _request_certificate(host, tracking_host, attempt=f"{time.time()}")
-            host = _describe_certificate(host)
-        status = host.certificate_status
-        if status in _DEAD_CERTIFICATE or status == "EXPIRED":
-            if renew:
-                host = _request_certificate(host, tracking_host, attempt=f"{host.certificate_arn}|renew")
-                host = _describe_certificate(host)
-                status = host.certificate_status
-            else:
-                failed = (
-                    HostState.CERTIFICATE_EXPIRED if status == "EXPIRED" else HostState.CERTIFICATE_FAILED
-                )
-                return replace(host, state=failed, detail=f"ACM reports the certificate as {status}.")
-        if status != "ISSUED":
-            return replace(host, state=HostState.CERTIFICATE_PENDING, detail="")
-        host = replace(host, state=HostState.CERTIFICATE_ISSUED)
+        host = _with_certificate(host, tracking_host, renew=renew)
+        if host.state != HostState.CERTIFICATE_ISSUED:
+            return host
         if not host.api_id:
             return replace(
                 host, detail="the HTTP API to map is not known (create the domain through the API)"
             )
-        domain_name = _ensure_custom_domain(host, tracking_host)
-        mapping_id = _ensure_mapping(host, tracking_host)
-        configuration = (domain_name.get("DomainNameConfigurations") or [{}])[0]
-        host = replace(
-            host,
-            api_mapping_id=mapping_id,
-            custom_domain_status=configuration.get("DomainNameStatus", ""),
-            # Never invented: an emulator that leaves these out leaves the state unknown.
-            target=(configuration.get("ApiGatewayDomainName") or "").rstrip(".").lower(),
-            hosted_zone_id=configuration.get("HostedZoneId", ""),
-            detail="",
-        )
-        if not host.target:
-            return replace(host, state=HostState.TARGET_UNKNOWN)
-        return replace(host, state=HostState.READY if host.state == HostState.READY else HostState.MAPPED)
+        return _with_custom_domain(host, tracking_host)
     except (ClientError, BotoCoreError) as exc:
         # Throttling, a quota, an outage: keep the state, say what happened, try again next time.
         logger.warning(
             "tracking host not advanced", extra={"tracking_host": tracking_host, "error": _error(exc)}
         )
         return replace(host, detail=_error(exc))
+
+
+def _with_certificate(host: TrackingHost, tracking_host: str, *, renew: bool) -> TrackingHost:
+    """The host with its certificate requested and described: CERTIFICATE_PENDING, _FAILED, _EXPIRED or
+    _ISSUED."""
+    if not host.certificate_arn:
+        host = _request_certificate(host, tracking_host, attempt="first")
+    try:
+        host = _describe_certificate(host)
+    except ClientError as exc:
+        if _code(exc) != "ResourceNotFoundException":
+            raise
+        # Deleted behind our back: a new certificate, with a token that cannot return the old ARN.
+        host = _request_certificate(host, tracking_host, attempt=f"{time.time()}")
+        host = _describe_certificate(host)
+    status = host.certificate_status
+    if status in _DEAD_CERTIFICATE or status == "EXPIRED":
+        if not renew:
+            failed = HostState.CERTIFICATE_EXPIRED if status == "EXPIRED" else HostState.CERTIFICATE_FAILED
+            return replace(host, state=failed, detail=f"ACM reports the certificate as {status}.")
+        host = _request_certificate(host, tracking_host, attempt=f"{host.certificate_arn}|renew")
+        host = _describe_certificate(host)
+        status = host.certificate_status
+    if status != "ISSUED":
+        return replace(host, state=HostState.CERTIFICATE_PENDING, detail="")
+    return replace(host, state=HostState.CERTIFICATE_ISSUED)
+
+
+def _with_custom_domain(host: TrackingHost, tracking_host: str) -> TrackingHost:
+    """An issued certificate's host with its API Gateway custom domain and mapping: MAPPED once API
+    Gateway names the CNAME target (with_cname makes it READY when the tracking CNAME checks valid)."""
+    domain_name = _ensure_custom_domain(host, tracking_host)
+    mapping_id = _ensure_mapping(host, tracking_host)
+    configuration = (domain_name.get("DomainNameConfigurations") or [{}])[0]
+    host = replace(
+        host,
+        api_mapping_id=mapping_id,
+        custom_domain_status=configuration.get("DomainNameStatus", ""),
+        # Never invented: an emulator that leaves these out leaves the state unknown.
+        target=(configuration.get("ApiGatewayDomainName") or "").rstrip(".").lower(),
+        hosted_zone_id=configuration.get("HostedZoneId", ""),
+        detail="",
+    )
+    return replace(host, state=HostState.MAPPED if host.target else HostState.TARGET_UNKNOWN)
 
 
 def with_validation_check(host: TrackingHost, resolver: dns.resolver.Resolver) -> TrackingHost:

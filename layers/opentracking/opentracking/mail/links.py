@@ -295,22 +295,54 @@ def _replacements(
     kind, name = editable
     if kind == "text":
         assert name is not None
-        unicode_codec, bom = resolve_unicode(decoded, name)
-        try:
-            text = decoded[bom:].decode(unicode_codec)
-            if text.encode(unicode_codec) != decoded[bom:]:  # only edit what round-trips
-                return None
-            spans = _find_hrefs(_masked(text)) if html else _find_text_urls(_masked(text))
-            rewritten, count = _rewrite_spans(text, spans, html, link_url)
-            return decoded[:bom] + rewritten.encode(unicode_codec), count
-        except (UnicodeError, LookupError, ValueError):
+        return _replace_in_text(decoded, name, html, link_url)
+    return _replace_in_bytes(decoded, charset, kind == "stateful", html, link_url, line_limit=line_limit)
+
+
+def _replace_in_text(decoded: bytes, charset: str, html: bool, link_url: LinkUrl) -> Edited | None:
+    """A UTF-16/32 body: edited as text, and only if it round-trips."""
+    unicode_codec, bom = resolve_unicode(decoded, charset)
+    try:
+        text = decoded[bom:].decode(unicode_codec)
+        if text.encode(unicode_codec) != decoded[bom:]:  # only edit what round-trips
             return None
-    masked, runs = mask_shifted(decoded) if kind == "stateful" else (decoded, [])
+        spans = _find_hrefs(_masked(text)) if html else _find_text_urls(_masked(text))
+        rewritten, count = _rewrite_spans(text, spans, html, link_url)
+        return decoded[:bom] + rewritten.encode(unicode_codec), count
+    except (UnicodeError, LookupError, ValueError):
+        return None
+
+
+class _LineBudget:
+    """The 998-octet line limit of 7bit/8bit bodies: how much each line has grown so far."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+        self.growth: dict[int, int] = {}
+
+    def allows(self, start: int, end: int, new_length: int) -> bool:
+        """Record replacing body[start:end] with new_length octets; False (nothing recorded) if that would
+        take a line that was within the limit past it."""
+        line_start = self.body.rfind(b"\n", 0, start) + 1
+        line_end = self.body.find(b"\n", end)
+        line_end = len(self.body) if line_end == -1 else line_end
+        growth = self.growth.get(line_start, 0) + new_length - (end - start)
+        if line_end - line_start <= _IDENTITY_LIMIT < line_end - line_start + growth:
+            return False
+        self.growth[line_start] = growth
+        return True
+
+
+def _replace_in_bytes(
+    decoded: bytes, charset: str | None, stateful: bool, html: bool, link_url: LinkUrl, *, line_limit: bool
+) -> Edited:
+    """An ASCII-compatible body (ISO-2022 included): edited as bytes, so unknown charsets survive."""
+    masked, runs = mask_shifted(decoded) if stateful else (decoded, [])
     lower = masked.lower()
     spans = _find_hrefs(lower) if html else _find_text_urls(lower)
     codec = _codec_for(charset)
+    budget = _LineBudget(decoded) if line_limit else None
     out, last, count = [], 0, 0
-    line_growth: dict[int, int] = {}
     for span in spans:
         if any(a < span.end and span.start < b for a, b in runs):
             continue  # inside an ISO-2022 double-byte run: not a URL at all
@@ -322,14 +354,8 @@ def _replacements(
         if replacement is None:
             continue
         new = (_html.escape(replacement, quote=True) if html else replacement).encode("ascii")
-        if line_limit:
-            line_start = decoded.rfind(b"\n", 0, span.start) + 1
-            line_end = decoded.find(b"\n", span.end)
-            line_end = len(decoded) if line_end == -1 else line_end
-            growth = line_growth.get(line_start, 0) + len(new) - (span.end - span.start)
-            if line_end - line_start <= _IDENTITY_LIMIT < line_end - line_start + growth:
-                continue  # this line would break the 998-octet limit of 7bit/8bit: leave the link
-            line_growth[line_start] = growth
+        if budget is not None and not budget.allows(span.start, span.end, len(new)):
+            continue  # this line would break the 998-octet limit of 7bit/8bit: leave the link
         out += [decoded[last : span.start], new]
         last = span.end
         count += 1
