@@ -13,12 +13,14 @@ Teredo, IPv4-mapped, -compatible and -translated), the IPv4 address inside is pu
 from __future__ import annotations
 
 import base64
-import http.client
 import ipaddress
 import socket
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import urllib3
+import urllib3.connection
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 SocketAddress = tuple[socket.AddressFamily, tuple[Any, ...]]
@@ -112,35 +114,25 @@ def _connect(addresses: list[SocketAddress], timeout: float | None) -> socket.so
     raise last_error
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, addresses: list[SocketAddress], timeout: float):
-        super().__init__(host, port, timeout=timeout)
-        self._addresses = addresses
+class _Connected:
+    """urllib3 connections that use a socket already connected to a vetted address instead of resolving
+    the host again; everything else (the request, TLS with SNI and the certificate check for the URL's
+    host, the response) is urllib3's."""
 
-    def connect(self) -> None:
-        self.sock = _connect(self._addresses, self.timeout)
+    def __init__(self, *args: Any, connected: socket.socket, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._connected = connected
+
+    def _new_conn(self) -> socket.socket:
+        return self._connected
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        addresses: list[SocketAddress],
-        timeout: float,
-        context: ssl.SSLContext,
-    ):
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._addresses = addresses
-        self._tls = context
+class _ConnectedHTTP(_Connected, urllib3.connection.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        sock = _connect(self._addresses, self.timeout)
-        try:
-            self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
+
+class _ConnectedHTTPS(_Connected, urllib3.connection.HTTPSConnection):
+    pass
 
 
 def post(
@@ -154,26 +146,50 @@ def post(
 ) -> int:
     """POST `body` to an http(s) URL and return the HTTP status; redirects are answers, never followed.
     Credentials in the URL (`https://user:pass@host/...`) are sent as HTTP Basic auth. RefusedTarget for a
-    host that is not public; OSError or http.client.HTTPException when the request fails."""
+    host that is not public; OSError when the request fails (a timeout, a refused connection, a
+    certificate that is not the host's)."""
     parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: {parts.scheme!r}")
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses = resolve(host, port, allow_private=allow_private)
     headers = dict(headers)
     if parts.username is not None:
         credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
-    connection: http.client.HTTPConnection
+    connected = _connect(resolve(host, port, allow_private=allow_private), timeout)
+    pool: urllib3.HTTPConnectionPool
     if parts.scheme == "https":
         context = tls_context or ssl.create_default_context()
-        connection = _PinnedHTTPSConnection(host, port, addresses, timeout, context)
-    elif parts.scheme == "http":
-        connection = _PinnedHTTPConnection(host, port, addresses, timeout)
+        pool = urllib3.HTTPSConnectionPool(host, port, ssl_context=context, connected=connected)
+        pool.ConnectionCls = _ConnectedHTTPS
     else:
-        raise ValueError(f"not an http(s) URL: {parts.scheme!r}")
+        pool = urllib3.HTTPConnectionPool(host, port, connected=connected)
+        pool.ConnectionCls = _ConnectedHTTP
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        connection.request("POST", target, body=body, headers=headers)
-        return int(connection.getresponse().status)
+        response = pool.urlopen(
+            "POST", target, body=body, headers=headers, retries=False, redirect=False, timeout=timeout
+        )
+        return int(response.status)
+    except urllib3.exceptions.HTTPError as exc:
+        raise _os_error(exc) from exc
     finally:
-        connection.close()
+        pool.close()
+        connected.close()
+
+
+def _os_error(exc: urllib3.exceptions.HTTPError) -> OSError:
+    """The socket or TLS error under urllib3's wrapper (the webhook sender retries OSErrors)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause
+        cause = (
+            cause.__cause__
+            or cause.__context__
+            or next((arg for arg in getattr(cause, "args", ()) if isinstance(arg, BaseException)), None)
+        )
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return TimeoutError(str(exc))
+    return ConnectionError(str(exc))
