@@ -1,4 +1,5 @@
-"""Signed, opaque pixel tokens.
+"""Signed, opaque pixel and click tokens; the format's specification, with known-answer vectors, is
+docs/tokens.md.
 
 A token names one message copy and its sending domain, nothing else: the recipient's address and the
 tags stay in DynamoDB. Layout before base64url (no padding):
