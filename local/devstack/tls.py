@@ -6,16 +6,18 @@ local CA by its key pin (`--ignore-certificate-errors-spki-list`), not by ignori
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import ssl
 import threading
 import time
 from pathlib import Path
 
+import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from devstack.tlslab import DAY, Authority, make_ca, make_leaf
+from devstack.tlslab import Authority, make_ca
 
 DEFAULT_NAMES = ["localhost", "127.0.0.1"]
 
@@ -35,23 +37,19 @@ class LocalCertificates:
     def _load_or_make_ca(self) -> Authority:
         cert_path, key_path = self.folder / "ca.crt", self.folder / "ca.key"
         if cert_path.exists() and key_path.exists():
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            return Authority(key, cert)  # type: ignore[arg-type]
-        ca = make_ca("opentracking local CA", int(time.time()))
-        key_path.write_bytes(
-            ca.key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+            return trustme.CA.from_pem(cert_path.read_bytes(), key_path.read_bytes())
+        ca = make_ca("opentracking local CA")
+        ca.private_key_pem.write_to_path(str(key_path))
         key_path.chmod(0o600)
-        cert_path.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+        ca.cert_pem.write_to_path(str(cert_path))
         return ca
 
     def spki_pin(self) -> str:
         """base64(SHA-256(SubjectPublicKeyInfo)) of the local CA, as Chromium's SPKI list wants it."""
-        spki = self.ca.cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        spki = (
+            x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())
+            .public_key()
+            .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
         return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
@@ -59,11 +57,19 @@ class LocalCertificates:
         key = names[0]
         with self._lock:
             if key not in self._contexts:
-                now = int(time.time())
+                now = time.time()
                 label = "host-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-                cert, private = make_leaf(self.folder, label, names, now - DAY, now + 90 * DAY, self.ca)
+                leaf = self.ca.issue_cert(
+                    *names,
+                    not_before=datetime.datetime.fromtimestamp(now - 86400, datetime.UTC),
+                    not_after=datetime.datetime.fromtimestamp(now + 90 * 86400, datetime.UTC),
+                )
+                cert, private = self.folder / f"{label}.crt", self.folder / f"{label}.key"
                 # Serve the chain (leaf, then the CA), so a client that pins the CA's key finds it.
-                cert.write_bytes(cert.read_bytes() + self.ca.cert.public_bytes(serialization.Encoding.PEM))
+                cert.write_bytes(
+                    b"".join(pem.bytes() for pem in leaf.cert_chain_pems) + self.ca.cert_pem.bytes()
+                )
+                leaf.private_key_pem.write_to_path(str(private))
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 context.load_cert_chain(cert, private)
                 self._contexts[key] = context

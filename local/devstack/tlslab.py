@@ -1,24 +1,24 @@
-"""Test certificates and loopback HTTP(S) servers: a CA and leaf certificates made with `cryptography`,
-and a tiny server that answers every request with one fixed response. For the HTTPS-check tests and
-anything else that needs a tracking host with a real certificate on 127.0.0.1."""
+"""Test certificates and loopback HTTP(S) servers: certificate authorities and leaf certificates from
+`trustme`, and a tiny server that answers every request with one fixed response. For the HTTPS-check tests
+and anything else that needs a tracking host with a real certificate on 127.0.0.1."""
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 DAY = 86400
+Authority = trustme.CA
 
 
 def _moment(epoch: float) -> datetime.datetime:
@@ -29,84 +29,45 @@ def iso(epoch: float) -> str:
     return _moment(epoch).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass
-class Authority:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-
-def make_ca(common_name: str, t0: int) -> Authority:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_moment(t0 - 365 * DAY))
-        .not_valid_after(_moment(t0 + 3650 * DAY))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Authority(key, cert)
-
-
-def _alt_name(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
+def make_ca(name: str) -> Authority:
+    """A certificate authority whose certificate names it `name` (its organization)."""
+    return trustme.CA(organization_name=name)
 
 
 def make_leaf(
     folder: Path, label: str, names: list[str], not_before: float, not_after: float, ca: Authority | None
 ) -> tuple[Path, Path]:
     """A server certificate for `names` (issued by `ca`, or self-signed when None), written as PEM."""
+    if ca is None:
+        cert_pem, key_pem = _self_signed(names, not_before, not_after)
+    else:
+        leaf = ca.issue_cert(*names, not_before=_moment(not_before), not_after=_moment(not_after))
+        cert_pem, key_pem = leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()
+    cert_path, key_path = folder / f"{label}.crt", folder / f"{label}.key"
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
+    return cert_path, key_path
+
+
+def _self_signed(names: list[str], not_before: float, not_after: float) -> tuple[bytes, bytes]:
+    """A leaf that signs itself (trustme only issues from a CA): the case a checker calls self-signed."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    issuer_key = ca.key if ca else key
-    builder = (
+    cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(ca.cert.subject if ca else subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_moment(not_before))
         .not_valid_after(_moment(not_after))
-        .add_extension(x509.SubjectAlternativeName([_alt_name(n) for n in names]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
+        .sign(key, hashes.SHA256())
     )
-    if ca:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    cert_path, key_path = folder / f"{label}.crt", folder / f"{label}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return cert_path, key_path
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 # ---------------------------------------------------------------------------------------------- servers

@@ -25,11 +25,9 @@ HOST = "email.example.com"
 def lab(aws, tmp_path, monkeypatch):
     """DNS with the tracking CNAME in place, and an HTTPS tracking host with a trusted certificate."""
     now = int(time.time())
-    ca = make_ca("opentracking test CA", now)
+    ca = make_ca("opentracking test CA")
     ca_file = tmp_path / "ca.pem"
-    from cryptography.hazmat.primitives import serialization
-
-    ca_file.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    ca.cert_pem.write_to_path(str(ca_file))
     good = make_leaf(tmp_path, "good", [HOST], now - DAY, now + 90 * DAY, ca)
     wrong = make_leaf(tmp_path, "wrong", ["email.other.example"], now - DAY, now + 90 * DAY, ca)
     servers = {

@@ -8,7 +8,6 @@ import time
 
 import boto3
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from devstack.dns_server import DnsServer
 from devstack.handlers import load_event, load_handler
@@ -157,8 +156,8 @@ def test_checker_reports_the_certificate_served_on_valid_tracking_hosts(
 ):
     # GIVEN a tracking host that resolves to a loopback HTTPS server with a trusted 90-day certificate
     now = int(time.time())
-    ca = make_ca("test CA", now)
-    (tmp_path / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    ca = make_ca("test CA")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     server = LoopbackServer(
         cert=make_leaf(tmp_path, "leaf", ["email.tls.example"], now - DAY, now + 90 * DAY, ca)
     )

@@ -1,6 +1,6 @@
 """The tracking-host HTTPS checker against real TLS and HTTP servers and a real DNS server on 127.0.0.1.
 
-Certificates come from a test CA made with `cryptography`; the checker trusts it through `ca_file`.
+Certificates come from a test CA made with `trustme`; the checker trusts it through `ca_file`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from devstack.dns_server import DnsServer
 from devstack.tlslab import DAY, LoopbackServer, closed_port, iso, make_ca, make_leaf
@@ -64,10 +63,10 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("https-check")
     t0 = int(time.time())
-    ca = make_ca("opentracking test CA", t0)
-    rogue = make_ca("Rogue CA", t0)
+    ca = make_ca("opentracking test CA")
+    rogue = make_ca("Rogue CA")
     ca_file = folder / "ca.crt"
-    ca_file.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    ca.cert_pem.write_to_path(str(ca_file))
 
     good = make_leaf(folder, "good", ["email.example.com", "email.hsts.com"], t0 - DAY, t0 + 90 * DAY, ca)
     certs = {

@@ -628,6 +628,7 @@ class _Certificate:
 
 _OID_SAN = b"\x55\x1d\x11"  # 2.5.29.17
 _OID_CN = b"\x55\x04\x03"  # 2.5.4.3
+_OID_ORGANIZATION = b"\x55\x04\x0a"  # 2.5.4.10
 
 
 def _tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
@@ -703,15 +704,16 @@ def _san(der: bytes, octets: tuple[int, int, int], names: list[str], addresses: 
 
 
 def _common_name(der: bytes, name: tuple[int, int, int]) -> str | None:
+    """The name's common name; without one, its organization (some private CAs name only that)."""
+    found: dict[bytes, str] = {}
     for _, set_start, set_end in _children(der, name[1], name[2]):  # RelativeDistinguishedName SETs
         for _, attr_start, attr_end in _children(der, set_start, set_end):
             oid, value = _children(der, attr_start, attr_end)[:2]
-            if der[oid[1] : oid[2]] == _OID_CN:
-                raw = der[value[1] : value[2]]
-                if value[0] == 0x1E:  # BMPString
-                    return raw.decode("utf-16-be", "replace")
-                return raw.decode("utf-8", "replace")
-    return None
+            raw = der[value[1] : value[2]]
+            # A BMPString (0x1E) is UTF-16; the other string types are read as UTF-8.
+            text = raw.decode("utf-16-be", "replace") if value[0] == 0x1E else raw.decode("utf-8", "replace")
+            found.setdefault(der[oid[1] : oid[2]], text)
+    return found.get(_OID_CN) or found.get(_OID_ORGANIZATION)
 
 
 def _der_time(raw: bytes, tag: int) -> datetime.datetime | None:
