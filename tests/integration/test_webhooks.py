@@ -25,10 +25,12 @@ from devstack.process import start_stack
 from opentracking.domains import lifecycle, registry
 from opentracking.domains.registry import Domain
 from opentracking.webhooks import delivery, subscriptions
+from tests.helpers.records import as_sqs_records, sqs_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.allow_hosts(["127.0.0.1"])]
 
 DOMAIN = "hooks.example.com"
+WEBHOOK_QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:opentracking-local-WebhookQueue"
 
 
 def opened_event(event_id: str = "Ase7i2zsRYeDXztHGENqRA") -> dict:
@@ -199,20 +201,8 @@ def queue_messages(queue_url: str) -> list[dict]:
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
         if not messages:
             return records
+        records += as_sqs_records(messages, WEBHOOK_QUEUE_ARN)
         for message in messages:
-            records.append(
-                {
-                    "messageId": message["MessageId"],
-                    "receiptHandle": message["ReceiptHandle"],
-                    "body": message["Body"],
-                    "attributes": {},
-                    "messageAttributes": {},
-                    "md5OfBody": message["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:opentracking-local-WebhookQueue",
-                    "awsRegion": "us-east-1",
-                }
-            )
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
@@ -221,7 +211,7 @@ def run_sender(records: list[dict], lambda_context) -> dict:
 
 
 def delivery_record(body: str, message_id: str = "m-1") -> dict:
-    return {"messageId": message_id, "body": body, "eventSource": "aws:sqs", "attributes": {}}
+    return sqs_record(body, message_id, queue_arn=WEBHOOK_QUEUE_ARN)
 
 
 def create_hook(call, *urls: str) -> None:

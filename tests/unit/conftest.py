@@ -1,7 +1,6 @@
 """Unit tests run in-process under moto and must not reach any network."""
 
 import json
-from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -14,6 +13,7 @@ from opentracking.core import (
     tracing,  # noqa: F401 - X-Ray's emitter opens a UDP socket when the tracer is built
 )
 from opentracking.reporting.consumer import ALL_TAGS
+from tests.helpers.invoke import send_message
 
 
 @pytest.fixture(autouse=True)
@@ -42,17 +42,7 @@ def world(aws, tracked_domain, lambda_context, basic_auth):
                 *[("o:tag", t) for t in tags],
                 *extra,
             ]
-            event = make_http_event(
-                "POST",
-                "/v3/example.com/messages",
-                route_key="POST /v3/{domain}/messages",
-                path_parameters={"domain": "example.com"},
-                body=urlencode(fields),
-                headers={"authorization": basic_auth, "content-type": "application/x-www-form-urlencoded"},
-            )
-            response = submit.lambda_handler(event, lambda_context)
-            assert response["statusCode"] == 200, response["body"]
-            self.last_response = json.loads(response["body"])
+            self.last_response = send_message(submit, lambda_context, fields, auth=basic_auth)
             return self.last_response["id"].strip("<>")
 
         def copy(self, recipient: str) -> dict:

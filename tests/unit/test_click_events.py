@@ -8,7 +8,6 @@ import email
 import json
 import re
 from email import policy
-from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -18,6 +17,7 @@ from devstack.handlers import load_handler
 from devstack.user_agents import CASES
 from opentracking.domains import registry
 from opentracking.reporting import consumer
+from tests.helpers.invoke import send_message
 
 OUTLOOK = CASES[0][0]
 SHOP = "https://shop.example.org/spring?utm=mail"
@@ -47,17 +47,7 @@ def clicks_world(world, aws, basic_auth, lambda_context, invoke):
                 ("o:tag", "Spring"),
                 *options,
             ]
-            event = make_http_event(
-                "POST",
-                "/v3/example.com/messages",
-                route_key="POST /v3/{domain}/messages",
-                path_parameters={"domain": "example.com"},
-                body=urlencode(fields),
-                headers={"authorization": basic_auth, "content-type": "application/x-www-form-urlencoded"},
-            )
-            response = submit.lambda_handler(event, lambda_context)
-            assert response["statusCode"] == 200, response["body"]
-            return json.loads(response["body"])
+            return send_message(submit, lambda_context, fields, auth=basic_auth)
 
         def stored(self, recipient: str) -> email.message.EmailMessage:
             copy = world.copy(recipient)

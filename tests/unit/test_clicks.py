@@ -4,10 +4,7 @@ and the reader still redirected when DynamoDB is down (the click waits on the sp
 from __future__ import annotations
 
 import base64
-import importlib.util
 import string
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import boto3
@@ -30,24 +27,11 @@ from opentracking.tracking.tokens import (
     verify_click_token,
     verify_token,
 )
+from tests.helpers.spill import redrive, spilled
 
 COPY = bytes.fromhex("00112233445566778899aabbccddeeff")
 TARGET = "https://shop.example.org/offer?id=7&who=alice@example.net"
 RING = KeyRing.from_secret({"active": "1", "1": "k" * 48})
-
-
-def _pixel_helpers():
-    """spilled() and redrive() from test_pixel.py (a sibling module, not a package)."""
-    name = "_opentracking_pixel_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_pixel.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-spilled, redrive = _pixel_helpers().spilled, _pixel_helpers().redrive
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ import botocore.client
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from devstack.events import make_http_event, pixel_path
 from devstack.handlers import load_event, load_handler
 from opentracking.core.config import settings
 from opentracking.storage import store
 from opentracking.tracking import pixel, tokens
+from tests.helpers.invoke import pixel_event
+from tests.helpers.spill import redrive, spilled
 
 EXPECTED_HEADERS = {
     "Content-Type": "image/gif",
@@ -32,60 +33,6 @@ def handler(aws):
 def token(aws):
     keyring = tokens.load_keyring(settings().token_secret_name)
     return tokens.issue_token(keyring, bytes.fromhex("00112233445566778899aabbccddeeff"), "example.com")
-
-
-def pixel_event(token: str | None, method: str = "GET", **extra) -> dict:
-    path = pixel_path(token) if token is not None else "/o/"
-    params = {"token": token} if token is not None else None
-    return make_http_event(
-        method,
-        path,
-        route_key=f"{method} /o/{{token}}",
-        path_parameters=params,
-        headers={"host": "email.example.com", "user-agent": "Mozilla/5.0 (X11) Test"},
-        **extra,
-    )
-
-
-def spilled(stack) -> list[dict]:
-    """Drain the spill queue: every waiting message, received once (hidden while the test handles it)."""
-    sqs = boto3.client("sqs")
-    found: list[dict] = []
-    for _ in range(1000):  # bounded: far more rounds than any test spills
-        batch = sqs.receive_message(
-            QueueUrl=stack.ref("SpillQueue"), MaxNumberOfMessages=10, VisibilityTimeout=300
-        ).get("Messages", [])
-        if not batch:
-            break
-        found.extend(batch)
-    return found
-
-
-def redrive(stack, lambda_context, messages: list[dict] | None = None) -> dict:
-    """Run the redrive function on the spilled messages, as its SQS trigger would, deleting what succeeded."""
-    messages = spilled(stack) if messages is None else messages
-    if not messages:
-        return {"batchItemFailures": []}  # SQS never invokes with an empty batch
-    records = [
-        {
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": {},
-            "messageAttributes": {},
-            "eventSource": "aws:sqs",
-            "eventSourceARN": stack.get_att("SpillQueue", "Arn"),
-            "awsRegion": "us-east-1",
-        }
-        for m in messages
-    ]
-    response = load_handler("functions/open_redrive").lambda_handler({"Records": records}, lambda_context)
-    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-    sqs = boto3.client("sqs")
-    for m in messages:
-        if m["MessageId"] not in failed:
-            sqs.delete_message(QueueUrl=stack.ref("SpillQueue"), ReceiptHandle=m["ReceiptHandle"])
-    return response
 
 
 def urlsafe_bytes(token: str) -> bytes:

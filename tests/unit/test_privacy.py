@@ -15,7 +15,8 @@ from opentracking.core.config import settings
 from opentracking.privacy import policy
 from opentracking.tracking import anonymity, tokens
 from opentracking.tracking.anonymity import anonymize_ip, is_anonymized
-from tests.unit.test_pixel import pixel_event, spilled
+from tests.helpers.invoke import pixel_event
+from tests.helpers.spill import spilled
 
 ROUTE = "/v3/domains/{name}/tracking/privacy"
 DAY = 86400
