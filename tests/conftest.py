@@ -99,21 +99,23 @@ def basic_auth(api_key) -> str:
 @pytest.fixture
 def invoke(aws, basic_auth, lambda_context):
     """Call a function's handler in-process with an HTTP API event, as API Gateway would:
-    invoke("api", "GET", "/v4/domains", route="/v4/domains") -> (status, JSON body).
+    invoke("api", "GET", "/v4/domains") -> (status, JSON body). The route key and the path parameters come
+    from template.yaml's routes (tests.helpers.invoke); a `route` or `params` given must agree with them,
+    and `function` must be the one the template routes the request to.
     Authenticated with the account key unless `authorization` says otherwise (None: no header)."""
     import base64
     import json
     from urllib.parse import urlencode
 
-    from devstack.events import make_http_event
     from devstack.handlers import load_handler
+    from tests.helpers.invoke import api_event, function_for
 
     def call(
         function,
         method,
         path,
         *,
-        route,
+        route=None,
         params=None,
         query="",
         fields=None,
@@ -127,15 +129,10 @@ def invoke(aws, basic_auth, lambda_context):
         }
         if body is not None:
             all_headers["content-type"] = "application/x-www-form-urlencoded"
-        event = make_http_event(
-            method,
-            path,
-            route_key=f"{method} {route}",
-            path_parameters=params,
-            query=query,
-            headers=all_headers,
-            body=body,
-        )
+        event = api_event(method, path, query=query, headers=all_headers, body=body)
+        assert route is None or event["routeKey"] == f"{method} {route}", event["routeKey"]
+        assert params is None or event["pathParameters"] == params, event["pathParameters"]
+        assert function_for(event) == f"functions/{function}", function_for(event)
         response = load_handler(f"functions/{function}").lambda_handler(event, lambda_context)
         body = response.get("body") or ""
         if response.get("isBase64Encoded"):

@@ -17,8 +17,13 @@ FORM = "application/x-www-form-urlencoded"
 
 
 @cache
+def stack() -> Stack:
+    return Stack()
+
+
+@cache
 def routes() -> list[Route]:
-    return http_routes(Stack())
+    return http_routes(stack())
 
 
 def api_event(
@@ -44,6 +49,13 @@ def api_event(
         query=query,
         **extra,
     )
+
+
+def function_for(event: dict) -> str:
+    """The code directory (functions/<name>) template.yaml routes this event's route key to."""
+    method, _, path = event["routeKey"].partition(" ")
+    route = next(r for r in routes() if r.method == method and r.path == path)
+    return str(stack().functions()[route.function]["Properties"]["CodeUri"]).rstrip("/")
 
 
 def form_post(path: str, fields: Iterable[tuple[str, str]], *, auth: str) -> dict:
