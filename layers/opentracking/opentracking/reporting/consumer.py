@@ -288,37 +288,63 @@ def unique_marker(opened: PreparedOpen) -> dict[str, Any]:
 def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: dict[str, Any]) -> None:
     raw, domain_privacy = _privacy_applied(table, raw, copy, copies)
     opened = prepare_open(raw, copy, domain_privacy)
-    domain, tags, event_id, timestamp = opened.domain, opened.tags, opened.event_id, opened.timestamp
-    machine = 1 if opened.verdict.bot else 0
-    is_new = _transact(
-        [
-            put_if_absent(table, opened.item),
-            *_counter_updates(
-                table,
-                domain,
-                tags,
-                event_id,
-                timestamp,
-                {"opened_total": 1, "opened_machine_total": machine},
-                stats_days=opened.stats_days,
-            ),
-            copy_exists(table, opened.copy_pk),
-        ]
+    counting = _Counting(
+        table, opened.domain, opened.tags, opened.event_id, opened.timestamp, opened.stats_days
     )
-    if not opened.verdict.bot and _transact(
-        [
-            put_if_absent(table, unique_marker(opened)),
-            *_counter_updates(
-                table, domain, tags, event_id, timestamp, {"opened_unique": 1}, stats_days=opened.stats_days
-            ),
-            copy_exists(table, opened.copy_pk),
-        ]
-    ):
+    machine = 1 if opened.verdict.bot else 0
+    is_new = _record(table, opened.item, counting.add({"opened_total": 1, "opened_machine_total": machine}))
+    if not opened.verdict.bot and _claim(table, unique_marker(opened), counting.add({"opened_unique": 1})):
         count(Metric.UNIQUE_OPENS)
     if is_new:
         count(Metric.OPENED_EVENTS if not opened.verdict.bot else Metric.MACHINE_OPENED_EVENTS)
     # Webhooks after the event is stored; a replay enqueues again (receivers deduplicate on the id).
-    delivery.enqueue(domain, opened.event)
+    delivery.enqueue(opened.domain, opened.event)
+
+
+@dataclass(frozen=True)
+class _Counting:
+    """Where one event's counts go: the domain's and each tag's counters, in the event's shard and hour,
+    kept as long as the domain keeps stats."""
+
+    table: str
+    domain: str
+    tags: list[str]
+    event_id: str
+    timestamp: float
+    stats_days: int
+
+    def add(self, increments: dict[str, int]) -> list[dict[str, Any]]:
+        return _counter_updates(
+            self.table,
+            self.domain,
+            self.tags,
+            self.event_id,
+            self.timestamp,
+            increments,
+            stats_days=self.stats_days,
+        )
+
+    def add_for_url(self, url: str, field: str) -> list[dict[str, Any]]:
+        return _url_counter_updates(
+            self.table,
+            self.domain,
+            self.tags,
+            self.event_id,
+            url,
+            self.timestamp,
+            field,
+            stats_days=self.stats_days,
+        )
+
+
+def _record(table: str, item: dict[str, Any], counters: list[dict[str, Any]]) -> bool:
+    """Write an event with its counters, while its copy exists; False when it was already there (a replay)."""
+    return _transact([put_if_absent(table, item), *counters, copy_exists(table, item["pk"])])
+
+
+def _claim(table: str, marker: dict[str, Any], counters: list[dict[str, Any]]) -> bool:
+    """Put a unique marker with its counters; False when an earlier event holds it (not unique)."""
+    return _transact([put_if_absent(table, marker), *counters, copy_exists(table, marker["pk"])])
 
 
 def _rewrite_ip(table: str, raw: dict[str, Any]) -> None:
@@ -388,53 +414,32 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
     event = clicked_event(raw, copy, verdict, event_id)
     domain, tags = copy["domain"], list(copy.get("tags") or [])
     expires_at = int(timestamp) + domain_privacy.event_days() * 86400
-    stats_days = domain_privacy.stats_days()
-    item = event_item(copy_pk, event, copy, timestamp, event_id, bot=verdict.bot, expires_at=expires_at)
-    item["url"] = url
+    counting = _Counting(table, domain, tags, event_id, timestamp, domain_privacy.stats_days())
+    item = {
+        **event_item(copy_pk, event, copy, timestamp, event_id, bot=verdict.bot, expires_at=expires_at),
+        "url": url,
+    }
     machine = 1 if verdict.bot else 0
-    is_new = _transact(
+    is_new = _record(
+        table,
+        item,
         [
-            put_if_absent(table, item),
-            *_counter_updates(
-                table,
-                domain,
-                tags,
-                event_id,
-                timestamp,
-                {"clicked_total": 1, "clicked_machine_total": machine},
-                stats_days=stats_days,
-            ),
-            *_url_counter_updates(
-                table, domain, tags, event_id, url, timestamp, "clicked_total", stats_days=stats_days
-            ),
-            copy_exists(table, copy_pk),
-        ]
+            *counting.add({"clicked_total": 1, "clicked_machine_total": machine}),
+            *counting.add_for_url(url, "clicked_total"),
+        ],
     )
     if not verdict.bot:
         # Unique clicks: the first human click of a copy, and of a copy's URL (each on its own marker).
-        for marker_sk, updates in (
-            (
-                keys.UNIQUE_CLICKED_SK,
-                _counter_updates(
-                    table, domain, tags, event_id, timestamp, {"clicked_unique": 1}, stats_days=stats_days
-                ),
-            ),
-            (
-                keys.unique_clicked_url_sk(url_key(url)),
-                _url_counter_updates(
-                    table, domain, tags, event_id, url, timestamp, "clicked_unique", stats_days=stats_days
-                ),
-            ),
-        ):
-            marker = records.unique_marker(copy_pk, marker_sk, event_id, expires_at)
-            if (
-                _transact([put_if_absent(table, marker), *updates, copy_exists(table, copy_pk)])
-                and marker_sk == keys.UNIQUE_CLICKED_SK
-            ):
-                count(Metric.UNIQUE_CLICKS)
+        copy_marker = records.unique_marker(copy_pk, keys.UNIQUE_CLICKED_SK, event_id, expires_at)
+        if _claim(table, copy_marker, counting.add({"clicked_unique": 1})):
+            count(Metric.UNIQUE_CLICKS)
+        url_marker = records.unique_marker(
+            copy_pk, keys.unique_clicked_url_sk(url_key(url)), event_id, expires_at
+        )
+        _claim(table, url_marker, counting.add_for_url(url, "clicked_unique"))
         domain_item = _cached_item(cache, keys.domain_pk(domain), keys.DOMAIN_SK)
         if domain_item is None or domain_item.get("click_implies_open", True):
-            _implied_open(table, raw, copy, verdict, event_id, expires_at, stats_days)
+            _implied_open(table, raw, copy, verdict, event_id, expires_at, counting.stats_days)
     if is_new:
         count(Metric.CLICKED_EVENTS if not verdict.bot else Metric.MACHINE_CLICKED_EVENTS)
     delivery.enqueue(domain, event)
@@ -469,22 +474,10 @@ def _implied_open(
         "derived": True,
     }
     marker = records.unique_marker(raw["pk"], keys.UNIQUE_OPENED_SK, open_id, expires_at, derived=True)
-    if _transact(
-        [
-            put_if_absent(table, marker),
-            store.put_operation(table, item),
-            *_counter_updates(
-                table,
-                domain,
-                tags,
-                open_id,
-                timestamp,
-                {"opened_total": 1, "opened_unique": 1, "opened_derived_total": 1},
-                stats_days=stats_days,
-            ),
-            copy_exists(table, raw["pk"]),
-        ]
-    ):
+    counting = _Counting(table, domain, tags, open_id, timestamp, stats_days)
+    increments = {"opened_total": 1, "opened_unique": 1, "opened_derived_total": 1}
+    # One transaction: the derived open exists only if it takes the copy's unique-open marker.
+    if _claim(table, marker, [store.put_operation(table, item), *counting.add(increments)]):
         count(Metric.DERIVED_OPENS)
         delivery.enqueue(domain, event)
 
