@@ -79,7 +79,7 @@ def unavailable_response() -> dict[str, Any]:
     return {"statusCode": 503, "headers": {**_PAGE_HEADERS, "Retry-After": "5"}, "body": _UNAVAILABLE_PAGE}
 
 
-def item_for(request: pixel.OpenRequest, claims: ClickClaims, retention_days: int) -> dict[str, Any]:
+def item_for(request: pixel.ReaderRequest, claims: ClickClaims, retention_days: int) -> dict[str, Any]:
     """The raw click in DynamoDB's wire format: the copy, when, from where (anonymised when the token
     says so), and the URL followed; kept as long as the token's retention says, like a raw open."""
     item = pixel.item_for(request, claims.open_claims(), retention_days)
@@ -92,7 +92,7 @@ def item_for(request: pixel.OpenRequest, claims: ClickClaims, retention_days: in
 def handle(event: dict[str, Any]) -> dict[str, Any]:
     """The whole redirect: verify, redirect, record (or spill). Never raises."""
     config = settings()
-    request = pixel.OpenRequest.from_event(event, kind="click")
+    request = pixel.ReaderRequest.from_event(event, kind="click")
     try:
         keyring = tokens.load_keyring(config.token_secret_name, profile="pixel")
     except Exception as exc:
@@ -124,7 +124,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     return redirect_response(location)
 
 
-def _spill(request: pixel.OpenRequest) -> None:
+def _spill(request: pixel.ReaderRequest) -> None:
     try:
         pixel.spill(request)
     except Exception as exc:

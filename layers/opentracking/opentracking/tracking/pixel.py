@@ -44,14 +44,14 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     Manager or DynamoDB are down. An open that cannot be verified or written within the budget goes to
     the spill queue; one that not even the spill queue takes is counted as lost. Never raises."""
     try:
-        _record(OpenRequest.from_event(event))
+        _record(ReaderRequest.from_event(event))
     except Exception as exc:
         logger.error("open lost", extra={"error": type(exc).__name__})
         count(Metric.OPEN_LOST)
     return gif_response()
 
 
-def _record(request: OpenRequest) -> None:
+def _record(request: ReaderRequest) -> None:
     if not request.token:
         count(Metric.INVALID_TOKEN)
         return
@@ -79,9 +79,9 @@ def gif_response() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class OpenRequest:
-    """What a pixel (or click) request carries that an open (or click) needs, from the API Gateway event.
-    Clicks share the spill queue and its redrive, so `kind` says which of the two a spilled one is."""
+class ReaderRequest:
+    """A reader's request to the pixel or to a tracked link: what its raw open or click needs, from the API
+    Gateway event. Both share the spill queue and its redrive, so `kind` says which one a spilled one is."""
 
     token: str
     request_id: str
@@ -92,7 +92,7 @@ class OpenRequest:
     kind: str = "open"  # or "click"; spilled opens from before clicks existed have no kind
 
     @classmethod
-    def from_event(cls, event: dict[str, Any], now: float | None = None, kind: str = "open") -> OpenRequest:
+    def from_event(cls, event: dict[str, Any], now: float | None = None, kind: str = "open") -> ReaderRequest:
         now = time.time() if now is None else now
         context = event.get("requestContext") or {}
         http = context.get("http") or {}
@@ -108,7 +108,7 @@ class OpenRequest:
         )
 
 
-def item_for(request: OpenRequest, claims: OpenClaims, retention_days: int) -> dict[str, Any]:
+def item_for(request: ReaderRequest, claims: OpenClaims, retention_days: int) -> dict[str, Any]:
     """The raw open for a verified request. The token carries the domain's privacy instructions, so an
     anonymising domain's reader address is truncated here, before the one write; `retention_days` is the
     deployment default that a token's own retention overrides."""
@@ -124,7 +124,7 @@ def item_for(request: OpenRequest, claims: OpenClaims, retention_days: int) -> d
     )
 
 
-def scrubbed(request: OpenRequest, claims: OpenClaims | None) -> OpenRequest:
+def scrubbed(request: ReaderRequest, claims: OpenClaims | None) -> ReaderRequest:
     """The request as it may be parked on the spill queue: without the full address when the token
     (already verified) asks for anonymisation. The redrive truncates the address again anyway."""
     if claims is None or not claims.anonymize_ip:
@@ -132,7 +132,7 @@ def scrubbed(request: OpenRequest, claims: OpenClaims | None) -> OpenRequest:
     return replace(request, source_ip=anonymize_ip(request.source_ip))
 
 
-def spill(request: OpenRequest) -> None:
+def spill(request: ReaderRequest) -> None:
     """Park an open that could not be written (or verified) on the durable spill queue. The redrive
     function verifies and writes it later with the same key, so a late write is still one open."""
     client("sqs", "pixel").send_message(
@@ -140,8 +140,8 @@ def spill(request: OpenRequest) -> None:
     )
 
 
-def from_spill(body: str) -> OpenRequest:
-    return OpenRequest(**json.loads(body))
+def from_spill(body: str) -> ReaderRequest:
+    return ReaderRequest(**json.loads(body))
 
 
 def open_item(
