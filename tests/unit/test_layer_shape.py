@@ -17,6 +17,7 @@ AREAS = {
     "storage",
     "domains",
     "messages",
+    "delivery",
     "reporting",
     "webhooks",
     "privacy",
