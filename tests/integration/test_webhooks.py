@@ -22,6 +22,7 @@ import requests
 from devstack.events import make_http_event
 from devstack.handlers import load_handler
 from devstack.process import start_stack
+from opentracking.core import queues
 from opentracking.domains import lifecycle, registry
 from opentracking.domains.registry import Domain
 from opentracking.webhooks import delivery, subscriptions
@@ -444,7 +445,7 @@ def test_waits_longer_than_fifteen_minutes_are_chained_delays(call, env, receive
     config = delivery.delivery_config()
     clock = [1_800_000_000.0]
 
-    def send(queue_url: str, body: str, delay: float) -> None:
+    def send(queue_url: str, body: str, delay: float, *, what: str) -> None:
         assert queue_url == config.queue_url
         sent.append((json.loads(body), delay))
 
@@ -453,7 +454,7 @@ def test_waits_longer_than_fifteen_minutes_are_chained_delays(call, env, receive
     ).to_body()
     failing = lambda *_, **__: 500  # noqa: E731
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(delivery, "_send_one", send)
+        patch.setattr(queues, "send_one", send)
         outcome = delivery.process(body, now=lambda: clock[0], post=failing)
         assert outcome == delivery.Outcome.RETRY_SCHEDULED
         (retry, delay), *_ = sent

@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import math
 import os
 import secrets
 import time
@@ -38,9 +37,9 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
-from opentracking.core.aws import client
+from opentracking.core import queues
 from opentracking.core.config import table_name
-from opentracking.core.errors import OpenTrackingError, StorageUnavailable
+from opentracking.core.errors import OpenTrackingError
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
 from opentracking.http import outbound
@@ -50,10 +49,9 @@ from opentracking.webhooks import subscriptions
 
 # Mailgun retries for about 8 hours: 5 min, 10 min, 15 min, 1 h, 2 h, 4 h (its "Automatic Retries" page).
 RETRY_SCHEDULE: tuple[int, ...] = (300, 600, 900, 3600, 7200, 14400)
-MAX_SQS_DELAY = 900
+QUEUE = "webhook queue"
 DELIVERY_TIMEOUT = 10.0
 SENT_MARKER_SECONDS = 2 * 86400  # longer than the schedule, so a late replay is still recognised
-_SEND_ROUNDS = 3
 
 
 class ConfigurationError(OpenTrackingError):
@@ -85,28 +83,9 @@ def enqueue(domain: str, event: dict[str, Any], *, now: Callable[[], float] = ti
     bodies = [
         Delivery(url=url, domain=domain, event=event, first_attempt_at=started).to_body() for url in urls
     ]
-    _send_batch(_queue_url(), bodies)
+    queues.send_batch(_queue_url(), bodies, what=QUEUE)
     count(Metric.WEBHOOKS_QUEUED, len(bodies))
     return len(bodies)
-
-
-def _send_batch(queue_url: str, bodies: list[str]) -> None:
-    pending = {str(index): body for index, body in enumerate(bodies)}
-    sqs = client("sqs")
-    for attempt in range(_SEND_ROUNDS):
-        try:
-            response = sqs.send_message_batch(
-                QueueUrl=queue_url,
-                Entries=[{"Id": id_, "MessageBody": body} for id_, body in pending.items()],
-            )
-        except store.AWS_ERRORS as exc:
-            raise StorageUnavailable("The webhook queue is unavailable, please retry") from exc
-        failed = {entry["Id"] for entry in response.get("Failed") or []}
-        pending = {id_: body for id_, body in pending.items() if id_ in failed}
-        if not pending:
-            return
-        time.sleep(0.05 * 2**attempt)
-    raise StorageUnavailable("The webhook queue kept refusing messages, please retry")
 
 
 # --- signing ---------------------------------------------------------------------------------------
@@ -303,14 +282,6 @@ def _still_configured(delivery: Delivery) -> bool:
     return delivery.url in subscriptions.configured_urls(delivery.domain, event_name)  # not the cached read
 
 
-def _send_one(queue_url: str, body: str, delay: float) -> None:
-    seconds = max(0, min(MAX_SQS_DELAY, math.ceil(delay)))
-    try:
-        client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=seconds)
-    except store.AWS_ERRORS as exc:
-        raise StorageUnavailable("The webhook queue is unavailable") from exc
-
-
 def process(
     body: str,
     *,
@@ -325,7 +296,7 @@ def process(
         delivery = Delivery.from_body(body)
     except ValueError as exc:
         logger.error("malformed webhook delivery dead-lettered", extra={"error": str(exc)[:200]})
-        _send_one(config.dead_letter_queue_url, body, 0)
+        queues.send_one(config.dead_letter_queue_url, body, 0, what=QUEUE)
         count(Metric.WEBHOOK_DEAD_LETTERED)
         return Outcome.DEAD_LETTERED
 
@@ -334,7 +305,7 @@ def process(
     if redriven:  # redriven from the dead-letter queue: a fresh schedule
         delivery = replace(delivery, attempt=0, first_attempt_at=current, next_at=None, dead_lettered_at=None)
     if delivery.next_at is not None and delivery.next_at > current + 1:
-        _send_one(config.queue_url, delivery.to_body(), delivery.next_at - current)
+        queues.send_one(config.queue_url, delivery.to_body(), delivery.next_at - current, what=QUEUE)
         return Outcome.WAITING
     fields = _log_fields(delivery)
     if (redriven or delivery.attempt > 0) and not _still_configured(delivery):
@@ -378,14 +349,14 @@ def _retry_or_dead_letter(delivery: Delivery, error: str, config: DeliveryConfig
     if delivery.attempt < len(config.schedule):
         wait = config.schedule[delivery.attempt]
         retry = replace(delivery, attempt=delivery.attempt + 1, next_at=now + wait, last_error=error)
-        _send_one(config.queue_url, retry.to_body(), wait)
+        queues.send_one(config.queue_url, retry.to_body(), wait, what=QUEUE)
         logger.warning("webhook delivery failed: retry scheduled", extra={**fields, "retry_in": wait})
         count(Metric.WEBHOOK_RETRY_SCHEDULED)
         return Outcome.RETRY_SCHEDULED
     dead = replace(
         delivery, attempt=delivery.attempt + 1, last_error=error, next_at=None, dead_lettered_at=now
     )
-    _send_one(config.dead_letter_queue_url, dead.to_body(), 0)
+    queues.send_one(config.dead_letter_queue_url, dead.to_body(), 0, what=QUEUE)
     logger.error("webhook delivery gave up: dead-lettered", extra=fields)
     count(Metric.WEBHOOK_DEAD_LETTERED)
     return Outcome.DEAD_LETTERED
