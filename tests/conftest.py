@@ -26,6 +26,7 @@ for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
 def reset_caches() -> None:
     from opentracking.core import aws
     from opentracking.core.config import settings
+    from opentracking.delivery import sender
     from opentracking.http import gateway
     from opentracking.tracking import tokens
     from opentracking.webhooks import delivery
@@ -34,6 +35,7 @@ def reset_caches() -> None:
     tokens.reset_cache()
     gateway.reset_cache()
     delivery.reset_cache()
+    sender.reset_cache()
     settings.cache_clear()
 
 

@@ -39,6 +39,7 @@ from devstack.events import make_http_event
 from devstack.provision import provision
 from devstack.routes import Route, find_route, http_routes
 from devstack.runtime import Function, apply_environment, functions
+from devstack.smtp_server import MailSink
 from devstack.template import ROOT, Stack
 from devstack.triggers import Triggers
 
@@ -148,6 +149,9 @@ class LocalStack:
         self._moto: subprocess.Popen | None = None
         self._http: ThreadingHTTPServer | None = None
         self.dns: DnsServer | None = None
+        self.mail: MailSink | None = (
+            None  # the local "internet" delivery reaches, unless SMTP_RELAY names one
+        )
         self.tls_pin: str | None = None  # the local CA's SPKI pin under TLS=1
 
     def start(self) -> None:
@@ -155,6 +159,8 @@ class LocalStack:
         self._moto = start_aws(self.config.aws_port)
         if not self.config.nameservers:
             self.dns = DnsServer(port=self.config.dns_port).start()
+        if not os.environ.get("SMTP_RELAY", "").strip():
+            self.mail = MailSink(folder=self.mail_folder).start()
         provision(self.stack)
         self._set_api_key()
         env = apply_environment(self.stack, self._environment_overrides())
@@ -181,6 +187,15 @@ class LocalStack:
             )
 
     @property
+    def mail_folder(self) -> Path:
+        """Where the local SMTP server keeps what it received: one .eml per recipient's transaction."""
+        return self.config.state_file.parent / "mail"
+
+    @property
+    def smtp_relay(self) -> str:
+        return os.environ.get("SMTP_RELAY", "").strip() or (self.mail.address if self.mail else "")
+
+    @property
     def nameservers(self) -> str:
         return self.config.nameservers or (self.dns.nameserver if self.dns else "")
 
@@ -195,6 +210,15 @@ class LocalStack:
             "WEBHOOK_ALLOW_PRIVATE_URLS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "1"),
             # Pixel links in locally stored copies use the scheme this server speaks.
             "TRACKING_SCHEME": self.config.scheme,
+            # Delivery: to the relay in SMTP_RELAY, or with DELIVERY_TRANSPORT=smtp to the local SMTP server;
+            # one transaction per recipient. Off by default for now: with it on, a 1,000-recipient send
+            # keeps the local stack busy long enough to slow the next submission several times (issue 16).
+            "DELIVERY_TRANSPORT": os.environ.get(
+                "DELIVERY_TRANSPORT", "smtp" if os.environ.get("SMTP_RELAY", "").strip() else "none"
+            ),
+            "SMTP_RELAY": self.smtp_relay,
+            "SMTP_SECURITY": os.environ.get("SMTP_SECURITY", "none"),
+            "SMTP_CREDENTIALS_SECRET": "",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "OpenTracking",
             **self.config.extra_env,
@@ -210,6 +234,8 @@ class LocalStack:
             "nameservers": self.nameservers,
             "cname_target": self.config.cname_target,
             "tls_ca_pin": self.tls_pin,
+            "smtp_relay": self.smtp_relay,
+            "mail_folder": str(self.mail_folder) if self.mail else None,
             "environment": {**env, **aws_environment(self.config)},
             "resources": self.stack.refs,
         }
@@ -236,6 +262,8 @@ class LocalStack:
             stop_aws(self._moto)
         if self.dns:
             self.dns.stop()
+        if self.mail:
+            self.mail.stop()
         if self.triggers:
             self.triggers.stop(deadline=deadline)
 
@@ -405,6 +433,12 @@ def main() -> None:
         f"'{config.api_key}' unless API_KEY is set; Ctrl-C stops)",
         flush=True,
     )
+    if stack.mail:
+        log(
+            f"mail is delivered to the local SMTP server on {stack.mail.address}, kept in {stack.mail_folder}"
+        )
+    else:
+        log(f"mail is delivered to the SMTP relay {stack.smtp_relay}")
     while not stopping.wait(0.2):
         pass
     started = time.monotonic()

@@ -185,6 +185,8 @@ def test_webhooks_api_lists_no_webhooks_yet(invocations):
         ("open_redrive_spill.json", "InvalidToken"),
         # the delivery's URL is a loopback address, which a deployed sender refuses (SSRF guard)
         ("webhook_delivery.json", "WebhookRefused"),
+        # the job's copy was never stored (the sample is not tied to a submission): counted, not sent
+        ("send_job.json", "SendJobWithoutCopy"),
     ],
 )
 def test_queue_consumers_handle_every_record(invocations, name, metric):

@@ -52,6 +52,11 @@ def test_functions_use_only_sam_policy_templates_our_own_policies_and_explicit_r
             assert "Statement" not in policy, f"{name}: inline statements instead of a SAM policy template"
             if _attached_policy(policy):
                 continue
+            if "Fn::If" in policy:  # a policy template only under a condition (an optional secret)
+                _, policy, otherwise = policy["Fn::If"]
+                assert otherwise == {"Ref": "AWS::NoValue"}, (
+                    f"{name}: a conditional policy grants something else"
+                )
             (template_name,) = policy
             assert template_name.endswith("Policy")
         for event in function["Properties"].get("Events", {}).values():

@@ -13,6 +13,11 @@ class Metric(StrEnum):
     COPIES_TRACKED = "CopiesTracked"
     COPIES_SUPPRESSED = "CopiesSuppressed"  # copies without a pixel: their recipient opted out
     SUBMISSION_ROLLED_BACK = "SubmissionRolledBack"
+    # Delivery
+    COPIES_DELIVERED = "CopiesDelivered"
+    COPIES_FAILED = "CopiesFailed"  # permanently: a bounce, or the retries ran out
+    DELIVERY_RETRIES = "DeliveryRetries"  # temporary failures, each retried later
+    SEND_JOB_WITHOUT_COPY = "SendJobWithoutCopy"  # the copy expired or was erased before it was sent
     # The pixel and its redrive
     OPEN_RECORDED = "OpenRecorded"
     OPEN_SPILLED = "OpenSpilled"  # DynamoDB or the keys out of reach: parked on the spill queue

@@ -14,6 +14,7 @@ from opentracking.core.config import Settings
 from opentracking.core.errors import BadRequest, PayloadTooLarge, StorageUnavailable
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
+from opentracking.delivery import jobs
 from opentracking.domains import registry
 from opentracking.http.forms import Form
 from opentracking.mail import compose, links, splice
@@ -485,7 +486,24 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
         store.transact_put(settings.table_name, [*items, message_item])
     except store.PartialWrite as exc:
         raise _rolled_back(settings, written_keys, [item for chunk in exc.written for item in chunk]) from exc
+    if jobs.transport() != "none" and not submission.testmode:
+        # Queued once stored, so the sender always finds its copy; a message whose jobs cannot be queued
+        # is not kept (the client retries the whole submission).
+        try:
+            jobs.enqueue([_send_job(submission, copy) for copy in submission.copies])
+        except StorageUnavailable as exc:
+            raise _rolled_back(settings, written_keys, [*items, message_item]) from exc
     return {"submission_id": submission_id, "storage_prefix": prefix}
+
+
+def _send_job(submission: Submission, copy: Copy) -> jobs.SendJob:
+    return jobs.SendJob(
+        copy_pk=keys.copy_pk(copy.copy_hex),
+        sender=submission.sender,
+        from_header=submission.sender,
+        subject=submission.subject,
+        size=len(copy.message),
+    )
 
 
 def _copy_records(

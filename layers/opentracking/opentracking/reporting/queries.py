@@ -24,7 +24,8 @@ from opentracking.storage import keys, store
 MAX_LIMIT = 300
 DEFAULT_LIMIT = 100
 _MAX_PAGES_SCANNED = 50  # bounds the work one request can cause when filters match little
-SUPPORTED_EVENTS = ("accepted", "opened", "clicked")
+SUPPORTED_EVENTS = ("accepted", "opened", "clicked")  # counted in stats
+LISTED_EVENTS = (*SUPPORTED_EVENTS, "delivered", "failed")  # in the events API
 RESOLUTIONS = ("hour", "day", "month")
 COUNTER_FIELDS = (
     "accepted_total",
@@ -103,8 +104,8 @@ def query_events(
         reverse = bool(state.get("r"))
     else:
         event = params.get("event")
-        if event is not None and event not in SUPPORTED_EVENTS:
-            raise BadRequest(f"'event' must be one of {', '.join(SUPPORTED_EVENTS)}")
+        if event is not None and event not in LISTED_EVENTS:
+            raise BadRequest(f"'event' must be one of {', '.join(LISTED_EVENTS)}")
         begin, end = parse_time("begin", params.get("begin")), parse_time("end", params.get("end"))
         asked = _yes_no("ascending", params.get("ascending"))
         # Mailgun: begin alone, or begin before end, reads forward; otherwise newest first.

@@ -58,9 +58,16 @@ def suppressions_pk(domain: str) -> str:
 # --- a copy's partition and a message's record -----------------------------------------------------
 
 
+COPY_PREFIX = "COPY#"
+
+
 def copy_pk(copy_id_hex: str) -> str:
     """One recipient's copy of a message (the id is the token's copy id, in hex)."""
-    return f"COPY#{copy_id_hex}"
+    return f"{COPY_PREFIX}{copy_id_hex}"
+
+
+def is_copy_pk(pk: str) -> bool:
+    return pk.startswith(COPY_PREFIX) and len(pk) > len(COPY_PREFIX)
 
 
 def copy_key(pk: str) -> dict[str, str]:

@@ -250,17 +250,30 @@ def batch_get(table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def update_if_exists(table: str, key: dict[str, Any], values: dict[str, Any]) -> bool:
     """SET the given attributes on an item only if it exists; False when it does not (an erasure or an
     earlier call removed it)."""
+    return update_if(table, key, values, condition="attribute_exists(pk)", condition_values={})
+
+
+def update_if(
+    table: str,
+    key: dict[str, Any],
+    values: dict[str, Any],
+    *,
+    condition: str,
+    condition_values: dict[str, Any],
+) -> bool:
+    """SET attributes where `condition` holds (its placeholders `:name` given in `condition_values`);
+    False when it does not."""
     names = {f"#a{i}": name for i, name in enumerate(values)}
+    placeholders = {f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())}
+    placeholders.update({name: _serializer.serialize(v) for name, v in condition_values.items()})
     try:
         client("dynamodb").update_item(
             TableName=table,
             Key=serialize(key),
             UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
-            ConditionExpression="attribute_exists(pk)",
+            ConditionExpression=condition,
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues={
-                f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())
-            },
+            ExpressionAttributeValues=placeholders,
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -412,9 +425,11 @@ def update_operation(
     add: dict[str, int] | None = None,
     set_always: dict[str, Any] | None = None,
     set_once: dict[str, Any] | None = None,
+    condition: str | None = None,
 ) -> dict[str, Any]:
     """A transaction's Update: ADD to counters (created at zero), SET attributes, and SET others only
-    where they are not set yet (a counter's expiry, a tag's first use)."""
+    where they are not set yet (a counter's expiry, a tag's first use); with `condition` (attribute names
+    only, no placeholders), only where it holds."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
 
@@ -433,15 +448,16 @@ def update_operation(
         for part in ("ADD " + ", ".join(adds) if adds else "", "SET " + ", ".join(sets) if sets else "")
         if part
     )
-    return {
-        "Update": {
-            "TableName": table,
-            "Key": serialize(key),
-            "UpdateExpression": expression,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
+    update = {
+        "TableName": table,
+        "Key": serialize(key),
+        "UpdateExpression": expression,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
     }
+    if condition:
+        update["ConditionExpression"] = condition
+    return {"Update": update}
 
 
 def transact_write(operations: list[dict[str, Any]]) -> None:

@@ -1,0 +1,87 @@
+"""Mailgun's `delivered` and `failed` events for one recipient's copy, from the transport's answer.
+
+The shapes follow Mailgun's events API: `delivery-status` (code, message, description, attempt-no, tls,
+certificate-verified, mx-host, session-seconds, utf8), `envelope` (transport, sender, targets), `flags`,
+`message` (headers, size) and `storage`. A `failed` event adds `severity` (`permanent` or `temporary`) and a
+`reason`: `bounce` when the receiving server refused the recipient or the message (5xx), `generic` for a
+temporary failure and for one whose retries ran out.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from opentracking.delivery.jobs import SendJob
+from opentracking.delivery.smtp import Outcome, Reply
+
+REASON_BOUNCE = "bounce"
+REASON_GENERIC = "generic"
+
+
+def _base(copy: dict[str, Any], job: SendJob, reply: Reply, now: float) -> dict[str, Any]:
+    recipient = copy["recipient"]
+    return {
+        "id": uuid.uuid4().hex,
+        "timestamp": now,
+        "recipient": recipient,
+        "recipient-domain": copy.get("recipient_domain") or recipient.rpartition("@")[2].lower(),
+        "tags": list(copy.get("tags") or []),
+        "user-variables": json.loads(copy.get("user_variables") or "{}"),
+        "campaigns": [],
+        "envelope": {"transport": "smtp", "sender": job.sender, "targets": recipient},
+        "delivery-status": {
+            "code": reply.code,
+            "message": reply.message,
+            "description": "",
+            "attempt-no": job.attempt,
+            "tls": reply.tls,
+            "certificate-verified": reply.certificate_verified,
+            "mx-host": reply.mx_host,
+            "session-seconds": reply.session_seconds,
+            "utf8": True,
+        },
+        "flags": {
+            "is-routed": False,
+            "is-authenticated": True,
+            "is-system-test": False,
+            "is-test-mode": False,
+        },
+        "message": {
+            "headers": {
+                "to": recipient,
+                "message-id": copy["message_id"],
+                "from": job.from_header,
+                "subject": job.subject,
+            },
+            "attachments": [],
+            "size": job.size,
+        },
+        "storage": {"key": copy.get("s3_key", "")},
+    }
+
+
+def delivered(copy: dict[str, Any], job: SendJob, reply: Reply, now: float) -> dict[str, Any]:
+    return {"event": "delivered", "log-level": "info", **_base(copy, job, reply, now)}
+
+
+def failed(
+    copy: dict[str, Any], job: SendJob, reply: Reply, now: float, *, retries_spent: bool = False
+) -> dict[str, Any]:
+    """A failure: permanent for a 5xx (a bounce) or once the retries ran out, else temporary."""
+    permanent = reply.outcome is Outcome.PERMANENT or retries_spent
+    event = {
+        "event": "failed",
+        "log-level": "error" if permanent else "warn",
+        "severity": "permanent" if permanent else "temporary",
+        "reason": REASON_BOUNCE if reply.outcome is Outcome.PERMANENT else REASON_GENERIC,
+        **_base(copy, job, reply, now),
+    }
+    status = event["delivery-status"]
+    status["bounce-type"] = "hard" if reply.outcome is Outcome.PERMANENT else "soft"
+    if retries_spent:
+        status["description"] = (
+            f"Gave up after {job.attempt} attempts: the receiving server kept failing temporarily"
+        )
+    return event

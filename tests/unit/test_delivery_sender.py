@@ -1,0 +1,188 @@
+"""The sender under moto (opentracking.delivery.sender): submission queues one job per recipient, and each
+job's copy goes through the transport once, with its outcome recorded as Mailgun's delivered or failed
+event. The transport is the network's stand-in here (a scripted relay's answers); the SMTP conversation
+itself is tested against real servers in tests/integration/test_smtp_transport.py."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from opentracking.core.aws import client
+from opentracking.delivery import sender, smtp
+from opentracking.delivery.jobs import SendJob
+from opentracking.privacy import erasure
+
+NOW = 1_900_000_000.0
+
+
+def reply(outcome: smtp.Outcome, code: int, text: str = "") -> smtp.Reply:
+    return smtp.Reply(outcome, code, text, tls=True, mx_host="relay.example.test", session_seconds=0.1)
+
+
+OK = reply(smtp.Outcome.DELIVERED, 250, "2.0.0 Ok: queued")
+BOUNCE = reply(smtp.Outcome.PERMANENT, 550, "5.1.1 No such user")
+BUSY = reply(smtp.Outcome.TEMPORARY, 451, "4.3.0 Busy")
+
+
+class Relay:
+    """What the transport was asked to send, and the answers it gives, in order."""
+
+    def __init__(self, *answers: smtp.Reply):
+        self.answers = list(answers)
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    def __call__(self, sender_address: str, recipient: str, message: bytes) -> smtp.Reply:
+        self.sent.append((sender_address, recipient, message))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def delays(aws) -> list[int]:
+    """The DelaySeconds the sender asks SQS for, recorded; the message is then sent without it, so the test
+    (which moves its own clock) can receive it at once."""
+    asked: list[int] = []
+
+    def record(params, **_):
+        asked.append(params.get("DelaySeconds", 0))
+        params["DelaySeconds"] = 0
+
+    client("sqs").meta.events.register("provide-client-params.sqs.SendMessage", record)
+    return asked
+
+
+@pytest.fixture
+def delivering(world, monkeypatch):
+    monkeypatch.setenv("DELIVERY_TRANSPORT", "smtp")
+    monkeypatch.setenv("SMTP_RELAY", "relay.example.test:587")
+    monkeypatch.setenv("DELIVERY_RETRY_SCHEDULE", "60,600")
+    sender.reset_cache()
+    return world
+
+
+def queued(aws) -> list[str]:
+    sqs = boto3.client("sqs")
+    bodies: list[str] = []
+    for _ in range(100):
+        batch = sqs.receive_message(QueueUrl=aws.ref("SendQueue"), MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return bodies
+        for message in batch:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=aws.ref("SendQueue"), ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def stored_events(aws, name: str) -> list[dict]:
+    table = boto3.resource("dynamodb").Table(aws.ref("DataTable"))
+    return [json.loads(i["payload"]) for i in table.scan()["Items"] if i.get("event") == name]
+
+
+def test_one_job_per_recipient_and_each_copy_sent_as_stored(delivering, aws):
+    delivering.send("a@example.net, b@example.net, c@example.net")
+    bodies = queued(aws)
+    assert len(bodies) == 3
+    relay = Relay(OK)
+    assert [sender.process(body, now=lambda: NOW, transport=relay) for body in bodies] == ["delivered"] * 3
+    s3 = boto3.client("s3")
+    for sender_address, recipient, message in relay.sent:
+        copy = delivering.copy(recipient)
+        assert sender_address == "s@example.com"
+        assert message == s3.get_object(Bucket=aws.ref("MessageBucket"), Key=copy["s3_key"])["Body"].read()
+    delivered = stored_events(aws, "delivered")
+    assert sorted(e["recipient"] for e in delivered) == ["a@example.net", "b@example.net", "c@example.net"]
+    event = delivered[0]
+    assert event["delivery-status"] == {
+        "code": 250,
+        "message": "2.0.0 Ok: queued",
+        "description": "",
+        "attempt-no": 1,
+        "tls": True,
+        "certificate-verified": False,
+        "mx-host": "relay.example.test",
+        "session-seconds": 0.1,
+        "utf8": True,
+    }
+    assert event["tags"] == ["launch"] and event["user-variables"] == {"plan": "pro"}
+    assert event["timestamp"] == NOW and event["log-level"] == "info"
+
+
+def test_a_redelivered_job_sends_nothing_again(delivering, aws):
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    relay = Relay(OK)
+    assert sender.process(body, now=lambda: NOW, transport=relay) == "delivered"
+    assert sender.process(body, now=lambda: NOW + 5, transport=relay) == "already_done"
+    assert len(relay.sent) == 1 and len(stored_events(aws, "delivered")) == 1
+
+
+def test_a_copy_being_sent_by_another_worker_is_left_to_it_until_its_lease_expires(delivering, aws):
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    job = SendJob.from_body(body)
+    assert sender._claim(aws.ref("DataTable"), job.copy_pk, NOW)  # another worker took it and died
+    relay = Relay(OK)
+    assert sender.process(body, now=lambda: NOW + 10, transport=relay) == "busy"
+    assert relay.sent == []
+    assert sender.process(body, now=lambda: NOW + sender.LEASE_SECONDS + 1, transport=relay) == "delivered"
+
+
+def test_a_bounce_is_a_permanent_failure_and_is_not_retried(delivering, aws):
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    assert sender.process(body, now=lambda: NOW, transport=Relay(BOUNCE)) == "failed"
+    assert queued(aws) == []
+    (event,) = stored_events(aws, "failed")
+    assert (event["severity"], event["reason"], event["log-level"]) == ("permanent", "bounce", "error")
+    assert event["delivery-status"]["code"] == 550 and event["delivery-status"]["bounce-type"] == "hard"
+
+
+def test_temporary_failures_follow_the_schedule_then_fail_permanently(delivering, aws, delays):
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    relay = Relay(BUSY)
+    assert sender.process(body, now=lambda: NOW, transport=relay) == "retry_scheduled"
+    (retry,) = queued(aws)
+    assert json.loads(retry)["attempt"] == 1 and json.loads(retry)["next_at"] == NOW + 60
+    # delivered early (as a chained delay would be): put back for the rest of its wait, nothing sent
+    assert sender.process(retry, now=lambda: NOW + 30, transport=relay) == "waiting"
+    assert len(relay.sent) == 1 and queued(aws) == [retry]
+    assert delays == [60, 30]
+    assert sender.process(retry, now=lambda: NOW + 60, transport=relay) == "retry_scheduled"
+    (last,) = queued(aws)
+    assert json.loads(last)["next_at"] == NOW + 60 + 600 and delays[-1] == 600
+    assert sender.process(last, now=lambda: NOW + 700, transport=relay) == "failed"
+    failures = sorted(stored_events(aws, "failed"), key=lambda e: e["delivery-status"]["attempt-no"])
+    assert [(e["severity"], e["delivery-status"]["attempt-no"]) for e in failures] == [
+        ("temporary", 1),
+        ("temporary", 2),
+        ("permanent", 3),
+    ]
+    assert "Gave up after 3 attempts" in failures[-1]["delivery-status"]["description"]
+
+
+def test_an_erased_recipients_job_sends_nothing(delivering, aws):
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    copy = delivering.copy("a@example.net")
+    assert erasure.mark_erasing(aws.ref("DataTable"), copy["pk"])
+    relay = Relay(OK)
+    assert sender.process(body, now=lambda: NOW, transport=relay) == "gone"
+    assert relay.sent == []
+
+
+def test_testmode_queues_nothing(delivering, aws):
+    delivering.send("a@example.net", extra=[("o:testmode", "yes")])
+    assert queued(aws) == []
+
+
+def test_malformed_jobs_are_refused():
+    for body in (
+        "{}",
+        "not json",
+        json.dumps({"copy_pk": "MSG#x", "sender": "", "from_header": "", "subject": "", "size": 0}),
+    ):
+        with pytest.raises(ValueError, match="not a send job"):
+            SendJob.from_body(body)
