@@ -93,14 +93,9 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
         queues.send_one(queue_url(), body, job.next_at - current, what=QUEUE)
         return Result.WAITING
     table = table_name()
-    copy = store.get_item(table, keys.copy_key(job.copy_pk))
-    if copy is None or copy.get("erasing"):
-        count(Metric.SEND_JOB_WITHOUT_COPY)
-        return Result.GONE
-    if copy.get("delivery") in FINAL:
-        return Result.ALREADY_DONE
-    if not _claim(table, job.copy_pk, current):
-        return Result.BUSY
+    copy = _claim(table, job.copy_pk, current)
+    if copy is None:
+        return _not_claimed(table, job.copy_pk)
     config = sender_config()
     message = store.get_object(settings().bucket_name, copy["s3_key"])
     send = transport or (lambda sender, recipient, data: smtp.send(config.relay, sender, recipient, data))
@@ -128,10 +123,10 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
     return Result.RETRY_SCHEDULED
 
 
-def _claim(table: str, copy_pk: str, now: float) -> bool:
-    """Take the copy's sending lease: only while it exists, is not being erased, has no outcome, and no
-    other worker holds an unexpired lease."""
-    return store.update_if(
+def _claim(table: str, copy_pk: str, now: float) -> dict[str, Any] | None:
+    """Take the copy's sending lease and read the copy in one call: only while it exists, is not being
+    erased, has no outcome, and no other worker holds an unexpired lease. None when any of that fails."""
+    return store.update_returning(
         table,
         keys.copy_key(copy_pk),
         {"sending_until": int(now) + LEASE_SECONDS},
@@ -139,6 +134,15 @@ def _claim(table: str, copy_pk: str, now: float) -> bool:
         " AND (attribute_not_exists(sending_until) OR sending_until < :now)",
         condition_values={":now": int(now)},
     )
+
+
+def _not_claimed(table: str, copy_pk: str) -> Result:
+    """Why the lease could not be taken (the rare path: one more read)."""
+    copy = store.get_item(table, keys.copy_key(copy_pk))
+    if copy is None or copy.get("erasing"):
+        count(Metric.SEND_JOB_WITHOUT_COPY)
+        return Result.GONE
+    return Result.ALREADY_DONE if copy.get("delivery") in FINAL else Result.BUSY
 
 
 def _record(table: str, copy: dict[str, Any], event: dict[str, Any], *, final: str | None) -> None:

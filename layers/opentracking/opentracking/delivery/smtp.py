@@ -19,6 +19,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from opentracking.core.errors import OpenTrackingError
@@ -99,6 +100,13 @@ class Reply:
     certificate_verified: bool = False
 
 
+@cache
+def _system_trust() -> ssl.SSLContext:
+    """The system's certificate authorities, loaded once per container (loading them is most of what a
+    plain local transaction costs, so a context is never built per copy)."""
+    return ssl.create_default_context()
+
+
 def _classify(code: int) -> Outcome:
     if 200 <= code < 400:
         return Outcome.DELIVERED
@@ -112,7 +120,7 @@ def _text(message: bytes | str) -> str:
 def send(relay: Relay, sender: str, recipient: str, message: bytes) -> Reply:
     """One SMTP transaction: MAIL FROM the sender, RCPT TO one recipient, DATA the copy's bytes."""
     started = time.monotonic()
-    context = relay.tls_context or ssl.create_default_context()
+    context = relay.tls_context or _system_trust()
     tls = False
 
     def reply(code: int, text: bytes | str, outcome: Outcome | None = None) -> Reply:

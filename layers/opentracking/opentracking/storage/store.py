@@ -263,25 +263,41 @@ def update_if(
 ) -> bool:
     """SET attributes where `condition` holds (its placeholders `:name` given in `condition_values`);
     False when it does not."""
+    return (
+        update_returning(table, key, values, condition=condition, condition_values=condition_values)
+        is not None
+    )
+
+
+def update_returning(
+    table: str,
+    key: dict[str, Any],
+    values: dict[str, Any],
+    *,
+    condition: str,
+    condition_values: dict[str, Any],
+) -> dict[str, Any] | None:
+    """`update_if` that also reads: the whole item as updated, or None when the condition did not hold."""
     names = {f"#a{i}": name for i, name in enumerate(values)}
     placeholders = {f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())}
     placeholders.update({name: _serializer.serialize(v) for name, v in condition_values.items()})
     try:
-        client("dynamodb").update_item(
+        response = client("dynamodb").update_item(
             TableName=table,
             Key=serialize(key),
             UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
             ConditionExpression=condition,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=placeholders,
+            ReturnValues="ALL_NEW",
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
+            return None
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
     except BotoCoreError as exc:
         raise StorageUnavailable("The data store is unavailable, please retry") from exc
-    return True
+    return deserialize(response.get("Attributes") or {})
 
 
 def query_page(table: str, pk: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
