@@ -160,7 +160,8 @@ def test_temporary_failures_follow_the_schedule_then_fail_permanently(delivering
         ("temporary", 2),
         ("permanent", 3),
     ]
-    assert "Gave up after 3 attempts" in failures[-1]["delivery-status"]["description"]
+    assert failures[-1]["reason"] == "old" and "Too old" in failures[-1]["delivery-status"]["description"]
+    assert [e["delivery-status"].get("retry-seconds") for e in failures] == [60, 600, None]
 
 
 def test_an_erased_recipients_job_sends_nothing(delivering, aws):

@@ -4,7 +4,8 @@ The shapes follow Mailgun's events API: `delivery-status` (code, message, descri
 certificate-verified, mx-host, session-seconds, utf8), `envelope` (transport, sender, targets), `flags`,
 `message` (headers, size) and `storage`. A `failed` event adds `severity` (`permanent` or `temporary`) and a
 `reason`: `bounce` when the receiving server refused the recipient or the message (5xx), `generic` for a
-temporary failure and for one whose retries ran out.
+temporary failure (its `delivery-status.retry-seconds` says when the next attempt is), and `old` for one
+whose retries ran out ("Too old", with the last failure's code and message).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from opentracking.delivery.smtp import Outcome, Reply
 
 REASON_BOUNCE = "bounce"
 REASON_GENERIC = "generic"
+REASON_OLD = "old"
 
 
 def _base(copy: dict[str, Any], job: SendJob, reply: Reply, now: float) -> dict[str, Any]:
@@ -67,21 +69,30 @@ def delivered(copy: dict[str, Any], job: SendJob, reply: Reply, now: float) -> d
 
 
 def failed(
-    copy: dict[str, Any], job: SendJob, reply: Reply, now: float, *, retries_spent: bool = False
+    copy: dict[str, Any],
+    job: SendJob,
+    reply: Reply,
+    now: float,
+    *,
+    retry_seconds: int | None = None,
+    retries_spent: bool = False,
 ) -> dict[str, Any]:
-    """A failure: permanent for a 5xx (a bounce) or once the retries ran out, else temporary."""
-    permanent = reply.outcome is Outcome.PERMANENT or retries_spent
+    """A failure: permanent for a 5xx (a bounce) or once the retries ran out (too old), else temporary,
+    with the seconds until the next attempt."""
+    bounce = reply.outcome is Outcome.PERMANENT
+    permanent = bounce or retries_spent
+    reason = REASON_BOUNCE if bounce else REASON_OLD if retries_spent else REASON_GENERIC
     event = {
         "event": "failed",
         "log-level": "error" if permanent else "warn",
         "severity": "permanent" if permanent else "temporary",
-        "reason": REASON_BOUNCE if reply.outcome is Outcome.PERMANENT else REASON_GENERIC,
+        "reason": reason,
         **_base(copy, job, reply, now),
     }
     status = event["delivery-status"]
-    status["bounce-type"] = "hard" if reply.outcome is Outcome.PERMANENT else "soft"
+    status["bounce-type"] = "hard" if bounce else "soft"
+    if retry_seconds is not None:
+        status["retry-seconds"] = retry_seconds
     if retries_spent:
-        status["description"] = (
-            f"Gave up after {job.attempt} attempts: the receiving server kept failing temporarily"
-        )
+        status["description"] = f"Too old: gave up after {job.attempt} attempts, the last failing temporarily"
     return event

@@ -9,7 +9,8 @@ second send is a worker that dies after the relay accepted the copy and before t
 
 A temporary failure (4xx, timeout, dropped connection) is retried on a schedule (DELIVERY_RETRY_SCHEDULE,
 seconds between attempts; by default about 8 hours in all) and recorded each time as a `failed` event
-with severity `temporary`; when the schedule is spent, the last failure is recorded as permanent.
+with severity `temporary`; when the schedule is spent, the last failure is recorded as permanent, reason
+`old` (Mailgun's "Too old").
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
     # attempt, and never loses the copy.
     wait = config.schedule[job.attempt - 1]
     queues.send_one(queue_url(), job.due_at(current + wait).to_body(), wait, what=QUEUE)
-    _record(table, copy, events.failed(copy, job, reply, now()), final=None)
+    _record(table, copy, events.failed(copy, job, reply, now(), retry_seconds=wait), final=None)
     count(Metric.DELIVERY_RETRIES)
     logger.info("copy delivery deferred", extra={**fields, "retry_in": wait})
     return Result.RETRY_SCHEDULED
