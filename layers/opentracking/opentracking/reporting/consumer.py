@@ -482,13 +482,29 @@ def _implied_open(
         delivery.enqueue(domain, event)
 
 
-def handle_accepted(item: dict[str, Any], cache: dict[str, Any]) -> None:
+COUNTED_EVENTS = ("accepted", "delivered", "failed")
+
+
+def event_increments(event: dict[str, Any]) -> dict[str, int]:
+    """What one accepted, delivered or failed event adds to its hour's counters (the stats API's fields)."""
+    name = event["event"]
+    if name != "failed":
+        return {f"{name}_total": 1}
+    if event.get("severity") == "permanent":
+        return {"failed_permanent_total": 1, f"failed_permanent_{event.get('reason') or 'generic'}": 1}
+    return {"failed_temporary_total": 1}
+
+
+def handle_counted(item: dict[str, Any], cache: dict[str, Any]) -> None:
+    """An accepted, delivered or failed event (written by the submission or the sender): counted once,
+    through a COUNTED marker, and for delivered and failed, sent to their webhooks."""
     table = table_name()
     event = json.loads(item["payload"])
     timestamp = float(event["timestamp"])
     domain, tags = item["domain"], list(item.get("tags") or [])
     stats_days = policy.cached(domain, cache).stats_days()
     marker = {"pk": item["pk"], "sk": keys.counted_sk(event["id"]), "expires_at": item.get("expires_at")}
+    counting = _Counting(table, domain, tags, event["id"], timestamp, stats_days)
     tag_updates = [
         store.update_operation(
             table,
@@ -499,35 +515,31 @@ def handle_accepted(item: dict[str, Any], cache: dict[str, Any]) -> None:
             },
             set_once={"first_seen": Decimal(str(timestamp))},
         )
-        for tag in tags
+        for tag in (tags if event["event"] == "accepted" else [])
     ]
     try:
-        _transact(
-            [
-                put_if_absent(table, marker),
-                *_counter_updates(
-                    table, domain, tags, event["id"], timestamp, {"accepted_total": 1}, stats_days=stats_days
-                ),
-                *tag_updates,
-                copy_exists(table, item["pk"]),
-            ]
-        )
+        _claim(table, marker, [*counting.add(event_increments(event)), *tag_updates])
     except CopyErased:
         # A replay after the recipient was erased (or an erasure before the first count): the marker
         # must not come back into the erased partition.
         count(Metric.ACCEPTED_AFTER_ERASURE)
+        return
+    if event["event"] != "accepted":
+        # Webhooks after the event is counted; a replay enqueues again (receivers deduplicate on the id).
+        delivery.enqueue(domain, event)
 
 
 def handle_image(image: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:
-    """One new item from the stream: raw opens, raw clicks and accepted events are processed, the rest
-    ignored. `copies` caches what the batch has read: copy records, domains and their privacy settings."""
+    """One new item from the stream: raw opens, raw clicks and accepted, delivered and failed events are
+    processed, the rest ignored. `copies` caches what the batch has read: copy records, domains and
+    their privacy settings."""
     image = plain_image(image)
     kind = image.get("type")
     if kind == "open":
         handle_open(image, copies)
     elif kind == "click":
         handle_click(image, copies)
-    elif kind == "event" and image.get("event") == "accepted":
-        handle_accepted(image, copies)
+    elif kind == "event" and image.get("event") in COUNTED_EVENTS:
+        handle_counted(image, copies)
     else:
         logger.debug("stream record ignored", extra={"type": kind})

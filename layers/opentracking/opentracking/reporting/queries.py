@@ -24,11 +24,23 @@ from opentracking.storage import keys, store
 MAX_LIMIT = 300
 DEFAULT_LIMIT = 100
 _MAX_PAGES_SCANNED = 50  # bounds the work one request can cause when filters match little
-SUPPORTED_EVENTS = ("accepted", "opened", "clicked")  # counted in stats
-LISTED_EVENTS = (*SUPPORTED_EVENTS, "delivered", "failed")  # in the events API
+SUPPORTED_EVENTS = ("accepted", "delivered", "failed", "opened", "clicked")  # counted in stats
+LISTED_EVENTS = SUPPORTED_EVENTS  # in the events API
+# Mailgun's permanent failure reasons in stats; this deployment records bounce and old (retries spent).
+PERMANENT_REASONS = (
+    "bounce",
+    "delayed-bounce",
+    "suppress-bounce",
+    "suppress-unsubscribe",
+    "suppress-complaint",
+)
 RESOLUTIONS = ("hour", "day", "month")
 COUNTER_FIELDS = (
     "accepted_total",
+    "delivered_total",
+    "failed_temporary_total",
+    "failed_permanent_total",
+    *(f"failed_permanent_{reason}" for reason in (*PERMANENT_REASONS, "old", "generic")),
     "opened_total",
     "opened_unique",
     "opened_machine_total",
@@ -281,6 +293,17 @@ def stats(
         if "accepted" in event_names:
             accepted = totals.get("accepted_total", 0)
             row["accepted"] = {"incoming": 0, "outgoing": accepted, "total": accepted}
+        if "delivered" in event_names:
+            delivered = totals.get("delivered_total", 0)
+            row["delivered"] = {"smtp": delivered, "http": 0, "total": delivered}
+        if "failed" in event_names:
+            row["failed"] = {
+                "permanent": {
+                    **{reason: totals.get(f"failed_permanent_{reason}", 0) for reason in PERMANENT_REASONS},
+                    "total": totals.get("failed_permanent_total", 0),
+                },
+                "temporary": {"espblock": 0, "total": totals.get("failed_temporary_total", 0)},
+            }
         if "opened" in event_names:
             row["opened"] = {
                 "total": totals.get("opened_total", 0),

@@ -73,7 +73,7 @@ def _queue_url() -> str:
 
 def enqueue(domain: str, event: dict[str, Any], *, now: Callable[[], float] = time.time) -> int:
     """Queue one delivery per URL configured for the event's type; the number queued (0: none set)."""
-    event_name = str(event.get("event") or "")
+    event_name = subscriptions.webhook_type(event)
     if event_name not in subscriptions.SUPPORTED_WEBHOOKS:
         return 0
     urls = subscriptions.targets(domain, event_name)
@@ -276,8 +276,8 @@ def _log_fields(delivery: Delivery) -> dict[str, Any]:
 
 
 def _still_configured(delivery: Delivery) -> bool:
-    event_name = delivery.event.get("event")
-    if not isinstance(event_name, str):
+    event_name = subscriptions.webhook_type(delivery.event)
+    if not event_name:
         return False
     return delivery.url in subscriptions.configured_urls(delivery.domain, event_name)  # not the cached read
 

@@ -35,7 +35,17 @@ MAILGUN_WEBHOOKS = (
     "temporary_fail",
     "unsubscribed",
 )
-SUPPORTED_WEBHOOKS = frozenset({"opened", "clicked"})
+SUPPORTED_WEBHOOKS = frozenset({"opened", "clicked", "delivered", "permanent_fail", "temporary_fail"})
+
+
+def webhook_type(event: dict[str, Any]) -> str:
+    """The webhook an event goes to: its name, except `failed`, which Mailgun splits by severity."""
+    name = str(event.get("event") or "")
+    if name == "failed":
+        return "permanent_fail" if event.get("severity") == "permanent" else "temporary_fail"
+    return name
+
+
 MAX_URLS = 3
 MAX_URL_LENGTH = 2048
 TARGETS_CACHE_SECONDS = 30.0
