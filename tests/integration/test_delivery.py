@@ -16,6 +16,7 @@ import requests
 
 from devstack.process import start_stack
 from devstack.smtp_server import MailSink
+from tests.helpers.webhook_receiver import Receiver
 
 DOMAIN = "deliver.example.com"
 SENDER = "News <news@deliver.example.com>"
@@ -33,12 +34,22 @@ def relay():
 
 
 @pytest.fixture(scope="module")
-def stack(relay, tmp_path_factory):
+def hooks():
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def stack(relay, hooks, tmp_path_factory):
     running = start_stack(
         tmp_path_factory.mktemp("delivery-stack"),
         extra_env={"SMTP_RELAY": relay.address, "DELIVERY_RETRY_SCHEDULE": "1,1"},
     )
     running.create_tracked_domain(DOMAIN)
+    for kind in ("delivered", "permanent_fail"):
+        created = running.call("POST", f"/v3/domains/{DOMAIN}/webhooks", data={"id": kind, "url": hooks.url})
+        assert created.status_code == 200, created.text
     yield running
     assert running.stop() == 0, "\n".join(running.output[-40:])
 
@@ -108,6 +119,22 @@ def test_three_recipients_get_one_transaction_each_with_their_own_pixel(stack, r
     assert requests.get(f"{stack.api_url}{url.path}", headers=reader, timeout=10).status_code == 200
     opened = wait_for(lambda: events(stack, message_id, "opened"))
     assert [e["recipient"] for e in opened] == ["bob@example.net"]
+
+
+def test_the_delivered_and_permanent_fail_webhooks_fire(stack, hooks):
+    message_id = send(stack, ["hooked@example.net", "bounce@example.net"])
+
+    def posted() -> list[tuple[str, str]]:
+        return sorted(
+            (p["event-data"]["event"], p["event-data"]["recipient"])
+            for p in hooks.payloads()
+            if p["event-data"]["message"]["headers"]["message-id"] == message_id
+        )
+
+    assert wait_for(lambda: len(posted()) >= 2 and posted()) == [
+        ("delivered", "hooked@example.net"),
+        ("failed", "bounce@example.net"),
+    ]
 
 
 def test_a_refused_recipient_fails_permanently_and_is_not_retried(stack, relay):

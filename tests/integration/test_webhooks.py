@@ -10,9 +10,7 @@ import hmac
 import json
 import re
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
 import boto3
@@ -27,6 +25,7 @@ from opentracking.domains import lifecycle, registry
 from opentracking.domains.registry import Domain
 from opentracking.webhooks import delivery, subscriptions
 from tests.helpers.records import as_sqs_records, sqs_record
+from tests.helpers.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.allow_hosts(["127.0.0.1"])]
 
@@ -56,50 +55,6 @@ def opened_event(event_id: str = "Ase7i2zsRYeDXztHGENqRA") -> dict:
         },
         "message": {"headers": {"message-id": "20261126120000.5f1c9e0a2b7d4c3e@example.com"}},
     }
-
-
-class Receiver:
-    """A webhook endpoint on loopback. It answers with the next status of `statuses` (then 200) and
-    keeps every request; `signed_ok` checks a POST exactly as Mailgun's documentation says."""
-
-    def __init__(self, statuses: list[int] | None = None):
-        self.statuses = list(statuses or [])
-        self.requests: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                receiver.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": self.rfile.read(length),
-                        "at": time.time(),
-                    }
-                )
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/mailgun/opened"
-
-    def payloads(self) -> list[dict]:
-        return [json.loads(request["body"]) for request in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def signed_ok(signing_key: str, payload: dict) -> bool:
