@@ -6,6 +6,9 @@ itself is tested against real servers in tests/integration/test_smtp_transport.p
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import boto3
 import pytest
@@ -227,3 +230,39 @@ def test_outcomes_are_counted_once_in_stats_and_sent_to_their_webhooks(deliverin
         * 1
         or len(posted) == 6
     )  # a replay may enqueue again: receivers deduplicate on the event id
+
+
+def test_deliverytime_holds_the_copies_until_then(delivering, aws):
+    at = time.time() + 3600
+    delivering.send(
+        "a@example.net", extra=[("o:deliverytime", format_datetime(datetime.fromtimestamp(at, UTC)))]
+    )
+    (body,) = queued(aws)
+    assert SendJob.from_body(body).next_at == pytest.approx(int(at), abs=1)  # RFC 2822 has whole seconds
+    relay = Relay(OK)
+    assert sender.process(body, transport=relay) == "waiting" and relay.sent == []
+    assert sender.process(body, now=lambda: at + 1, transport=relay) == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("tomorrow", "'o:deliverytime' must be an RFC 2822 date with its time zone"),
+        ("Mon, 07 Dec 2026 10:00:00", "'o:deliverytime' must be an RFC 2822 date with its time zone"),
+        (
+            format_datetime(datetime.fromtimestamp(time.time() + 4 * 86400, UTC)),
+            "at most 3 days in the future",
+        ),
+    ],
+)
+def test_a_bad_deliverytime_is_a_400_and_nothing_is_queued(delivering, aws, invoke, value, message):
+    fields = [("from", "s@example.com"), ("to", "a@example.net"), ("text", "hi"), ("o:deliverytime", value)]
+    status, body = invoke("submit", "POST", "/v3/example.com/messages", fields=fields)
+    assert status == 400 and message in body["message"]
+    assert queued(aws) == []
+
+
+def test_a_past_deliverytime_sends_at_once(delivering, aws):
+    delivering.send("a@example.net", extra=[("o:deliverytime", "Thu, 01 Jan 2026 00:00:00 +0000")])
+    (body,) = queued(aws)
+    assert SendJob.from_body(body).next_at is None

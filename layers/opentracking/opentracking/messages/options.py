@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from opentracking.core.errors import BadRequest
@@ -172,3 +173,21 @@ def collect_variables(
     if len(json.dumps(variables).encode()) > MAX_VARIABLES_BYTES:
         raise BadRequest("Variables exceed the 16 kB limit ('v:' fields and X-Mailgun-Variables together)")
     return variables
+
+
+MAX_DELIVERY_DELAY_SECONDS = 3 * 86400  # Mailgun schedules at most 3 days ahead
+
+
+def delivery_time(value: str, now: float) -> float | None:
+    """`o:deliverytime` (or X-Mailgun-Deliver-By): an RFC 2822 date with its zone, at most 3 days ahead, as
+    Mailgun takes it; None when it is now or past (the copy is sent at once). BadRequest otherwise."""
+    try:
+        moment = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise BadRequest("'o:deliverytime' must be an RFC 2822 date with its time zone")
+    at = moment.timestamp()
+    if at > now + MAX_DELIVERY_DELAY_SECONDS:
+        raise BadRequest("'o:deliverytime' can be at most 3 days in the future")
+    return at if at > now else None

@@ -61,6 +61,7 @@ class Submission:
     user_variables: dict[str, Any]
     decision: options.TrackingDecision
     testmode: bool
+    deliver_at: float | None = None  # o:deliverytime: when the copies are sent (None: at once)
     copies: list[Copy] = field(default_factory=list)
     reason: str | None = None  # why opens are not tracked, when they are not
     privacy: policy.PrivacySettings = field(default_factory=policy.PrivacySettings)
@@ -155,6 +156,8 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         if "o:testmode" in option_values
         else False
     )
+    deliverytime = option_values.get("o:deliverytime") or last_header.get("x-mailgun-deliver-by")
+    deliver_at = options.delivery_time(deliverytime, time.time()) if deliverytime else None
     tag_values = form.all("o:tag") + [
         tag for value in control.get("x-mailgun-tag", []) for tag in value.split(",")
     ]
@@ -175,6 +178,7 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         user_variables=user_variables,
         decision=decision,
         testmode=testmode,
+        deliver_at=deliver_at,
         reason=decision.reason,
         click_reason=_click_reason(decision),
     )
@@ -503,6 +507,7 @@ def _send_job(submission: Submission, copy: Copy) -> jobs.SendJob:
         from_header=submission.sender,
         subject=submission.subject,
         size=len(copy.message),
+        next_at=submission.deliver_at,
     )
 
 
