@@ -6,6 +6,7 @@ close the connection at RCPT), so tests can make a relay that says 250, 550 or 4
 from __future__ import annotations
 
 import itertools
+import random
 import socket
 import ssl
 import threading
@@ -33,7 +34,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        answer = self.sink.replies.get(address.lower())
+        answer = self.sink.replies.get(address.lower()) or self.sink.injected_fault()
         if answer == "drop":
             assert server.transport is not None
             server.transport.close()
@@ -78,6 +79,9 @@ class MailSink:
     ) -> None:
         self.folder = folder
         self.replies: dict[str, str] = {}
+        # Faults injected at random into that share of transactions (tests of "nothing lost, nothing twice")
+        self.fault_rate = 0.0
+        self._faults = random.Random(7)  # noqa: S311 - seeded fault injection, not security
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
@@ -125,6 +129,15 @@ class MailSink:
         if self._running:
             self._running = False
             self._controller.stop()
+
+    def injected_fault(self) -> str | None:
+        """With probability `fault_rate`: a throttle, a temporary refusal or a dropped connection."""
+        with self._lock:
+            if self.fault_rate <= 0 or self._faults.random() >= self.fault_rate:
+                return None
+            return self._faults.choice(
+                ("421 4.7.0 Too many connections, slow down", "451 4.3.0 Try again", "drop")
+            )
 
     def keep(self, received: Received) -> int:
         with self._lock:
