@@ -5,6 +5,7 @@ injected fault shows as a temporary failure. (make bench runs the same at Mailgu
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -14,7 +15,8 @@ from devstack.process import start_stack
 from devstack.smtp_server import MailSink
 
 DOMAIN = "faults.example.com"
-RECIPIENTS = [f"r{n:03d}@example.net" for n in range(100)]
+# FAULT_TEST_RECIPIENTS=1000 runs it at Mailgun's maximum (about 2 minutes here; CI runs 100).
+RECIPIENTS = [f"r{n:04d}@example.net" for n in range(int(os.environ.get("FAULT_TEST_RECIPIENTS", "100")))]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def outcomes(stack, message_id: str) -> Counter:
     found: Counter = Counter()
     url = f"/v3/{DOMAIN}/events"
     params = {"message-id": message_id, "limit": 300}
-    for _ in range(20):  # bounded paging
+    for _ in range(100):  # bounded paging
         page = stack.call("GET", url, params=params).json()
         for event in page["items"]:
             key = event["event"] if event["event"] != "failed" else f"failed-{event['severity']}"
@@ -64,7 +66,7 @@ def test_every_recipient_gets_exactly_one_copy_under_thirty_percent_faults(stack
     )
     assert response.status_code == 200, response.text
     message_id = response.json()["id"].strip("<>")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 120 + len(RECIPIENTS) * 0.3
     while time.monotonic() < deadline and outcomes(stack, message_id)["delivered"] < len(RECIPIENTS):
         time.sleep(1)
     found = outcomes(stack, message_id)
