@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email
 import http.server
-import shutil
 import subprocess
 import threading
 import time
@@ -19,10 +18,10 @@ import requests
 from mailgun.client import Client
 
 from opentracking.tracking import bots
+from tests.helpers import browser
 
 DOMAIN = "clicks.example.com"
 READER = "click-reader@example.net"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 APPLE_MAIL = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 LANDED = "You landed on the shop"
 
@@ -87,33 +86,18 @@ def sent(local_stack, landing):
 
 
 def chromium(page, profile, port: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-features=HttpsUpgrades",  # the links are plain http on the local stack
-            f"--user-data-dir={profile}",
-            f"--host-resolver-rules=MAP email.{DOMAIN} 127.0.0.1:{port}",
-            f"--user-agent={APPLE_MAIL}",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+    return browser.render(
+        page,
+        profile=profile,
+        host=f"email.{DOMAIN}",
+        port=port,
+        user_agent=APPLE_MAIL,
+        extra=["--disable-features=HttpsUpgrades"],  # the links are plain http on the local stack
+        budget_ms=8000,
     )
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is missing: `make system-deps`")
+@pytest.mark.skipif(not browser.AVAILABLE, reason=browser.MISSING)
 def test_chromium_follows_a_tracked_link_lands_on_the_target_and_the_click_is_recorded(
     local_stack, sent, tmp_path
 ):

@@ -6,10 +6,8 @@ stats."""
 from __future__ import annotations
 
 import email
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from email import policy
 
@@ -18,32 +16,12 @@ import requests
 from mailgun.client import Client
 
 from opentracking.tracking import bots
+from tests.helpers import browser
 
 DOMAIN = "browser.example.com"
 READER = "browser-reader@example.net"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Apple Mail on macOS renders HTML mail in WebKit and sends this user agent for images.
 APPLE_MAIL = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
-
-
-def chromium_flags(user_data_dir, port: int) -> list[str]:
-    return [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={user_data_dir}",
-        # The recipient's DNS would send email.<domain> to us; here the tracking host maps to the local stack.
-        f"--host-resolver-rules=MAP email.{DOMAIN} 127.0.0.1:{port}",
-        f"--user-agent={APPLE_MAIL}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +47,7 @@ def tracked_copy(local_stack):
     return record, email.message_from_bytes(data, policy=policy.default)
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is missing: `make system-deps`")
+@pytest.mark.skipif(not browser.AVAILABLE, reason=browser.MISSING)
 def test_chromium_loading_the_copy_records_the_open_for_that_recipient_and_tag(
     local_stack, tracked_copy, tmp_path
 ):
@@ -79,12 +57,12 @@ def test_chromium_loading_the_copy_records_the_open_for_that_recipient_and_tag(
     page.write_text(message.get_body(("html",)).get_content())
 
     # WHEN the browser renders the stored HTML copy
-    result = subprocess.run(
-        [*chromium_flags(tmp_path / "profile", local_stack.port), page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+    result = browser.render(
+        page,
+        profile=tmp_path / "profile",
+        host=f"email.{DOMAIN}",
+        port=local_stack.port,
+        user_agent=APPLE_MAIL,
     )
     assert "<h1>Hello</h1>" in result.stdout, result.stderr[-2000:]
 
@@ -142,7 +120,7 @@ def tls_stack(tmp_path_factory):
     stack.stop()
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is missing: `make system-deps`")
+@pytest.mark.skipif(not browser.AVAILABLE, reason=browser.MISSING)
 def test_chromium_loads_an_https_pixel_from_the_tls_local_stack(tls_stack, tmp_path):
     # GIVEN a tracked message on the TLS local stack: its pixel link is https on the tracking host
     domain = "tls-browser.example.com"
@@ -164,20 +142,13 @@ def test_chromium_loads_an_https_pixel_from_the_tls_local_stack(tls_stack, tmp_p
     page = tmp_path / "copy.html"
     page.write_text(html)
     # WHEN Chromium renders it, trusting only the local CA (by its key pin), with the host mapped to us
-    flags = [
-        flag for flag in chromium_flags(tmp_path / "profile", tls_stack.port) if "host-resolver" not in flag
-    ]
-    result = subprocess.run(
-        [
-            *flags,
-            f"--host-resolver-rules=MAP email.{domain} 127.0.0.1:{tls_stack.port}",
-            f"--ignore-certificate-errors-spki-list={tls_stack.state['tls_ca_pin']}",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+    result = browser.render(
+        page,
+        profile=tmp_path / "profile",
+        host=f"email.{domain}",
+        port=tls_stack.port,
+        user_agent=APPLE_MAIL,
+        extra=[f"--ignore-certificate-errors-spki-list={tls_stack.state['tls_ca_pin']}"],
     )
     assert "Secure hello" in result.stdout, result.stderr[-2000:]
     # THEN the open is recorded over HTTPS, with a certificate made for that very host name

@@ -6,8 +6,6 @@ reads Mailgun's `delivered` and `opened` events for the recipient."""
 from __future__ import annotations
 
 import email
-import shutil
-import subprocess
 import time
 from email import policy
 
@@ -17,10 +15,10 @@ from mailgun.client import Client
 from devstack.process import start_stack
 from devstack.smtp_server import MailSink
 from opentracking.tracking import bots
+from tests.helpers import browser
 
 DOMAIN = "inbox.example.com"
 READER = "reader@example.net"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 
 
@@ -53,7 +51,7 @@ def poll(read, seconds: float = 30.0) -> list[dict]:
     return items
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is missing: `make system-deps`")
+@pytest.mark.skipif(not browser.AVAILABLE, reason=browser.MISSING)
 def test_the_sdk_sends_the_server_receives_the_reader_opens_and_the_sdk_reads_both(stack, relay, tmp_path):
     with Client(auth=("api", stack.api_key), api_url=stack.api_url) as sdk:
         sent_at = time.time()
@@ -80,25 +78,12 @@ def test_the_sdk_sends_the_server_receives_the_reader_opens_and_the_sdk_reads_bo
         time.sleep(max(0.0, sent_at + bots.SCANNER_WINDOW_SECONDS + 1 - time.time()))
         page = tmp_path / "received.html"
         page.write_text(message.get_body(("html",)).get_content())
-        result = subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                f"--host-resolver-rules=MAP email.{DOMAIN} 127.0.0.1:{stack.port}",
-                f"--user-agent={THUNDERBIRD}",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                page.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
+        result = browser.render(
+            page,
+            profile=tmp_path / "profile",
+            host=f"email.{DOMAIN}",
+            port=stack.port,
+            user_agent=THUNDERBIRD,
         )
         assert "<h1>Hello reader</h1>" in result.stdout, result.stderr[-2000:]
         (opened,) = poll(lambda: events(sdk, "opened"))
