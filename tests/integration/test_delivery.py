@@ -110,6 +110,10 @@ def test_three_recipients_get_one_transaction_each_with_their_own_pixel(stack, r
         "targets": event["recipient"],
     }
     assert event["message"]["headers"]["message-id"] == message_id and event["tags"] == ["november"]
+    assert (
+        event["message"]["headers"]["from"] == SENDER
+        and event["message"]["headers"]["subject"] == "November news"
+    )
     # the recipient opens the copy they received: an opened event for that copy
     [received] = relay.to("bob@example.net")
     [pixel] = PIXEL.findall(received.data)

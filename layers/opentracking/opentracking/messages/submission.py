@@ -54,7 +54,7 @@ class Submission:
 
     domain: registry.Domain
     message_id: str
-    sender: str
+    sender: str  # the envelope sender: the From header's address
     subject: str
     recipients: list[str]
     tags: list[str]
@@ -62,6 +62,7 @@ class Submission:
     decision: options.TrackingDecision
     testmode: bool
     deliver_at: float | None = None  # o:deliverytime: when the copies are sent (None: at once)
+    from_header: str = ""  # the From header as written ("News <news@example.com>"), for the events
     copies: list[Copy] = field(default_factory=list)
     reason: str | None = None  # why opens are not tracked, when they are not
     privacy: policy.PrivacySettings = field(default_factory=policy.PrivacySettings)
@@ -179,6 +180,7 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         decision=decision,
         testmode=testmode,
         deliver_at=deliver_at,
+        from_header=" ".join(sender.split()),
         reason=decision.reason,
         click_reason=_click_reason(decision),
     )
@@ -504,7 +506,7 @@ def _send_job(submission: Submission, copy: Copy) -> jobs.SendJob:
     return jobs.SendJob(
         copy_pk=keys.copy_pk(copy.copy_hex),
         sender=submission.sender,
-        from_header=submission.sender,
+        from_header=submission.from_header or submission.sender,
         subject=submission.subject,
         size=len(copy.message),
         next_at=submission.deliver_at,
@@ -566,7 +568,7 @@ def _accepted_event(submission: Submission, copy: Copy, timestamp: float) -> dic
         "message": {
             "headers": {
                 "message-id": submission.message_id.strip("<>"),
-                "from": submission.sender,
+                "from": submission.from_header or submission.sender,
                 "subject": submission.subject,
             },
             "size": len(copy.message),
