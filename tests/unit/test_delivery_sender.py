@@ -125,7 +125,7 @@ def test_a_copy_being_sent_by_another_worker_is_left_to_it_until_its_lease_expir
     delivering.send("a@example.net")
     (body,) = queued(aws)
     job = SendJob.from_body(body)
-    assert sender._claim(aws.ref("DataTable"), job.copy_pk, NOW)  # another worker took it and died
+    assert sender._claim(aws.ref("DataTable"), job.tried(NOW), NOW)  # another worker took it and died
     relay = Relay(OK)
     assert sender.process(body, now=lambda: NOW + 10, transport=relay) == "busy"
     assert relay.sent == []
@@ -165,6 +165,47 @@ def test_temporary_failures_follow_the_schedule_then_fail_permanently(delivering
     ]
     assert failures[-1]["reason"] == "old" and "Too old" in failures[-1]["delivery-status"]["description"]
     assert [e["delivery-status"].get("retry-seconds") for e in failures] == [60, 600, None]
+
+
+def test_a_duplicated_retry_job_makes_its_attempt_once(delivering, aws, delays):
+    """SQS may deliver a message twice: the second copy of a retry job is refused by the claim (the
+    attempt it names was made), so a failing copy is never tried twice per attempt, nor its retries
+    doubled."""
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    relay = Relay(BUSY, OK)
+    assert sender.process(body, now=lambda: NOW, transport=relay) == "retry_scheduled"
+    (retry,) = queued(aws)
+    assert sender.process(retry, now=lambda: NOW + 60, transport=relay) == "delivered"
+    assert sender.process(retry, now=lambda: NOW + 61, transport=relay) == "already_done"
+    # the same for a duplicate of an attempt that failed again: refused, nothing sent
+    delivering.send("b@example.net")
+    (body,) = queued(aws)
+    relay = Relay(BUSY)
+    assert sender.process(body, now=lambda: NOW, transport=relay) == "retry_scheduled"
+    (retry,) = queued(aws)
+    assert sender.process(retry, now=lambda: NOW + 60, transport=relay) == "retry_scheduled"
+    assert len(queued(aws)) == 1
+    assert sender.process(retry, now=lambda: NOW + 61, transport=relay) == "already_done"
+    assert len(relay.sent) == 2 and queued(aws) == []
+
+
+def test_a_throttled_send_comes_back_without_counting_as_an_attempt(delivering, aws, delays):
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    throttled = reply(smtp.Outcome.THROTTLED, 451, "Amazon SES: TooManyRequestsException: slow down")
+    relay = Relay(throttled, throttled, OK)
+    assert sender.process(body, now=lambda: NOW, transport=relay) == "throttled"
+    (again,) = queued(aws)
+    assert json.loads(again)["attempt"] == 0 and json.loads(again)["throttled"] == 1
+    assert sender.process(again, now=lambda: NOW + 2, transport=relay) == "throttled"
+    (again,) = queued(aws)
+    assert sender.process(again, now=lambda: NOW + 6, transport=relay) == "delivered"
+    # the pauses grow (jittered: between half and all of 2 s, then of 4 s), and no failed event was written
+    assert 1 <= delays[0] <= 2 and 2 <= delays[1] <= 4
+    assert stored_events(aws, "failed") == []
+    (event,) = stored_events(aws, "delivered")
+    assert event["delivery-status"]["attempt-no"] == 1
 
 
 def test_an_erased_recipients_job_sends_nothing(delivering, aws):

@@ -14,9 +14,12 @@ class Metric(StrEnum):
     COPIES_SUPPRESSED = "CopiesSuppressed"  # copies without a pixel: their recipient opted out
     SUBMISSION_ROLLED_BACK = "SubmissionRolledBack"
     # Delivery
+    COPIES_SENT = "CopiesSent"  # handed to SES, which reports the outcome later
     COPIES_DELIVERED = "CopiesDelivered"
     COPIES_FAILED = "CopiesFailed"  # permanently: a bounce, or the retries ran out
     DELIVERY_RETRIES = "DeliveryRetries"  # temporary failures, each retried later
+    DELIVERY_THROTTLED = "DeliveryThrottled"  # sends the transport refused as too fast, tried again soon
+    SES_EVENTS = "SesEvents"  # SES's reports on copies, recorded
     SEND_JOB_WITHOUT_COPY = "SendJobWithoutCopy"  # the copy expired or was erased before it was sent
     # The pixel and its redrive
     OPEN_RECORDED = "OpenRecorded"

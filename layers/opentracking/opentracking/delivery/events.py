@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from opentracking.delivery.jobs import SendJob
-from opentracking.delivery.smtp import Outcome, Reply
+from opentracking.delivery.replies import Outcome, Reply
 
 REASON_BOUNCE = "bounce"
 REASON_GENERIC = "generic"

@@ -34,6 +34,7 @@ class SendJob:
     attempt: int = 0
     first_attempt_at: float | None = None
     next_at: float | None = None
+    throttled: int = 0  # times the transport asked us to slow down for this attempt (the backoff grows)
 
     def to_body(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -46,26 +47,30 @@ class SendJob:
             job = cls(**document)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"not a send job: {exc}") from exc
-        if not keys.is_copy_pk(job.copy_pk) or job.attempt < 0:
+        if not keys.is_copy_pk(job.copy_pk) or job.attempt < 0 or job.throttled < 0:
             raise ValueError("not a send job: bad copy or attempt")
         return job
 
     def tried(self, now: float) -> SendJob:
         """The job once the transport has been tried (again) now."""
         return replace(
-            self, attempt=self.attempt + 1, first_attempt_at=self.first_attempt_at or now, next_at=None
+            self,
+            attempt=self.attempt + 1,
+            first_attempt_at=self.first_attempt_at or now,
+            next_at=None,
+            throttled=0,
         )
 
     def due_at(self, at: float) -> SendJob:
         return replace(self, next_at=at)
 
 
-TRANSPORTS = ("none", "smtp")
+TRANSPORTS = ("none", "smtp", "ses")
 
 
 def transport() -> str:
-    """How this deployment delivers (DELIVERY_TRANSPORT): `smtp` through the relay in SMTP_RELAY, or `none`
-    (copies are stored, and nothing is sent)."""
+    """How this deployment delivers (DELIVERY_TRANSPORT): `ses` through Amazon SES, `smtp` through the relay
+    in SMTP_RELAY, or `none` (copies are stored, and nothing is sent)."""
     name = os.environ.get("DELIVERY_TRANSPORT", "none").strip().lower() or "none"
     if name not in TRANSPORTS:
         raise DeliveryConfigurationError(f"DELIVERY_TRANSPORT must be one of {', '.join(TRANSPORTS)}")

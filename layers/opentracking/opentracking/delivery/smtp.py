@@ -18,11 +18,11 @@ import smtplib
 import ssl
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import cache
 from typing import Any
 
 from opentracking.core.errors import OpenTrackingError
+from opentracking.delivery.replies import Outcome, Reply
 
 SECURITIES = ("starttls", "tls", "none")
 DEFAULT_TIMEOUT = 30.0
@@ -33,12 +33,6 @@ NO_REPLY_CODE = 421
 
 class RelayConfigurationError(OpenTrackingError):
     """SMTP_RELAY, SMTP_SECURITY or the credentials secret is missing or malformed."""
-
-
-class Outcome(StrEnum):
-    DELIVERED = "delivered"
-    PERMANENT = "permanent"
-    TEMPORARY = "temporary"
 
 
 @dataclass(frozen=True)
@@ -85,19 +79,6 @@ def relay_from_environment(credentials: tuple[str, str] | None = None) -> Relay:
         username=username,
         password=password,
     )
-
-
-@dataclass(frozen=True)
-class Reply:
-    """How one copy's transaction ended, for the `delivered` or `failed` event's `delivery-status`."""
-
-    outcome: Outcome
-    code: int
-    message: str
-    tls: bool
-    mx_host: str
-    session_seconds: float
-    certificate_verified: bool = False
 
 
 @cache

@@ -441,11 +441,14 @@ def update_operation(
     add: dict[str, int] | None = None,
     set_always: dict[str, Any] | None = None,
     set_once: dict[str, Any] | None = None,
+    remove: tuple[str, ...] = (),
     condition: str | None = None,
+    condition_values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A transaction's Update: ADD to counters (created at zero), SET attributes, and SET others only
-    where they are not set yet (a counter's expiry, a tag's first use); with `condition` (attribute names
-    only, no placeholders), only where it holds."""
+    """A transaction's Update: ADD to counters (created at zero), SET attributes, SET others only where
+    they are not set yet (a counter's expiry, a tag's first use), REMOVE attributes; with `condition`
+    (attribute names as they are, values as `:name` placeholders in `condition_values`), only where it
+    holds."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
 
@@ -459,18 +462,28 @@ def update_operation(
     sets += [
         "{0} = if_not_exists({0}, {1})".format(*placeholder(name, v)) for name, v in (set_once or {}).items()
     ]
+    removes = []
+    for name in remove:  # REMOVE names an attribute, with no value
+        removes.append(f"#a{len(names)}")
+        names[removes[-1]] = name
     expression = " ".join(
         part
-        for part in ("ADD " + ", ".join(adds) if adds else "", "SET " + ", ".join(sets) if sets else "")
+        for part in (
+            "ADD " + ", ".join(adds) if adds else "",
+            "SET " + ", ".join(sets) if sets else "",
+            "REMOVE " + ", ".join(removes) if removes else "",
+        )
         if part
     )
+    values.update({name: _serializer.serialize(v) for name, v in (condition_values or {}).items()})
     update = {
         "TableName": table,
         "Key": serialize(key),
         "UpdateExpression": expression,
         "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": values,
     }
+    if values:
+        update["ExpressionAttributeValues"] = values
     if condition:
         update["ConditionExpression"] = condition
     return {"Update": update}
