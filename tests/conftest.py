@@ -45,11 +45,12 @@ def aws(monkeypatch: pytest.MonkeyPatch):
     is taught what the local stack teaches it (devstack.moto_fidelity), so every test sees the same AWS."""
     from moto import mock_aws
 
-    from devstack import moto_fidelity
+    from devstack import moto_fidelity, ses_simulator
     from devstack.provision import provision
     from devstack.template import Stack
 
     moto_fidelity.apply()
+    ses_simulator.apply()
     with mock_aws():
         stack = provision(Stack())
         for name, value in stack.function_environment("SubmitFunction").items():
@@ -58,6 +59,10 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         # As the local stack runs: one shared CNAME target. Tests of per-domain certificates and custom
         # domains switch to CustomDomains themselves.
         monkeypatch.setenv("TRACKING_HOSTS", "SharedTarget")
+        # As the local stack runs by default: nothing sent. Tests of delivery choose their transport.
+        monkeypatch.setenv("DELIVERY_TRANSPORT", "none")
+        # SES's reports published before SendEmail returns, so a test reads them at once.
+        monkeypatch.setenv("LOCAL_SES_REPORT_SECONDS", "0")
         reset_caches()
         yield stack
         reset_caches()

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 
-from devstack import moto_fidelity
+from devstack import moto_fidelity, ses_simulator
 
 # How long a thread may hold the interpreter before another that waits gets it (Python's default: 5 ms).
 # Both of the local stack's processes mix threads that compute (the stream consumer, a transaction) with
@@ -45,6 +45,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("waitress").setLevel(logging.ERROR)  # the stack logs requests
     moto_fidelity.apply()
+    ses_simulator.apply()
     try:
         server = create_server(
             DomainDispatcherApplication(create_backend_app),

@@ -159,12 +159,40 @@ def create_http_api(
     stack.refs[logical_id] = created["ApiId"]
 
 
+def create_configuration_set(
+    stack: Stack, logical_id: str, props: dict, session: boto3.session.Session, endpoint_url: str | None
+) -> None:
+    """An SES configuration set. Its event destination (EventBridge, the default bus) is not created: moto
+    has none, and the local SES (devstack.ses_simulator) publishes every configuration set's reports there,
+    as the template's destination does."""
+    name = props.get("Name") or _physical_name(stack, logical_id)
+    session.client("sesv2", endpoint_url=endpoint_url).create_configuration_set(ConfigurationSetName=name)
+    stack.refs[logical_id] = name
+
+
+def create_event_rule(
+    stack: Stack, logical_id: str, props: dict, session: boto3.session.Session, endpoint_url: str | None
+) -> None:
+    """An EventBridge rule on the default bus with its targets (moto delivers matching events to queues)."""
+    events = session.client("events", endpoint_url=endpoint_url)
+    name = props.get("Name") or _physical_name(stack, logical_id)
+    pattern = json.dumps(stack.resolve(props["EventPattern"]))
+    arn = events.put_rule(Name=name, EventPattern=pattern, State="ENABLED")["RuleArn"]
+    targets = [{"Id": t["Id"], "Arn": stack.resolve(t["Arn"])} for t in props.get("Targets", [])]
+    if targets:
+        events.put_targets(Rule=name, Targets=targets)
+    stack.refs[logical_id] = name
+    stack.attributes[(logical_id, "Arn")] = arn
+
+
 CREATORS = {
     "AWS::Serverless::HttpApi": create_http_api,
     "AWS::DynamoDB::Table": create_table,
     "AWS::S3::Bucket": create_bucket,
     "AWS::SecretsManager::Secret": create_secret,
     "AWS::SQS::Queue": create_queue,
+    "AWS::SES::ConfigurationSet": create_configuration_set,
+    "AWS::Events::Rule": create_event_rule,
 }
 # Resources that depend on others are created after them.
 DEPENDENT_CREATORS = {"AWS::S3::BucketPolicy": create_bucket_policy}

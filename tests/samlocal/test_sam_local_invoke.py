@@ -187,6 +187,8 @@ def test_webhooks_api_lists_no_webhooks_yet(invocations):
         ("webhook_delivery.json", "WebhookRefused"),
         # the job's copy was never stored (the sample is not tied to a submission): counted, not sent
         ("send_job.json", "SendJobWithoutCopy"),
+        # SES reports on a copy that was never stored (the sample is not tied to a submission): counted
+        ("ses_report.json", "SesReportWithoutCopy"),
     ],
 )
 def test_queue_consumers_handle_every_record(invocations, name, metric):

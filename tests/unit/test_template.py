@@ -1,5 +1,7 @@
 """The template's promises (DESIGN 4, the core issue), checked on the template itself."""
 
+import json
+
 from devstack.template import ROOT, load_template
 
 T = load_template()
@@ -192,13 +194,16 @@ def test_checker_runs_on_the_schedule_parameter():
 
 def test_our_own_policies_name_every_action_and_scope_every_resource():
     """No wildcard action anywhere; a "*" resource only where the service has no resource-level
-    permission (ACM's RequestCertificate), and then only under conditions."""
+    permission (ACM's RequestCertificate, only under conditions; SES's GetAccount, which reads the send
+    rate)."""
     policies = of_type("AWS::IAM::ManagedPolicy")
     assert policies, "the tracking-hosts policy is defined in the template"
     for name, policy in policies.items():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert all("*" not in action for action in actions), f"{name}: wildcard action {actions}"
+            if statement["Resource"] == "*" and actions == ["ses:GetAccount"]:
+                continue
             if statement["Resource"] == "*":
                 assert actions == ["acm:RequestCertificate"], f"{name}: {actions} on every resource"
                 assert statement["Condition"]["StringEquals"]["acm:ValidationMethod"] == "DNS"
@@ -226,5 +231,33 @@ def test_tracking_hosts_policy_covers_exactly_the_calls_the_code_makes():
     for function in ("ApiFunction", "DnsHealthFunction"):
         attached = [_attached_policy(p) for p in R[function]["Properties"]["Policies"]]
         assert "TrackingHostsPolicy" in attached
-    for function in set(of_type("AWS::Serverless::Function")) - {"ApiFunction", "DnsHealthFunction"}:
-        assert not any(_attached_policy(p) for p in R[function]["Properties"].get("Policies", []))
+    others = set(of_type("AWS::Serverless::Function")) - {"ApiFunction", "DnsHealthFunction"}
+    for function in others:
+        attached = {_attached_policy(p) for p in R[function]["Properties"].get("Policies", [])}
+        assert "TrackingHostsPolicy" not in attached
+
+
+def test_only_the_sender_may_send_through_ses_and_only_what_it_calls():
+    """The SES calls in delivery/ses.py map to the policy's actions (SendEmail with raw content is also
+    checked as SendRawEmail), sending is scoped to the stack's configuration set and this account's
+    identities, and no other function has the policy."""
+    import re
+
+    source = (ROOT / "layers/opentracking/opentracking/delivery/ses.py").read_text()
+    calls = set(re.findall(r'client\("sesv2"\)\.(\w+)\(', source))
+    assert calls == {"send_email", "get_account"}
+    statements = R["SesSendingPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    allowed = {
+        action
+        for s in statements
+        for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    assert allowed == {"ses:SendEmail", "ses:SendRawEmail", "ses:GetAccount"}
+    (send,) = [s for s in statements if "ses:SendEmail" in s["Action"]]
+    assert any("configuration-set/${SesConfigurationSet}" in json.dumps(r) for r in send["Resource"])
+    holders = {
+        name
+        for name, function in of_type("AWS::Serverless::Function").items()
+        if "SesSendingPolicy" in {_attached_policy(p) for p in function["Properties"].get("Policies", [])}
+    }
+    assert holders == {"SenderFunction"}

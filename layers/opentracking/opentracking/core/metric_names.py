@@ -20,6 +20,7 @@ class Metric(StrEnum):
     DELIVERY_RETRIES = "DeliveryRetries"  # temporary failures, each retried later
     DELIVERY_THROTTLED = "DeliveryThrottled"  # sends the transport refused as too fast, tried again soon
     SES_EVENTS = "SesEvents"  # SES's reports on copies, recorded
+    SES_REPORT_WITHOUT_COPY = "SesReportWithoutCopy"  # the copy expired or was erased before SES reported
     SEND_JOB_WITHOUT_COPY = "SendJobWithoutCopy"  # the copy expired or was erased before it was sent
     # The pixel and its redrive
     OPEN_RECORDED = "OpenRecorded"

@@ -20,6 +20,8 @@ from opentracking.delivery.replies import Outcome, Reply
 REASON_BOUNCE = "bounce"
 REASON_GENERIC = "generic"
 REASON_OLD = "old"
+REASON_SUPPRESS_BOUNCE = "suppress-bounce"  # not sent: the address is on a suppression list (SES's)
+REASON_ESPBLOCK = "espblock"  # the receiving provider is refusing us for now (spam, our IP)
 
 
 def _base(copy: dict[str, Any], job: SendJob, reply: Reply, now: float) -> dict[str, Any]:
@@ -76,12 +78,15 @@ def failed(
     *,
     retry_seconds: int | None = None,
     retries_spent: bool = False,
+    reason: str | None = None,
+    description: str = "",
 ) -> dict[str, Any]:
     """A failure: permanent for a 5xx (a bounce) or once the retries ran out (too old), else temporary,
-    with the seconds until the next attempt."""
+    with the seconds until the next attempt. `reason` overrides the one the reply implies (SES says more:
+    a suppressed address, a blocked sender)."""
     bounce = reply.outcome is Outcome.PERMANENT
     permanent = bounce or retries_spent
-    reason = REASON_BOUNCE if bounce else REASON_OLD if retries_spent else REASON_GENERIC
+    reason = reason or (REASON_BOUNCE if bounce else REASON_OLD if retries_spent else REASON_GENERIC)
     event = {
         "event": "failed",
         "log-level": "error" if permanent else "warn",
@@ -91,8 +96,19 @@ def failed(
     }
     status = event["delivery-status"]
     status["bounce-type"] = "hard" if bounce else "soft"
+    status["description"] = description
     if retry_seconds is not None:
         status["retry-seconds"] = retry_seconds
     if retries_spent:
         status["description"] = f"Too old: gave up after {job.attempt} attempts, the last failing temporarily"
     return event
+
+
+def complained(copy: dict[str, Any], job: SendJob, now: float) -> dict[str, Any]:
+    """The recipient marked the copy as spam (a feedback report through the transport)."""
+    event = {"event": "complained", "log-level": "warn", **_base(copy, job, _NO_REPLY, now)}
+    del event["delivery-status"]
+    return event
+
+
+_NO_REPLY = Reply(Outcome.DELIVERED, 0, "", False, "", 0.0)

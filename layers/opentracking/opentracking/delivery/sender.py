@@ -100,6 +100,7 @@ def relay() -> smtp.Relay:
 def reset_cache() -> None:
     sender_config.cache_clear()
     relay.cache_clear()
+    ses.pacer.reset()
 
 
 def deployment_transport(copy_pk: str) -> Transport:
@@ -138,27 +139,54 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
 
 
 def settle(
-    table: str, copy: dict[str, Any], job: SendJob, reply: Reply, now: float, fields: dict[str, Any]
+    table: str,
+    copy: dict[str, Any],
+    job: SendJob,
+    reply: Reply,
+    now: float,
+    fields: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    description: str = "",
 ) -> Result:
     """One attempt's final answer recorded: delivered, failed for good, or failed for now with the next
-    attempt queued (permanent, reason `old`, once the schedule is spent)."""
+    attempt queued (permanent, reason `old`, once the schedule is spent). `event_id` names the event when
+    the answer is a report that may come twice (SES's)."""
+
+    def named(event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "id": event_id} if event_id else event
+
     if reply.outcome is Outcome.DELIVERED:
-        record(table, copy, events.delivered(copy, job, reply, now), final="delivered")
+        if not record(table, copy, named(events.delivered(copy, job, reply, now)), final="delivered"):
+            return Result.ALREADY_DONE
         count(Metric.COPIES_DELIVERED)
         logger.info("copy delivered", extra=fields)
         return Result.DELIVERED
     schedule = sender_config().schedule
     spent = job.attempt > len(schedule)
     if reply.outcome is Outcome.PERMANENT or spent:
-        record(table, copy, events.failed(copy, job, reply, now, retries_spent=spent), final="failed")
+        failure = events.failed(copy, job, reply, now, retries_spent=spent, description=description)
+        if not record(table, copy, named(failure), final="failed"):
+            return Result.ALREADY_DONE
         count(Metric.COPIES_FAILED)
         logger.warning("copy failed", extra=fields)
         return Result.FAILED
-    # Temporary: the retry is queued before the failure is recorded, so a crash between the two repeats an
-    # attempt, and never loses the copy (a duplicated retry is refused by the next claim: same attempt).
     wait = schedule[job.attempt - 1]
-    queues.send_one(queue_url(), job.due_at(now + wait).to_body(), wait, what=QUEUE)
-    record(table, copy, events.failed(copy, job, reply, now, retry_seconds=wait), final=None)
+    retry = job.due_at(now + wait).to_body()
+    failure = named(events.failed(copy, job, reply, now, retry_seconds=wait, description=description))
+    if copy.get("delivery") == SENT:
+        # SES had the copy and gave up for now: the copy is made sendable again first, then the retry is
+        # queued (it must find the copy open). A report delivered twice queues it twice; the claim refuses
+        # all but one, and a crash in between leaves the report unacknowledged, so it comes again.
+        recorded = record(table, copy, failure, final=None, reopen=True)
+        queues.send_one(queue_url(), retry, wait, what=QUEUE)
+    else:
+        # The retry is queued before the failure is recorded, so a crash between the two repeats an
+        # attempt, and never loses the copy (a duplicated retry is refused by the next claim).
+        queues.send_one(queue_url(), retry, wait, what=QUEUE)
+        recorded = record(table, copy, failure, final=None)
+    if not recorded:
+        return Result.ALREADY_DONE
     count(Metric.DELIVERY_RETRIES)
     logger.info("copy delivery deferred", extra={**fields, "retry_in": wait})
     return Result.RETRY_SCHEDULED
@@ -237,12 +265,13 @@ def record(
     *,
     final: str | None,
     reopen: bool = False,
-    extra_state: dict[str, Any] | None = None,
+    after_outcome: bool = False,
 ) -> bool:
     """The event in the copy's partition and, in the same transaction, the copy's state: its outcome when
     `final`, the lease released, and with `reopen` a handed-off copy made sendable again (SES gave up for
     now; our retry sends it). Nothing is written if the copy went away meanwhile (an erasure), already has
-    its outcome, or already has this event (a redelivered report): False then."""
+    its outcome (unless the event comes `after_outcome`: a complaint), or already has this event (a
+    redelivered report): False then."""
     item = records.event_record(
         copy["pk"],
         event,
@@ -252,7 +281,7 @@ def record(
         message_id=copy["message_id"],
         tags=list(copy.get("tags") or []),
     )
-    state: dict[str, Any] = {"sending_until": 0, **(extra_state or {})}
+    state: dict[str, Any] = {} if after_outcome else {"sending_until": 0}
     if final:
         state["delivery"] = final
     try:
@@ -262,10 +291,10 @@ def record(
                 store.update_operation(
                     table,
                     keys.copy_key(copy["pk"]),
-                    set_always=state,
+                    set_always=state or {"last_report_at": int(event["timestamp"])},
                     remove=("delivery",) if reopen else (),
-                    condition=UNDECIDED,
-                    condition_values={":sent": SENT},
+                    condition=OPEN if after_outcome else UNDECIDED,
+                    condition_values=None if after_outcome else {":sent": SENT},
                 ),
             ]
         )

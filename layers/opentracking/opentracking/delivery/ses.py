@@ -129,6 +129,11 @@ class Pacer:
             self._rate, self._rate_read_at = float((self.read_rate or max_send_rate)()), now
         return sender_concurrency() / self._rate if self._rate > 0 else 0.0
 
+    def reset(self) -> None:
+        """Forget the rate read and the last send (tests, a changed account)."""
+        with self._lock:
+            self._next_at, self._rate, self._rate_read_at = 0.0, 0.0, float("-inf")
+
     def wait(self) -> None:
         with self._lock:
             interval = self.interval()

@@ -482,16 +482,19 @@ def _implied_open(
         delivery.enqueue(domain, event)
 
 
-COUNTED_EVENTS = ("accepted", "delivered", "failed")
+COUNTED_EVENTS = ("accepted", "delivered", "failed", "complained")
 
 
 def event_increments(event: dict[str, Any]) -> dict[str, int]:
-    """What one accepted, delivered or failed event adds to its hour's counters (the stats API's fields)."""
+    """What one accepted, delivered, failed or complained event adds to its hour's counters (the stats
+    API's fields)."""
     name = event["event"]
     if name != "failed":
         return {f"{name}_total": 1}
     if event.get("severity") == "permanent":
         return {"failed_permanent_total": 1, f"failed_permanent_{event.get('reason') or 'generic'}": 1}
+    if event.get("reason") == "espblock":
+        return {"failed_temporary_total": 1, "failed_temporary_espblock": 1}
     return {"failed_temporary_total": 1}
 
 

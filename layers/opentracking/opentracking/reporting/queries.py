@@ -24,9 +24,10 @@ from opentracking.storage import keys, store
 MAX_LIMIT = 300
 DEFAULT_LIMIT = 100
 _MAX_PAGES_SCANNED = 50  # bounds the work one request can cause when filters match little
-SUPPORTED_EVENTS = ("accepted", "delivered", "failed", "opened", "clicked")  # counted in stats
+SUPPORTED_EVENTS = ("accepted", "delivered", "failed", "opened", "clicked", "complained")  # counted in stats
 LISTED_EVENTS = SUPPORTED_EVENTS  # in the events API
-# Mailgun's permanent failure reasons in stats; this deployment records bounce and old (retries spent).
+# Mailgun's permanent failure reasons in stats; this deployment records bounce, suppress-bounce (SES's
+# suppression lists) and old (retries spent).
 PERMANENT_REASONS = (
     "bounce",
     "delayed-bounce",
@@ -39,6 +40,7 @@ COUNTER_FIELDS = (
     "accepted_total",
     "delivered_total",
     "failed_temporary_total",
+    "failed_temporary_espblock",
     "failed_permanent_total",
     *(f"failed_permanent_{reason}" for reason in (*PERMANENT_REASONS, "old", "generic")),
     "opened_total",
@@ -47,6 +49,7 @@ COUNTER_FIELDS = (
     "clicked_total",
     "clicked_unique",
     "clicked_machine_total",
+    "complained_total",
 )
 
 
@@ -302,7 +305,10 @@ def stats(
                     **{reason: totals.get(f"failed_permanent_{reason}", 0) for reason in PERMANENT_REASONS},
                     "total": totals.get("failed_permanent_total", 0),
                 },
-                "temporary": {"espblock": 0, "total": totals.get("failed_temporary_total", 0)},
+                "temporary": {
+                    "espblock": totals.get("failed_temporary_espblock", 0),
+                    "total": totals.get("failed_temporary_total", 0),
+                },
             }
         if "opened" in event_names:
             row["opened"] = {
@@ -316,6 +322,8 @@ def stats(
                 "unique": totals.get("clicked_unique", 0),
                 "machine": totals.get("clicked_machine_total", 0),
             }
+        if "complained" in event_names:
+            row["complained"] = {"total": totals.get("complained_total", 0)}
         rows.append(row)
         bucket = following
     body = {

@@ -35,7 +35,9 @@ MAILGUN_WEBHOOKS = (
     "temporary_fail",
     "unsubscribed",
 )
-SUPPORTED_WEBHOOKS = frozenset({"opened", "clicked", "delivered", "permanent_fail", "temporary_fail"})
+SUPPORTED_WEBHOOKS = frozenset(
+    {"opened", "clicked", "delivered", "permanent_fail", "temporary_fail", "complained"}
+)
 
 
 def webhook_type(event: dict[str, Any]) -> str:
