@@ -10,6 +10,7 @@ from opentracking.core.errors import BadRequest
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger, metrics
 from opentracking.core.tracing import tracer
+from opentracking.delivery import jobs
 from opentracking.domains import diagnose, lifecycle, registry
 from opentracking.http import auth, gateway
 from opentracking.messages.options import optional_bool, optional_click_mode
@@ -119,6 +120,35 @@ def put_click_tracking(name: str) -> dict:
         implies_open=optional_bool("implies_open", implies_open),
     )
     return {"message": "Domain tracking settings have been updated", "click": domain.click_setting()}
+
+
+@app.get("/v3/domains/<name>/connection")
+@tracer.capture_method
+def get_connection(name: str) -> dict:
+    return {"connection": registry.get(name.lower()).connection(jobs.transport())}
+
+
+@app.put("/v3/domains/<name>/connection")
+@tracer.capture_method
+def put_connection(name: str) -> dict:
+    form = gateway.request_form(app.current_event)
+    require_tls, skip, transport = (
+        form.last("require_tls"),
+        form.last("skip_verification"),
+        form.last("delivery_transport"),
+    )
+    if require_tls is None and skip is None and transport is None:
+        raise BadRequest("'require_tls', 'skip_verification' or 'delivery_transport' parameter is required")
+    domain = registry.set_connection(
+        name.lower(),
+        require_tls=optional_bool("require_tls", require_tls),
+        skip_verification=optional_bool("skip_verification", skip),
+        delivery_transport=jobs.domain_transport_setting(transport),
+    )
+    return {
+        "message": "Domain connection settings have been updated, may take 10 minutes to fully propagate",
+        **domain.connection(jobs.transport()),
+    }
 
 
 @app.get("/v3/domains/<name>/tracking/diagnose")

@@ -132,3 +132,33 @@ def test_relay_configuration_is_checked():
     assert smtp.credentials_from_secret('{"username": "u", "password": "p"}') == ("u", "p")
     with pytest.raises(smtp.RelayConfigurationError):
         smtp.credentials_from_secret('{"user": "u"}')
+
+
+def test_require_tls_sends_only_over_tls(sink, tls_sink):
+    """Mailgun's require-tls: a relay on a trusted network (security none) is asked for STARTTLS; one that
+    offers none gets nothing, and the attempt fails temporarily (it is retried, then too old)."""
+    refused = smtp.send(plain(sink), "s@example.com", "ok@example.net", MESSAGE, require_tls=True)
+    assert (refused.outcome, refused.code, refused.message) == (
+        smtp.Outcome.TEMPORARY,
+        smtp.NO_REPLY_CODE,
+        smtp.REQUIRE_TLS_REFUSED,
+    )
+    assert sink.received == []
+    server, client_context = tls_sink
+    relay = smtp.Relay.parse(
+        server.address, "none", username="app", password="s3cret", tls_context=client_context, timeout=5.0
+    )
+    reply = smtp.send(relay, "s@example.com", "ok@example.net", MESSAGE, require_tls=True)
+    assert reply.outcome is smtp.Outcome.DELIVERED and reply.tls and reply.certificate_verified
+    [received] = server.received
+    assert received.tls
+
+
+def test_skip_verification_accepts_an_untrusted_certificate_and_says_so(tls_sink):
+    server, _ = tls_sink  # the client does not trust the server's CA
+    relay = smtp.Relay.parse(server.address, "starttls", username="app", password="s3cret", timeout=5.0)
+    reply = smtp.send(relay, "s@example.com", "ok@example.net", MESSAGE, skip_verification=True)
+    assert reply.outcome is smtp.Outcome.DELIVERED
+    assert reply.tls is True and reply.certificate_verified is False  # encrypted, not authenticated
+    [received] = server.received
+    assert received.tls

@@ -388,3 +388,92 @@ def test_the_pacer_spaces_sends_to_the_instances_share_of_the_rate(monkeypatch):
     clock[0] += 10  # idle for a while: the next send goes at once
     pacer.wait()
     assert slept == [0.2, 0.2, 0.2]
+
+
+# --- a domain's connection settings: its transport, and Mailgun's require-tls and skip-verification -----
+
+
+def test_a_domains_connection_settings_read_and_change_as_mailguns(world, aws, invoke, monkeypatch):
+    status, body = invoke("api", "GET", "/v3/domains/example.com/connection")
+    assert (status, body) == (
+        200,
+        {"connection": {"require_tls": False, "skip_verification": False, "delivery_transport": "none"}},
+    )
+    status, body = invoke(
+        "api",
+        "PUT",
+        "/v3/domains/example.com/connection",
+        fields={"require_tls": "true", "delivery_transport": "ses"},
+    )
+    assert status == 200 and body["message"].startswith("Domain connection settings have been updated")
+    assert (body["require_tls"], body["skip_verification"], body["delivery_transport"]) == (
+        True,
+        False,
+        "ses",
+    )
+    assert invoke("api", "GET", "/v4/domains/example.com")[1]["domain"]["require_tls"] is True
+    # back to the deployment's transport
+    status, body = invoke(
+        "api", "PUT", "/v3/domains/example.com/connection", fields={"delivery_transport": "default"}
+    )
+    assert body["delivery_transport"] == "none" and body["require_tls"] is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "'require_tls', 'skip_verification' or 'delivery_transport' parameter is required"),
+        ({"require_tls": "maybe"}, "'require_tls' parameter must be one of yes, no, true, false"),
+        ({"delivery_transport": "pigeon"}, "'delivery_transport' must be one of none, smtp, ses, default"),
+        ({"delivery_transport": "smtp"}, "needs the deployment's SMTP relay"),
+    ],
+)
+def test_bad_connection_settings_are_refused_and_change_nothing(world, aws, invoke, fields, message):
+    status, body = invoke("api", "PUT", "/v3/domains/example.com/connection", fields=fields)
+    assert status == 400 and message in body["message"]
+    assert invoke("api", "GET", "/v3/domains/example.com/connection")[1]["connection"] == {
+        "require_tls": False,
+        "skip_verification": False,
+        "delivery_transport": "none",
+    }
+    assert invoke("api", "GET", "/v3/domains/missing.example/connection")[0] == 404
+
+
+def test_a_domain_that_chose_ses_sends_through_it_whatever_the_deployments_transport(
+    world, aws, invoke, monkeypatch
+):
+    for name, value in aws.function_environment("SenderFunction").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DELIVERY_TRANSPORT", "none")  # the deployment stores only
+    monkeypatch.setenv("LOCAL_SES_MAX_SEND_RATE", "1000")
+    sender.reset_cache()
+    world.send("a@example.net")
+    assert drain(aws, "SendQueue") == []  # nothing queued while the domain follows the deployment
+    invoke("api", "PUT", "/v3/domains/example.com/connection", fields={"delivery_transport": "ses"})
+    world.send(f"success@{SIMULATOR}")
+    (job,) = drain(aws, "SendQueue")
+    assert SendJob.from_body(job).transport == "ses"
+    assert sender.process(job, now=lambda: NOW) == "sent"
+    (message,) = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    assert message.destinations == [f"success@{SIMULATOR}"]
+
+
+@pytest.mark.parametrize(
+    ("domain_setting", "extra", "header", "expected"),
+    [
+        ("false", (), None, "SesConfigurationSet"),
+        ("true", (), None, "SesRequireTlsConfigurationSet"),
+        ("true", (("o:require-tls", "no"),), None, "SesConfigurationSet"),  # the message's setting wins
+        ("false", (), "yes", "SesRequireTlsConfigurationSet"),  # X-Mailgun-Require-TLS
+    ],
+)
+def test_require_tls_sends_under_the_configuration_set_that_requires_it(
+    through_ses, aws, invoke, domain_setting, extra, header, expected
+):
+    invoke("api", "PUT", "/v3/domains/example.com/connection", fields={"require_tls": domain_setting})
+    headers = (("h:X-Mailgun-Require-TLS", header),) if header else ()
+    through_ses.send(f"success@{SIMULATOR}", extra=(*extra, *headers))
+    (job,) = drain(aws, "SendQueue")
+    assert sender.process(job, now=lambda: NOW) == "sent"
+    (report_body,) = [b for b in drain(aws, "SesEventsQueue") if '"Send"' in b]
+    assert json.loads(report_body)["detail"]["mail"]["tags"]["ses:configuration-set"] == [aws.ref(expected)]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from opentracking.core import queues
-from opentracking.core.errors import OpenTrackingError
+from opentracking.core.errors import BadRequest, OpenTrackingError
 from opentracking.storage import keys
 
 QUEUE = "send queue"
@@ -35,6 +35,10 @@ class SendJob:
     first_attempt_at: float | None = None
     next_at: float | None = None
     throttled: int = 0  # times the transport asked us to slow down for this attempt (the backoff grows)
+    transport: str = ""  # what the submission chose (the domain's, else the deployment's); "" for jobs
+    # queued before jobs named it: the deployment's
+    require_tls: bool = False  # Mailgun's connection settings for this message (its own, else its domain's)
+    skip_verification: bool = False
 
     def to_body(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -49,6 +53,8 @@ class SendJob:
             raise ValueError(f"not a send job: {exc}") from exc
         if not keys.is_copy_pk(job.copy_pk) or job.attempt < 0 or job.throttled < 0:
             raise ValueError("not a send job: bad copy or attempt")
+        if job.transport not in ("", *TRANSPORTS):
+            raise ValueError(f"not a send job: no transport {job.transport!r}")
         return job
 
     def tried(self, now: float) -> SendJob:
@@ -75,6 +81,26 @@ def transport() -> str:
     if name not in TRANSPORTS:
         raise DeliveryConfigurationError(f"DELIVERY_TRANSPORT must be one of {', '.join(TRANSPORTS)}")
     return name
+
+
+def domain_transport_setting(value: str | None) -> str | None:
+    """A domain's `delivery_transport` as given: one of TRANSPORTS or `default` (the deployment's), or None
+    when not given. BadRequest for anything else, and for `smtp` where the deployment has no relay."""
+    if value is None:
+        return None
+    name = value.strip().lower()
+    if name not in (*TRANSPORTS, "default"):
+        raise BadRequest(f"'delivery_transport' must be one of {', '.join((*TRANSPORTS, 'default'))}")
+    if name == "smtp" and not os.environ.get("SMTP_RELAY", "").strip():
+        raise BadRequest(
+            "'delivery_transport' smtp needs the deployment's SMTP relay (the SmtpRelay parameter)"
+        )
+    return name
+
+
+def transport_for(domain_setting: str) -> str:
+    """The transport a domain's copies take: its own setting, else the deployment's."""
+    return domain_setting or transport()
 
 
 def queue_url() -> str:

@@ -103,12 +103,25 @@ def reset_cache() -> None:
     ses.pacer.reset()
 
 
-def deployment_transport(copy_pk: str) -> Transport:
-    """The deployment's transport (DELIVERY_TRANSPORT) as a call: sender, recipient, bytes -> reply."""
-    if jobs.transport() == "ses":
-        return lambda sender, recipient, data: ses.send(sender, recipient, data, copy_pk=copy_pk)
+def job_transport(job: SendJob) -> Transport:
+    """The transport the submission chose for the job (its domain's, else the deployment's) as a call:
+    sender, recipient, bytes -> reply."""
+    name = jobs.transport_for(job.transport)
+    if name == "ses":
+        return lambda sender, recipient, data: ses.send(
+            sender, recipient, data, copy_pk=job.copy_pk, require_tls=job.require_tls
+        )
+    if name != "smtp":
+        raise DeliveryConfigurationError(f"a send job with no transport to send it ({name})")
     relay_now = relay()
-    return lambda sender, recipient, data: smtp.send(relay_now, sender, recipient, data)
+    return lambda sender, recipient, data: smtp.send(
+        relay_now,
+        sender,
+        recipient,
+        data,
+        require_tls=job.require_tls,
+        skip_verification=job.skip_verification,
+    )
 
 
 def process(body: str, *, now: Callable[[], float] = time.time, transport: Transport | None = None) -> Result:
@@ -125,7 +138,7 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
     if copy is None:
         return _not_claimed(table, job)
     message = store.get_object(settings().bucket_name, copy["s3_key"])
-    send = transport or deployment_transport(job.copy_pk)
+    send = transport or job_transport(job)
     reply = send(job.sender, copy["recipient"], message)
     fields = {"copy": job.copy_pk, "attempt": job.attempt, "code": reply.code, "outcome": str(reply.outcome)}
     if reply.outcome is Outcome.THROTTLED:

@@ -29,6 +29,7 @@ DEFAULT_TIMEOUT = 30.0
 # Mailgun's code for "could not talk to the receiving server at all" (its delivery-status shows 4xx/5xx
 # replies as they were; a connection that failed has no reply of its own).
 NO_REPLY_CODE = 421
+REQUIRE_TLS_REFUSED = "TLS is required (require-tls) and the server does not offer STARTTLS"
 
 
 class RelayConfigurationError(OpenTrackingError):
@@ -98,10 +99,32 @@ def _text(message: bytes | str) -> str:
     return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
 
 
-def send(relay: Relay, sender: str, recipient: str, message: bytes) -> Reply:
-    """One SMTP transaction: MAIL FROM the sender, RCPT TO one recipient, DATA the copy's bytes."""
+@cache
+def _any_certificate() -> ssl.SSLContext:
+    """TLS that accepts any certificate and host name (Mailgun's skip-verification): encrypted, not
+    authenticated."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def send(
+    relay: Relay,
+    sender: str,
+    recipient: str,
+    message: bytes,
+    *,
+    require_tls: bool = False,
+    skip_verification: bool = False,
+) -> Reply:
+    """One SMTP transaction: MAIL FROM the sender, RCPT TO one recipient, DATA the copy's bytes.
+
+    Mailgun's connection settings: with `require_tls` the copy goes only over TLS (a relay on a trusted
+    network, security `none`, is asked for STARTTLS, and without it the attempt fails temporarily); with
+    `skip_verification` any certificate is accepted."""
     started = time.monotonic()
-    context = relay.tls_context or _system_trust()
+    context = _any_certificate() if skip_verification else relay.tls_context or _system_trust()
     tls = False
 
     def reply(code: int, text: bytes | str, outcome: Outcome | None = None) -> Reply:
@@ -124,7 +147,9 @@ def send(relay: Relay, sender: str, recipient: str, message: bytes) -> Reply:
             smtp = smtplib.SMTP(relay.host, relay.port, timeout=relay.timeout)
         with smtp:
             smtp.ehlo()
-            if relay.security == "starttls":
+            if relay.security == "none" and require_tls and not smtp.has_extn("starttls"):
+                return reply(NO_REPLY_CODE, REQUIRE_TLS_REFUSED, Outcome.TEMPORARY)
+            if relay.security == "starttls" or (relay.security == "none" and require_tls):
                 code, text = smtp.starttls(context=context)
                 if code != 220:
                     return reply(code, text)

@@ -73,6 +73,11 @@ class Domain:
     cert_days_left: int | None = None
     # The per-domain certificate and custom domain (tracking_hosts); "shared" where the deployment has none.
     host: tracking_hosts.TrackingHost = field(default_factory=tracking_hosts.TrackingHost)
+    # Delivery connection settings (Mailgun's /connection): TLS required, certificates not verified, and
+    # opentracking's own: the transport this domain's copies take ("" for the deployment's).
+    require_tls: bool = False
+    skip_verification: bool = False
+    delivery_transport: str = ""
 
     @property
     def tracking_host(self) -> str:
@@ -115,6 +120,9 @@ class Domain:
             https_detail=item.get("https_detail"),
             cert_days_left=None if item.get("cert_days_left") is None else int(item["cert_days_left"]),
             host=tracking_hosts.TrackingHost.from_item(item.get("host")),
+            require_tls=bool(item.get("require_tls", False)),
+            skip_verification=bool(item.get("skip_verification", False)),
+            delivery_transport=str(item.get("delivery_transport") or ""),
         )
 
     # --- Mailgun shapes ---
@@ -124,8 +132,8 @@ class Domain:
             "id": self.name,
             "is_disabled": False,
             "name": self.name,
-            "require_tls": False,
-            "skip_verification": False,
+            "require_tls": self.require_tls,
+            "skip_verification": self.skip_verification,
             "smtp_login": f"postmaster@{self.name}",
             "spam_action": "disabled",
             "state": "active" if self.tracking_ready else "unverified",
@@ -174,6 +182,15 @@ class Domain:
                 "click": self.click_setting(),
                 "unsubscribe": {"active": False, "html_footer": "", "text_footer": ""},
             }
+        }
+
+    def connection(self, deployment_transport: str) -> dict[str, Any]:
+        """Mailgun's connection settings, with the transport this domain's copies take (its own setting, or
+        the deployment's)."""
+        return {
+            "require_tls": self.require_tls,
+            "skip_verification": self.skip_verification,
+            "delivery_transport": self.delivery_transport or deployment_transport,
         }
 
     def click_setting(self) -> dict[str, Any]:
@@ -331,5 +348,31 @@ def set_click_tracking(name: str, *, active: str | None, implies_open: bool | No
             domain,
             click_tracking=domain.click_tracking if active is None else active,
             click_implies_open=domain.click_implies_open if implies_open is None else implies_open,
+        )
+    )
+
+
+def set_connection(
+    name: str,
+    *,
+    require_tls: bool | None,
+    skip_verification: bool | None,
+    delivery_transport: str | None,
+) -> Domain:
+    """The domain's delivery connection settings; None leaves one as it is. `delivery_transport` is one of
+    the deployment's transports (`ses`, `smtp`, `none`) or `default` (the deployment's own)."""
+    domain = get(name)
+    return save(
+        replace(
+            domain,
+            require_tls=domain.require_tls if require_tls is None else require_tls,
+            skip_verification=domain.skip_verification if skip_verification is None else skip_verification,
+            delivery_transport=(
+                domain.delivery_transport
+                if delivery_transport is None
+                else ""
+                if delivery_transport == "default"
+                else delivery_transport
+            ),
         )
     )

@@ -62,6 +62,8 @@ class Submission:
     decision: options.TrackingDecision
     testmode: bool
     deliver_at: float | None = None  # o:deliverytime: when the copies are sent (None: at once)
+    require_tls: bool = False  # o:require-tls, else the domain's: no TLS, no delivery
+    skip_verification: bool = False  # o:skip-verification, else the domain's: any certificate will do
     from_header: str = ""  # the From header as written ("News <news@example.com>"), for the events
     copies: list[Copy] = field(default_factory=list)
     reason: str | None = None  # why opens are not tracked, when they are not
@@ -157,6 +159,10 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         if "o:testmode" in option_values
         else False
     )
+    require_tls = _connection_option(option_values, last_header, "require-tls", domain.require_tls)
+    skip_verification = _connection_option(
+        option_values, last_header, "skip-verification", domain.skip_verification
+    )
     deliverytime = option_values.get("o:deliverytime") or last_header.get("x-mailgun-deliver-by")
     deliver_at = options.delivery_time(deliverytime, time.time()) if deliverytime else None
     tag_values = form.all("o:tag") + [
@@ -180,12 +186,23 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         decision=decision,
         testmode=testmode,
         deliver_at=deliver_at,
+        require_tls=require_tls,
+        skip_verification=skip_verification,
         from_header=" ".join(sender.split()),
         reason=decision.reason,
         click_reason=_click_reason(decision),
     )
     submission.copies = _make_copies(submission, source, recipient_variables)
     return submission
+
+
+def _connection_option(
+    options_given: dict[str, str], headers: dict[str, str], name: str, domain: bool
+) -> bool:
+    """Mailgun's TLS connection settings for one message: `o:<name>`, else the X-Mailgun-<Name> header,
+    else the domain's setting (the message's overrides the domain's)."""
+    value = options_given.get(f"o:{name}") or headers.get(f"x-mailgun-{name}")
+    return domain if value is None else bool(options.parse_bool(f"o:{name}", value))
 
 
 def _make_copies(
@@ -492,17 +509,18 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
         store.transact_put(settings.table_name, [*items, message_item])
     except store.PartialWrite as exc:
         raise _rolled_back(settings, written_keys, [item for chunk in exc.written for item in chunk]) from exc
-    if jobs.transport() != "none" and not submission.testmode:
+    transport = jobs.transport_for(submission.domain.delivery_transport)
+    if transport != "none" and not submission.testmode:
         # Queued once stored, so the sender always finds its copy; a message whose jobs cannot be queued
         # is not kept (the client retries the whole submission).
         try:
-            jobs.enqueue([_send_job(submission, copy) for copy in submission.copies])
+            jobs.enqueue([_send_job(submission, copy, transport) for copy in submission.copies])
         except StorageUnavailable as exc:
             raise _rolled_back(settings, written_keys, [*items, message_item]) from exc
     return {"submission_id": submission_id, "storage_prefix": prefix}
 
 
-def _send_job(submission: Submission, copy: Copy) -> jobs.SendJob:
+def _send_job(submission: Submission, copy: Copy, transport: str) -> jobs.SendJob:
     return jobs.SendJob(
         copy_pk=keys.copy_pk(copy.copy_hex),
         sender=submission.sender,
@@ -510,6 +528,9 @@ def _send_job(submission: Submission, copy: Copy) -> jobs.SendJob:
         subject=submission.subject,
         size=len(copy.message),
         next_at=submission.deliver_at,
+        transport=transport,
+        require_tls=submission.require_tls,
+        skip_verification=submission.skip_verification,
     )
 
 
