@@ -81,7 +81,8 @@ test-samlocal: $(STAMP) ## Only the sam local tier: sam build, sam local invoke/
 	$(BIN)/python -m pytest tests/samlocal
 
 run: $(STAMP) ## Start the whole system locally: API on :3000 (PORT), AWS (moto) on :5000 (AWS_PORT); Ctrl-C stops
-	@PORT=$(PORT) AWS_PORT=$(AWS_PORT) $(LOCAL_PATH) $(BIN)/python -m devstack.server
+	@PORT=$(PORT) AWS_PORT=$(AWS_PORT) DELIVERY_TRANSPORT=$${DELIVERY_TRANSPORT:-smtp} $(LOCAL_PATH) \
+		$(BIN)/python -m devstack.server
 
 demo: $(STAMP) ## Walk through a tracked open against a running `make run`
 	@$(LOCAL_PATH) $(BIN)/python -m devstack.demo

@@ -17,6 +17,7 @@ CASES = (
     "coldstart",
     "injection",
     "submission",
+    "delivery",
     "readside",
     "cost",
     "counters",
@@ -98,6 +99,10 @@ def run_case(name: str, results: dict[str, dict], *, tiny: bool) -> dict:
         from bench import submission
 
         return submission.run(tiny=tiny)
+    if name == "delivery":
+        from bench import delivery
+
+        return delivery.run(tiny=tiny)
     if name == "readside":
         from bench import readside
 

@@ -24,6 +24,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
 BENCH_DOMAIN = "example.com"
 ACCOUNT_KEY = "key-opentracking-bench"
@@ -65,6 +66,12 @@ class _Body:
     def stream(self, **_kwargs):
         yield self._data
 
+    def read(self, amt: int | None = None) -> bytes:
+        """A streamed body (S3 GetObject) is read, not streamed."""
+        size = len(self._data) if amt is None else amt
+        data, self._data = self._data[:size], self._data[size:]
+        return data
+
 
 class AwsStub:
     """Counts API calls and HTTP requests; answers them in-process unless `answer` is False."""
@@ -76,8 +83,14 @@ class AwsStub:
         secrets: dict[str, str] | None = None,
         domain_items: dict[str, dict] | None = None,
         record: frozenset[str] = frozenset(),
+        items: dict[str, dict] | None = None,
+        objects: dict[str, bytes] | None = None,
     ):
         self.answer = answer
+        # Items GetItem and UpdateItem (ReturnValues) answer with, by partition key, in DynamoDB's JSON;
+        # and S3 objects GetObject answers with, by key (the sender reads a copy, then claims it).
+        self.items = dict(items or {})
+        self.objects = dict(objects or {})
         self.record = record  # operations whose parameters are kept in `recorded`
         self.recorded: list[tuple[str, str, dict]] = []
         self.calls: Counter[tuple[str, str]] = Counter()
@@ -139,6 +152,12 @@ class AwsStub:
             payload = json.loads(body) if isinstance(body, (bytes, str)) and body else {}
             data = json.dumps(self._json_answer(service, operation, payload)).encode()
             headers["Content-Type"] = _JSON_TYPES[service]
+        elif service == "sesv2":
+            data = json.dumps(self._ses_answer(operation)).encode()
+            headers["Content-Type"] = "application/json"
+        elif operation == "GetObject":
+            path = unquote(urlsplit(request.url).path)  # /key, or /bucket/key in path style
+            data = next((body for key, body in self.objects.items() if path.endswith("/" + key)), b"")
         elif operation == "DeleteObjects":
             data = b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult></DeleteResult>'
             headers["Content-Type"] = "application/xml"
@@ -162,12 +181,25 @@ class AwsStub:
         if operation == "GetItem":
             pk = payload.get("Key", {}).get("pk", {}).get("S", "")
             item = self.domain_items.get(pk.removeprefix("DOMAIN#")) if pk.startswith("DOMAIN#") else None
+            item = item or self.items.get(pk)
             return {"Item": item} if item else {}
+        if operation == "UpdateItem" and payload.get("ReturnValues") == "ALL_NEW":
+            item = self.items.get(payload.get("Key", {}).get("pk", {}).get("S", ""))
+            return {"Attributes": item} if item else {}
         if operation in ("Query", "Scan"):
             return {"Items": [], "Count": 0, "ScannedCount": 0}
         if operation == "BatchWriteItem":
             return {"UnprocessedItems": {}}
         return {}  # PutItem, UpdateItem, DeleteItem, TransactWriteItems
+
+    @staticmethod
+    def _ses_answer(operation: str) -> dict:
+        if operation == "SendEmail":
+            return {"MessageId": "0100019bench0000-00000000-0000-0000-0000-000000000000-000000"}
+        if operation == "GetAccount":
+            # An account whose rate never makes the sender wait: the bench measures CPU, not pacing.
+            return {"SendQuota": {"Max24HourSend": 1e9, "MaxSendRate": 1e9, "SentLast24Hours": 0.0}}
+        return {}
 
     # --- activation ---
     def start(self, *, lazy: bool = False) -> AwsStub:

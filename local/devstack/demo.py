@@ -1,8 +1,10 @@
 """`make demo`: a tracked open from start to finish against a running `make run`, printing each step.
 
 It walks the seed's checklist: the tracking CNAME (first missing, then published in the local DNS and
-verified), tracking switched on, a tagged HTML message sent with the official Mailgun SDK, the stored
-copy and its pixel, the pixel loaded as a mail client would, and the open recorded.
+verified), tracking switched on, a tagged HTML message sent with the official Mailgun SDK, the message as
+the recipient's mail server received it (the local SMTP server, where `make run` delivers) and its pixel,
+the pixel loaded as a mail client would, the open recorded, and Mailgun's accepted, delivered and opened
+events. With delivery off (DELIVERY_TRANSPORT=none), the stored copy stands in for the received one.
 """
 
 from __future__ import annotations
@@ -89,11 +91,28 @@ def main() -> int:
     sent.raise_for_status()
     show("response", sent.json())
 
-    step(6, "Where the copy is stored")
     message_id = sent.json()["id"].strip("<>")
     ((record, data),) = [(r, d) for r, d in stack.copies_of(RECIPIENT) if r["message_id"] == message_id]
-    show("S3 object", f"s3://{stack.resource('MessageBucket')}/{record['s3_key']}")
-    html = email.message_from_bytes(data, policy=policy.default).get_body(("html",)).get_content()
+    mail_folder = stack.state.get("mail_folder")
+    delivering = stack.state["environment"].get("DELIVERY_TRANSPORT") == "smtp" and mail_folder
+    if delivering:
+        step(6, "What the recipient's mail server received (the local SMTP server)")
+        found = _received(Path(mail_folder), message_id)
+        if found is None:
+            print("   the message did not arrive within 30 seconds", file=sys.stderr)
+            return 1
+        path, received_data = found
+        show("file", path)
+        same = "the same bytes" if received_data == data else "NOT the bytes received"
+        show("stored copy", f"s3://{stack.resource('MessageBucket')}/{record['s3_key']} ({same})")
+        data = received_data
+    else:
+        step(6, "Where the copy is stored (delivery is off: DELIVERY_TRANSPORT=none)")
+        show("S3 object", f"s3://{stack.resource('MessageBucket')}/{record['s3_key']}")
+    received = email.message_from_bytes(data, policy=policy.default)
+    for header in ("From", "To", "Subject", "Message-ID"):
+        show(header, received[header])
+    html = received.get_body(("html",)).get_content()
     pixel_url = re.search(r'<img src="([^"]+)"', html).group(1)
     show("pixel", pixel_url)
 
@@ -122,8 +141,34 @@ def main() -> int:
     show("tags", ", ".join(record["tags"]))
     show("opened at", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(raw["ts"]["N"]))))
     show("from", f"{raw['ip']['S']} with {raw['user_agent']['S']!r}")
+    if delivering:
+        step(9, "Mailgun's events for the message: accepted, delivered, opened")
+        deadline = time.monotonic() + 10
+        while True:
+            listed = stack.call("GET", f"/v3/{DOMAIN}/events", params={"message-id": message_id}).json()
+            names = sorted({item["event"] for item in listed["items"]})
+            if {"accepted", "delivered", "opened"} <= set(names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        for item in sorted(listed["items"], key=lambda i: i["timestamp"]):
+            status = item.get("delivery-status", {})
+            detail = f" ({status['code']} {status['message']})" if status else ""
+            show(item["event"], time.strftime("%H:%M:%S", time.gmtime(item["timestamp"])) + detail)
     print("\ndemo finished: a tracked open, end to end")
     return 0
+
+
+def _received(folder: Path, message_id: str, seconds: float = 30.0) -> tuple[Path, bytes] | None:
+    """The .eml the local SMTP server kept for the message (one per recipient's transaction)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for path in sorted(folder.glob("*.eml"), reverse=True):
+            data = path.read_bytes()
+            parsed = email.message_from_bytes(data, policy=policy.default)
+            if str(parsed.get("Message-ID", "")).strip().strip("<>") == message_id:
+                return path, data
+        time.sleep(0.3)
+    return None
 
 
 if __name__ == "__main__":

@@ -153,6 +153,8 @@ class LocalStack:
             None  # the local "internet" delivery reaches, unless SMTP_RELAY names one
         )
         self.tls_pin: str | None = None  # the local CA's SPKI pin under TLS=1
+        self._requests_in_flight = 0  # API requests being answered (queue consumers wait for them)
+        self._in_flight_lock = threading.Lock()
 
     def start(self) -> None:
         os.environ.update(aws_environment(self.config))
@@ -167,7 +169,11 @@ class LocalStack:
         self.functions = functions(self.stack)
         self.routes = http_routes(self.stack)
         self.triggers = Triggers(
-            self.stack, self.functions, log, schedule_seconds=self.config.schedule_seconds
+            self.stack,
+            self.functions,
+            log,
+            schedule_seconds=self.config.schedule_seconds,
+            api_busy=lambda: self._requests_in_flight > 0,
         )
         self.triggers.start()
         self._http = ThreadingHTTPServer((self.config.host, self.config.port), self._handler_class())
@@ -352,14 +358,20 @@ class LocalStack:
                 split = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, headers, payload = stack.dispatch(
-                    self.command,
-                    split.path,
-                    split.query,
-                    list(self.headers.items()),
-                    body,
-                    self.client_address[0],
-                )
+                with stack._in_flight_lock:
+                    stack._requests_in_flight += 1
+                try:
+                    status, headers, payload = stack.dispatch(
+                        self.command,
+                        split.path,
+                        split.query,
+                        list(self.headers.items()),
+                        body,
+                        self.client_address[0],
+                    )
+                finally:
+                    with stack._in_flight_lock:
+                        stack._requests_in_flight -= 1
                 self.send_response(status)
                 names = {name.lower() for name, _ in headers}
                 for name, value in headers:

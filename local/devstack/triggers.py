@@ -4,6 +4,7 @@ DynamoDB streams and SQS queues polled, with partial batch failures honoured (Re
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -77,6 +78,7 @@ def record_filter(props: dict) -> Callable[[dict], bool]:
 
 
 _SEEN_EVENT_IDS = 5000
+QUEUE_YIELD_SECONDS = float(os.environ.get("LOCAL_QUEUE_YIELD_SECONDS") or 1.0)
 _REWIND = 500  # records: more than one cancelled transaction can add (100 items) and take back
 
 
@@ -121,9 +123,13 @@ class Triggers:
         log: Logger,
         poll_interval: float = 0.5,
         schedule_seconds: float | None = None,
+        api_busy: Callable[[], bool] = lambda: False,
     ):
-        """`schedule_seconds` replaces every schedule's rate (demos and tests cannot wait minutes)."""
+        """`schedule_seconds` replaces every schedule's rate (demos and tests cannot wait minutes).
+        `api_busy` says whether the API is answering a request: queue consumers then wait for it (see
+        `_yield_to_api`)."""
         self.stack, self.functions, self.log, self.poll_interval = stack, functions, log, poll_interval
+        self.api_busy = api_busy
         self.schedules: dict[str, Schedule] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -219,12 +225,22 @@ class Triggers:
                 # the stream under load) are no reason to, and waiting on them capped the read side.
                 self._stop.wait(self.poll_interval)
 
+    def _yield_to_api(self) -> None:
+        """Wait, at most QUEUE_YIELD_SECONDS, while the API is answering a request. On AWS a queue's consumer
+        runs in containers of its own; here every function shares one interpreter, and the sender working
+        through a 1,000-recipient send made the next submission take several times as long. Bounded, so a
+        busy API slows the queues down without stopping them."""
+        deadline = time.monotonic() + QUEUE_YIELD_SECONDS
+        while self.api_busy() and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.01)
+
     def _poll_queue(self, function: Function, props: dict) -> None:
         sqs = boto3.client("sqs")
         queue_arn = self.stack.resolve(props["Queue"])
         queue_url = sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
         batch_size = min(int(props.get("BatchSize", 10)), 10)
         while not self._stop.is_set():
+            self._yield_to_api()
             messages = sqs.receive_message(
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=batch_size,

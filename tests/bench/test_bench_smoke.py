@@ -27,6 +27,7 @@ CASES = {
     "coldstart": "cold start",
     "injection": "injection",
     "submission": "submission",
+    "delivery": "delivery",
     "readside": "read side",
     "cost": "cost",
     "counters": "counters @100k/s",

@@ -35,3 +35,24 @@ def test_demo_shows_a_tracked_open_and_can_run_twice(local_stack):
         assert "recipient: reader@example.net" in out
         assert "tags: newsletter" in out
         assert "demo finished" in out
+
+
+def test_demo_shows_the_message_as_the_recipients_server_received_it(tmp_path):
+    """As `make run` runs by default (DELIVERY_TRANSPORT=smtp to its own SMTP server): the demo reads the
+    message from the server's folder, opens that message's pixel and lists accepted, delivered, opened."""
+    from devstack.process import start_stack
+
+    stack = start_stack(tmp_path, extra_env={"DELIVERY_TRANSPORT": "smtp"})
+    try:
+        result = run_demo(stack)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert "What the recipient's mail server received (the local SMTP server)" in out
+        assert f"file: {tmp_path}" in out and ".eml" in out
+        assert "(the same bytes)" in out  # what the server received is the stored copy
+        assert "Subject: Your November newsletter" in out
+        assert "HTTP 200: image/gif, 43 bytes" in out
+        assert "delivered: " in out and "(250 2.0.0 Ok: queued as local-" in out
+        assert "opened: " in out
+    finally:
+        assert stack.stop() == 0, "\n".join(stack.output[-40:])

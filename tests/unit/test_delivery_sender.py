@@ -307,3 +307,19 @@ def test_a_past_deliverytime_sends_at_once(delivering, aws):
     delivering.send("a@example.net", extra=[("o:deliverytime", "Thu, 01 Jan 2026 00:00:00 +0000")])
     (body,) = queued(aws)
     assert SendJob.from_body(body).next_at is None
+
+
+def test_a_copy_whose_stored_object_is_gone_fails_once_and_is_not_retried(delivering, aws):
+    """The bucket's lifecycle rule expired the copy (or it was removed) before it could be sent: a failed
+    event that says so, not a job going round until the dead-letter queue."""
+    delivering.send("a@example.net")
+    (body,) = queued(aws)
+    copy = delivering.copy("a@example.net")
+    boto3.client("s3").delete_object(Bucket=aws.ref("MessageBucket"), Key=copy["s3_key"])
+    relay = Relay(OK)
+    assert sender.process(body, now=lambda: NOW, transport=relay) == "failed"
+    assert relay.sent == [] and queued(aws) == []
+    (event,) = stored_events(aws, "failed")
+    assert (event["severity"], event["reason"]) == ("permanent", "generic")
+    assert "stored copy is gone" in event["delivery-status"]["message"]
+    assert sender.process(body, now=lambda: NOW + 5, transport=relay) == "already_done"

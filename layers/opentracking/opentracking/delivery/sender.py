@@ -46,6 +46,8 @@ THROTTLE_BASE_SECONDS = 2
 THROTTLE_MAX_SECONDS = 900  # SQS's longest delay
 SENT = "sent"  # handed to a transport that reports the outcome later (SES); a final outcome follows
 FINAL = ("delivered", "failed")
+MISSING_COPY_CODE = 550
+MISSING_COPY = "The stored copy is gone (expired or removed) before it could be sent; nothing was sent"
 # The copy may take an outcome: it exists, is not being erased, and has none yet (or was only handed off).
 OPEN = "attribute_exists(pk) AND attribute_not_exists(erasing)"
 UNDECIDED = f"{OPEN} AND (attribute_not_exists(delivery) OR delivery = :sent)"
@@ -137,7 +139,14 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
     copy = _claim(table, job, current)
     if copy is None:
         return _not_claimed(table, job)
-    message = store.get_object(settings().bucket_name, copy["s3_key"])
+    try:
+        message = store.get_object(settings().bucket_name, copy["s3_key"])
+    except store.ObjectMissing:
+        # Expired by the bucket's lifecycle rule before it could be sent (a long retry schedule, a
+        # redriven job), or removed: nothing to send, ever. Recorded as a failure, not retried.
+        gone = Reply(Outcome.PERMANENT, MISSING_COPY_CODE, MISSING_COPY, False, "", 0.0)
+        fields = {"copy": job.copy_pk, "attempt": job.attempt, "outcome": "copy missing"}
+        return settle(table, copy, job, gone, now(), fields, reason=events.REASON_GENERIC)
     send = transport or job_transport(job)
     reply = send(job.sender, copy["recipient"], message)
     fields = {"copy": job.copy_pk, "attempt": job.attempt, "code": reply.code, "outcome": str(reply.outcome)}
@@ -161,6 +170,7 @@ def settle(
     *,
     event_id: str | None = None,
     description: str = "",
+    reason: str | None = None,
 ) -> Result:
     """One attempt's final answer recorded: delivered, failed for good, or failed for now with the next
     attempt queued (permanent, reason `old`, once the schedule is spent). `event_id` names the event when
@@ -178,7 +188,9 @@ def settle(
     schedule = sender_config().schedule
     spent = job.attempt > len(schedule)
     if reply.outcome is Outcome.PERMANENT or spent:
-        failure = events.failed(copy, job, reply, now, retries_spent=spent, description=description)
+        failure = events.failed(
+            copy, job, reply, now, retries_spent=spent, description=description, reason=reason
+        )
         if not record(table, copy, named(failure), final="failed"):
             return Result.ALREADY_DONE
         count(Metric.COPIES_FAILED)

@@ -399,9 +399,18 @@ def query_index_between(
     return found[:wanted]
 
 
+class ObjectMissing(Exception):
+    """The object is not there (expired by the bucket's lifecycle rule, or removed)."""
+
+
 def get_object(bucket: str, key: str) -> bytes:
+    """The object's bytes; ObjectMissing when it does not exist, StorageUnavailable when S3 fails."""
     try:
         body: bytes = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise ObjectMissing(key) from exc
+        raise StorageUnavailable("The stored copy could not be read, please retry") from exc
     except AWS_ERRORS as exc:
         raise StorageUnavailable("The stored copy could not be read, please retry") from exc
     return body
