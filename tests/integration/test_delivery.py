@@ -16,6 +16,7 @@ import requests
 
 from devstack.process import start_stack
 from devstack.smtp_server import MailSink
+from tests.helpers.polling import wait_for
 from tests.helpers.webhook_receiver import Receiver
 
 DOMAIN = "deliver.example.com"
@@ -73,16 +74,6 @@ def events(stack, message_id: str, event: str) -> list[dict]:
     response = stack.call("GET", f"/v3/{DOMAIN}/events", params={"message-id": message_id, "event": event})
     assert response.status_code == 200, response.text
     return response.json()["items"]
-
-
-def wait_for(check, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    return check()
 
 
 def test_three_recipients_get_one_transaction_each_with_their_own_pixel(stack, relay):

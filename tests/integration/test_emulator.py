@@ -17,6 +17,7 @@ from devstack.handlers import load_handler
 from devstack.process import free_port
 from devstack.server import Config, LocalStack
 from devstack.template import Stack
+from tests.helpers.polling import wait_for
 
 TEMPLATE = {
     "Globals": {
@@ -194,15 +195,6 @@ def test_handler_without_status_code_is_a_json_200(emulator):
 def test_function_environment_comes_from_the_template(emulator):
     assert os.environ["TABLE_NAME"] == emulator.stack.ref("Table")
     assert os.environ["QUEUE_URL"] == emulator.stack.ref("Queue")
-
-
-def wait_for(condition, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def test_schedule_runs_on_demand(emulator, echo_module):

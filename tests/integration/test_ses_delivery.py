@@ -6,11 +6,10 @@ the webhooks show them as Mailgun would."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from devstack.process import start_stack
+from tests.helpers.polling import wait_for
 from tests.helpers.webhook_receiver import Receiver
 
 DOMAIN = "ses.example.com"
@@ -36,16 +35,6 @@ def stack(hooks, tmp_path_factory):
         assert created.status_code == 200, created.text
     yield running
     assert running.stop() == 0, "\n".join(running.output[-40:])
-
-
-def wait_for(check, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    return check()
 
 
 def test_the_mailbox_simulator_through_ses_events_to_mailgun_events(stack, hooks):

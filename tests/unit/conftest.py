@@ -87,3 +87,19 @@ def world(aws, tracked_domain, lambda_context, basic_auth):
             return totals
 
     return World()
+
+
+@pytest.fixture
+def delays(aws) -> list[int]:
+    """The DelaySeconds the sender asks SQS for, recorded; the message is then sent without it, so a test
+    (which moves its own clock) can receive it at once."""
+    from opentracking.core.aws import client
+
+    asked: list[int] = []
+
+    def record(params, **_):
+        asked.append(params.get("DelaySeconds", 0))
+        params["DelaySeconds"] = 0
+
+    client("sqs").meta.events.register("provide-client-params.sqs.SendMessage", record)
+    return asked

@@ -13,7 +13,6 @@ from email.utils import format_datetime
 import boto3
 import pytest
 
-from opentracking.core.aws import client
 from opentracking.delivery import sender, smtp
 from opentracking.delivery.jobs import SendJob
 from opentracking.privacy import erasure
@@ -40,20 +39,6 @@ class Relay:
     def __call__(self, sender_address: str, recipient: str, message: bytes) -> smtp.Reply:
         self.sent.append((sender_address, recipient, message))
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-
-
-@pytest.fixture
-def delays(aws) -> list[int]:
-    """The DelaySeconds the sender asks SQS for, recorded; the message is then sent without it, so the test
-    (which moves its own clock) can receive it at once."""
-    asked: list[int] = []
-
-    def record(params, **_):
-        asked.append(params.get("DelaySeconds", 0))
-        params["DelaySeconds"] = 0
-
-    client("sqs").meta.events.register("provide-client-params.sqs.SendMessage", record)
-    return asked
 
 
 @pytest.fixture

@@ -26,20 +26,6 @@ SIMULATOR = "simulator.amazonses.com"
 
 
 @pytest.fixture
-def delays(aws) -> list[int]:
-    """The DelaySeconds the sender asks SQS for, recorded; the message is sent without it, so the test (which
-    moves its own clock) can receive it at once."""
-    asked: list[int] = []
-
-    def record(params, **_):
-        asked.append(params.get("DelaySeconds", 0))
-        params["DelaySeconds"] = 0
-
-    client("sqs").meta.events.register("provide-client-params.sqs.SendMessage", record)
-    return asked
-
-
-@pytest.fixture
 def through_ses(world, aws, monkeypatch):
     for name, value in aws.function_environment("SenderFunction").items():
         monkeypatch.setenv(name, value)
