@@ -12,7 +12,7 @@ from pathlib import Path
 def row(
     case: str,
     metric: str,
-    value: float,
+    value: float | None,
     unit: str,
     *,
     baseline: float | None = None,
