@@ -28,6 +28,7 @@ def reset_caches() -> None:
     from opentracking.core.config import settings
     from opentracking.delivery import sender
     from opentracking.http import gateway
+    from opentracking.messages import copies
     from opentracking.tracking import tokens
     from opentracking.webhooks import delivery
 
@@ -36,6 +37,7 @@ def reset_caches() -> None:
     gateway.reset_cache()
     delivery.reset_cache()
     sender.reset_cache()
+    copies.reset_cache()
     settings.cache_clear()
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 import requests
@@ -137,33 +138,46 @@ class StackClient:
         )
         return response["Items"]
 
-    def copies_of(self, recipient: str) -> list[tuple[dict, bytes]]:
-        """The copy records of one recipient (plain values) with their stored message bytes."""
+    def copies_of(self, recipient: str | None = None) -> list[tuple[dict, bytes]]:
+        """The copy records of one recipient (every copy with None), as plain values, each with its message
+        as sent: its own stored object, or rendered from its message's template (messages.copies)."""
+        # The layer's own reader, imported here: importing it loads Powertools, which a tool must not do
+        # before its environment is set.
+        from opentracking.messages import copies
+
         ddb, s3 = self.client("dynamodb"), self.client("s3")
+        condition, values = "sk = :copy", {":copy": {"S": "COPY"}}
+        if recipient is not None:
+            condition += " AND recipient = :recipient"
+            values[":recipient"] = {"S": recipient}
         pages = ddb.get_paginator("scan").paginate(
-            TableName=self.resource("DataTable"),
-            FilterExpression="sk = :copy AND recipient = :recipient",
-            ExpressionAttributeValues={":copy": {"S": "COPY"}, ":recipient": {"S": recipient}},
+            TableName=self.resource("DataTable"), FilterExpression=condition, ExpressionAttributeValues=values
         )
+        keyring = self.keyring()
+        stored: dict[str, bytes] = {}
         found = []
         for page in pages:
             for item in page["Items"]:
                 record = {name: _deserializer.deserialize(value) for name, value in item.items()}
-                body = s3.get_object(Bucket=self.resource("MessageBucket"), Key=record["s3_key"])[
-                    "Body"
-                ].read()
-                found.append((record, body))
+                key = record["s3_key"]
+                if key not in stored:
+                    stored[key] = s3.get_object(Bucket=self.resource("MessageBucket"), Key=key)["Body"].read()
+                found.append((record, copies.render(stored[key], record["pk"], keyring)))
         return found
+
+    def keyring(self) -> Any:
+        """The stack's token keys (from its Secrets Manager), to render copies stored as templates."""
+        from opentracking.tracking import tokens
+
+        secret = self.client("secretsmanager").get_secret_value(SecretId=self.resource("TokenKeysSecret"))
+        return tokens.KeyRing.from_secret(json.loads(secret["SecretString"]))
 
     def issued_tokens(self) -> set[str]:
         """Every pixel and click token in the copies this stack stored (to search its log for them)."""
-        s3, bucket = self.client("s3"), self.resource("MessageBucket")
-        tokens: set[str] = set()
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for listed in page.get("Contents", []):
-                body = s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read()
-                tokens.update(match.decode() for match in _TOKEN_IN_LINK.findall(body))
-        return tokens
+        found: set[str] = set()
+        for _, body in self.copies_of():
+            found.update(match.decode() for match in _TOKEN_IN_LINK.findall(body))
+        return found
 
 
 # A tracked link's token, as copies carry it (/o/<token> for the pixel, /c/<token> for a click).

@@ -12,6 +12,7 @@ from devstack.streams import read_all
 from opentracking.core import (
     tracing,  # noqa: F401 - X-Ray's emitter opens a UDP socket when the tracer is built
 )
+from opentracking.messages import copies
 from opentracking.reporting.consumer import ALL_TAGS
 from tests.helpers.invoke import send_message
 
@@ -59,8 +60,7 @@ def world(aws, tracked_domain, lambda_context, basic_auth):
 
         def open(self, recipient: str, *, user_agent=OUTLOOK, method="GET", ip="198.51.100.9") -> None:
             copy = self.copy(recipient)
-            body = boto3.client("s3").get_object(Bucket=aws.ref("MessageBucket"), Key=copy["s3_key"])["Body"]
-            token = body.read().decode().split("/o/", 1)[1].split('"', 1)[0]
+            token = copies.read(copy).decode().split("/o/", 1)[1].split('"', 1)[0]
             event = make_http_event(
                 method,
                 pixel_path(token),

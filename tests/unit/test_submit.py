@@ -454,23 +454,31 @@ def fail_on(operation: str, *, after: int = 0, times: int = 1):
     return hook
 
 
+RECIPIENTS_60 = [f"r{i}@example.net" for i in range(60)]
+# Each copy its own message: 60 objects (the same message for all is stored once, as its template).
+OWN_OBJECTS = (("recipient-variables", json.dumps({r: {"n": n} for n, r in enumerate(RECIPIENTS_60)})),)
+
+
 @pytest.mark.parametrize(
-    ("service", "event", "after", "times"),
+    ("service", "event", "after", "times", "extra"),
     [
-        ("dynamodb", "before-call.dynamodb.TransactWriteItems", 0, 1),  # after every S3 put
-        ("dynamodb", "before-call.dynamodb.TransactWriteItems", 1, 1),  # after the first 100 records
-        ("s3", "before-call.s3.PutObject", 30, 1),  # half-way through the copies
-        ("s3", "before-call.s3.PutObject", 59, 1),  # the last copy
+        ("dynamodb", "before-call.dynamodb.TransactWriteItems", 0, 1, ()),  # after the template's put
+        ("dynamodb", "before-call.dynamodb.TransactWriteItems", 1, 1, ()),  # after the first 100 records
+        ("s3", "before-call.s3.PutObject", 0, 1, ()),  # the message's one template
+        ("dynamodb", "before-call.dynamodb.TransactWriteItems", 0, 1, OWN_OBJECTS),  # after 60 puts
+        ("s3", "before-call.s3.PutObject", 30, 1, OWN_OBJECTS),  # half-way through the copies
+        ("s3", "before-call.s3.PutObject", 59, 1, OWN_OBJECTS),  # the last copy
     ],
 )
-def test_a_failure_at_any_step_leaves_nothing_half_stored(aws, submit, service, event, after, times):
-    # GIVEN a storage fault at one step (60 recipients -> 60 objects, 121 records in 2 transactions)
+def test_a_failure_at_any_step_leaves_nothing_half_stored(aws, submit, service, event, after, times, extra):
+    # GIVEN a storage fault at one step (60 recipients -> 121 records in 2 transactions, and one template
+    # or 60 objects)
     from opentracking.core.aws import client
 
     client(service).meta.events.register(event, fail_on(event, after=after, times=times))
-    recipients = ",".join(f"r{i}@example.net" for i in range(60))
+    recipients = ",".join(RECIPIENTS_60)
     # WHEN a tracked message is submitted
-    status, body = submit([*BASE, ("to", recipients), ("o:tracking", "yes")])
+    status, body = submit([*BASE, ("to", recipients), ("o:tracking", "yes"), *extra])
     # THEN the client is told to retry, and nothing at all was kept
     assert status == 503
     assert "nothing was kept" in body["message"]

@@ -30,12 +30,13 @@ from functools import cache
 from typing import Any
 
 from opentracking.core import queues
-from opentracking.core.config import settings, table_name
+from opentracking.core.config import table_name
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
 from opentracking.delivery import events, jobs, ses, smtp
 from opentracking.delivery.jobs import QUEUE, DeliveryConfigurationError, SendJob, queue_url
 from opentracking.delivery.replies import Outcome, Reply
+from opentracking.messages import copies
 from opentracking.storage import keys, records, store
 from opentracking.tracking.tokens import secrets_provider
 
@@ -140,7 +141,7 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
     if copy is None:
         return _not_claimed(table, job)
     try:
-        message = store.get_object(settings().bucket_name, copy["s3_key"])
+        message = copies.read(copy)
     except store.ObjectMissing:
         # Expired by the bucket's lifecycle rule before it could be sent (a long retry schedule, a
         # redriven job), or removed: nothing to send, ever. Recorded as a failure, not retried.

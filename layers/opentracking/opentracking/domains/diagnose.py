@@ -12,10 +12,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from opentracking.core.config import settings, table_name
+from opentracking.core.config import table_name
 from opentracking.core.errors import NotFound
 from opentracking.domains import dns_check, https_check, registry, tracking_hosts
 from opentracking.mail.injection import REASON_TEXT as INJECTION_REASONS
+from opentracking.messages import copies as stored_copies
 from opentracking.messages.options import TRACKING_REASON_TEXT
 from opentracking.privacy import suppressions
 from opentracking.storage import keys, store
@@ -151,7 +152,7 @@ def _links(domain: registry.Domain, copies: list[dict[str, Any]]) -> Check:
     plain: list[str] = []
     for copy in copies:
         if copy.get("tracked"):
-            body = store.get_object(settings().bucket_name, copy["s3_key"])
+            body = stored_copies.read(copy)
             plain += https_check.link_scheme_problems(body, domain.tracking_host)
     if plain:
         return Check(

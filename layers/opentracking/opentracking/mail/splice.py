@@ -27,9 +27,11 @@ well before trusting the template with the rest.
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 # What the render asks for: a key naming one token (the pixel's, or one link's), answered with the token
 # or None (no token: the render leaves that link alone).
@@ -64,6 +66,54 @@ class Template:
             piece if isinstance(piece, bytes) else encoded[piece[0]][piece[1] : piece[2]]
             for piece in self.pieces
         )
+
+    def encode(self, params: dict[str, Any]) -> bytes:
+        """The template as one object (stored once per message): a magic line, a JSON line (its keys, their
+        token lengths, where each piece is, and the caller's `params`), then the constant bytes. Keys must
+        be tuples of strings (what the submission's renders ask for)."""
+        keys: list[list[str]] = []
+        for key in self.keys:
+            if not (isinstance(key, tuple) and all(isinstance(part, str) for part in key)):
+                raise ValueError("a stored template's keys are tuples of strings")
+            keys.append(list(key))
+        constants, layout = [], []
+        offset = 0
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                constants.append(piece)
+                layout.append([-1, offset, len(piece)])
+                offset += len(piece)
+            else:
+                layout.append(list(piece))
+        header = {
+            "keys": keys,
+            "lengths": list(self.lengths),
+            "pieces": layout,
+            "params": params,
+        }
+        return MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(constants)
+
+    @classmethod
+    def decode(cls, data: bytes) -> tuple[Template, dict[str, Any]]:
+        """The template and its params from `encode`'s bytes; ValueError for anything else."""
+        if not data.startswith(MAGIC):
+            raise ValueError("not a copy template")
+        end = data.index(b"\n", len(MAGIC))
+        header = json.loads(data[len(MAGIC) : end])
+        constants = memoryview(data)[end + 1 :]
+        pieces: list[bytes | tuple[int, int, int]] = [
+            bytes(constants[start : start + size]) if kind == -1 else (kind, start, size)
+            for kind, start, size in header["pieces"]
+        ]
+        keys = tuple(tuple(key) for key in header["keys"])
+        return cls(keys=keys, lengths=tuple(header["lengths"]), pieces=tuple(pieces)), header["params"]
+
+
+MAGIC = b"opentracking-copy-template/1\n"
+
+
+def is_template(data: bytes) -> bool:
+    return data.startswith(MAGIC)
 
 
 def _probe(index: int, length: int, width: int, alphabet: str) -> str:

@@ -19,7 +19,7 @@ from opentracking.domains import registry
 from opentracking.http.forms import Form
 from opentracking.mail import compose, links, splice
 from opentracking.mail.injection import REASON_TEXT, inject
-from opentracking.messages import options
+from opentracking.messages import copies, options
 from opentracking.privacy import erasure, policy, suppressions
 from opentracking.storage import keys, records, store
 from opentracking.tracking import tokens
@@ -29,6 +29,7 @@ MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # Mailgun's limit for a message with its a
 # Planning a template costs three renders of the message (two probes and one checked copy): below this
 # many tracked copies the per-copy path is as cheap.
 SPLICE_MIN_COPIES = 4
+TEMPLATE_NAME = "template.bin"  # the message's copies, stored once (messages.copies)
 QUEUED = "Queued. Thank you."
 
 
@@ -42,6 +43,7 @@ class Copy:
     tracked: bool = False
     untracked_reason: str | None = None  # why this copy alone has no pixel (the recipient opted out)
     links: int = 0  # links rewritten to click-tracking redirects
+    from_template: bool = False  # stored once for the message, as its template (messages.copies)
 
     @property
     def copy_hex(self) -> str:
@@ -69,6 +71,7 @@ class Submission:
     reason: str | None = None  # why opens are not tracked, when they are not
     privacy: policy.PrivacySettings = field(default_factory=policy.PrivacySettings)
     click_reason: str | None = None  # why clicks are not tracked, when they are not
+    template: bytes | None = None  # the copies' template as stored (copies.encode_template), if planned
 
     @property
     def opens_tracked(self) -> bool:
@@ -297,6 +300,7 @@ def track(
 class _Rendered:
     message: bytes
     links: int
+    from_template: bool = False
 
 
 @dataclass(frozen=True)
@@ -307,8 +311,7 @@ class _CopyRenderer:
 
     message: bytes
     domain: registry.Domain
-    privacy: policy.PrivacySettings
-    keyring: tokens.KeyRing
+    source: copies.TokenSource
     scheme: str
     opens: bool
     clicks: bool
@@ -317,31 +320,7 @@ class _CopyRenderer:
 
     def tokens_for(self, copy_id: bytes) -> splice.TokenFor:
         """One copy's tokens by key: ("open",) for its pixel, ("click", url) for a link."""
-
-        def token_for(key: object) -> str | None:
-            anonymize_ip, retention_days = self.privacy.anonymize_ip, self.privacy.event_retention_days
-            if key == ("open",):
-                return tokens.issue_token(
-                    self.keyring,
-                    copy_id,
-                    self.domain.name,
-                    anonymize_ip=anonymize_ip,
-                    retention_days=retention_days,
-                )
-            assert isinstance(key, tuple)
-            try:
-                return tokens.issue_click_token(
-                    self.keyring,
-                    copy_id,
-                    self.domain.name,
-                    key[1],
-                    anonymize_ip=anonymize_ip,
-                    retention_days=retention_days,
-                )
-            except ValueError:
-                return None  # too long to seal: the link stays as it was
-
-        return token_for
+        return self.source.for_copy(copy_id)
 
     def render(self, token_for: splice.TokenFor) -> _Rendered | None:
         """The copy for these tokens; None where the per-copy path would not track it."""
@@ -382,22 +361,30 @@ def _track_by_template(
     message = tracked[0].message
     if any(copy.message is not message and copy.message != message for copy in tracked):
         return False  # recipient-variables: every copy is its own message
+    source = copies.TokenSource(
+        keyring,
+        submission.domain.name,
+        submission.privacy.anonymize_ip,
+        submission.privacy.event_retention_days,
+    )
     renderer = _CopyRenderer(
         message,
         submission.domain,
-        submission.privacy,
-        keyring,
+        source,
         scheme,
         opens=opens,
         clicks=clicks,
         text_links=submission.decision.clicks == options.CLICKS_YES,
         top=submission.decision.top,
     )
-    made = _fill_template(renderer, tracked)
-    if made is None:
+    planned = _fill_template(renderer, tracked)
+    if planned is None:
         return False
+    template, made = planned
     for copy, rendered in zip(tracked, made, strict=True):
         copy.message, copy.links, copy.tracked = rendered.message, rendered.links if clicks else 0, opens
+        copy.from_template = rendered.from_template
+    submission.template = copies.encode_template(template, source)
     if opens:
         for copy in submission.copies:
             if copy.recipient.lower() in suppressed:  # the original links and no pixel
@@ -405,9 +392,12 @@ def _track_by_template(
     return True
 
 
-def _fill_template(renderer: _CopyRenderer, tracked: list[Copy]) -> list[_Rendered] | None:
-    """Each tracked copy, made from one template; None (nothing made) where the template cannot be trusted
-    for every copy: the per-copy path then does the whole message."""
+def _fill_template(
+    renderer: _CopyRenderer, tracked: list[Copy]
+) -> tuple[splice.Template, list[_Rendered]] | None:
+    """The template, and each tracked copy made from it; None (nothing made) where the template cannot be
+    trusted for every copy: the per-copy path then does the whole message. A copy whose tokens do not fit
+    the template is rendered on its own (and stored on its own)."""
     # A token's length depends on the URL and the domain's settings, never on the copy id.
     probe = renderer.tokens_for(bytes(tokens.COPY_ID_BYTES))
     planned = renderer.render(probe)
@@ -422,7 +412,7 @@ def _fill_template(renderer: _CopyRenderer, tracked: list[Copy]) -> list[_Render
     if first is None or renderer.render(first_tokens) != _Rendered(first, planned.links):
         logger.warning("copy template disagrees with the per-copy path; tracking copy by copy")
         return None
-    made = [_Rendered(first, planned.links)]
+    made = [_Rendered(first, planned.links, from_template=True)]
     for copy in tracked[1:]:
         token_for = renderer.tokens_for(copy.copy_id)
         filled = template.fill([token_for(key) for key in template.keys])
@@ -430,9 +420,10 @@ def _fill_template(renderer: _CopyRenderer, tracked: list[Copy]) -> list[_Render
             rendered = renderer.render(token_for)
             if rendered is None or rendered.links != planned.links:
                 return None
-            filled = rendered.message
-        made.append(_Rendered(filled, planned.links))
-    return made
+            made.append(_Rendered(rendered.message, planned.links))
+            continue
+        made.append(_Rendered(filled, planned.links, from_template=True))
+    return template, made
 
 
 def _rewrite_links(
@@ -485,8 +476,18 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
     )
     submission_id = uuid.uuid4().hex
     prefix = _storage_prefix(submission_id, submission.domain.name, now)
+    # Store once: the copies made from the message's template share its one object (rendered when read,
+    # messages.copies); every other copy is an object of its own.
+    template_key = f"{prefix}/{TEMPLATE_NAME}"
+    objects: list[tuple[str, bytes]] = []
+    if submission.template is not None and any(copy.from_template for copy in submission.copies):
+        objects.append((template_key, submission.template))
     for copy in submission.copies:
-        copy.s3_key = f"{prefix}/{copy.copy_hex}.eml"
+        if copy.from_template and submission.template is not None:
+            copy.s3_key = template_key
+        else:
+            copy.s3_key = f"{prefix}/{copy.copy_hex}.eml"
+            objects.append((copy.s3_key, copy.message))
 
     items = [
         record
@@ -500,9 +501,7 @@ def store_submission(submission: Submission, settings: Settings) -> dict[str, An
     # what was written is removed again; if even that fails (a full outage), the leftovers are records
     # with no message record, which nothing serves, and expire by TTL and the bucket lifecycle rule.
     try:
-        written_keys = store.put_objects(
-            settings.bucket_name, ((c.s3_key, c.message) for c in submission.copies)
-        )
+        written_keys = store.put_objects(settings.bucket_name, objects)
     except store.PartialWrite as exc:
         raise _rolled_back(settings, exc.written, []) from exc
     try:
@@ -555,6 +554,7 @@ def _copy_records(
         "gsi1sk": copy.recipient.lower(),
         "type": "copy",
         "s3_key": copy.s3_key,
+        "template": copy.from_template,  # s3_key is the message's template, shared: render to read
         "tracked": copy.tracked,
         "untracked_reason": copy.untracked_reason,
         "anonymize_ip": submission.privacy.anonymize_ip,

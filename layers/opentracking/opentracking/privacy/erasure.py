@@ -62,7 +62,9 @@ def _erase_copy(table: str, bucket: str, copy_pk: str) -> tuple[int, int]:
         return 0, 0
     # Consistent read after the mark: every item the consumer committed before it is seen here.
     items = store.query_prefix(table, copy_pk, "", consistent=True)
-    objects = sorted({item["s3_key"] for item in items if item.get("s3_key")})
+    # The copy's own object; a message's template is shared by its other recipients' copies and stays
+    # (it holds no token, and no more of this recipient than the message's headers every copy has).
+    objects = sorted({item["s3_key"] for item in items if item.get("s3_key") and not item.get("template")})
     markers: list[dict[str, Any]] = []
     for item in items:
         if item.get("type") == "event":

@@ -70,6 +70,11 @@ def is_copy_pk(pk: str) -> bool:
     return pk.startswith(COPY_PREFIX) and len(pk) > len(COPY_PREFIX)
 
 
+def copy_id_of(pk: str) -> bytes:
+    """The copy id (the tokens' copy id) from the copy's partition key."""
+    return bytes.fromhex(pk.removeprefix(COPY_PREFIX))
+
+
 def copy_key(pk: str) -> dict[str, str]:
     """The copy's own record, given its partition key."""
     return {"pk": pk, "sk": COPY_SK}

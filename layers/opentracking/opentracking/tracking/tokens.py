@@ -96,6 +96,11 @@ class KeyRing:
                 raise KeyRingError(f"token key {kid} is shorter than 32 bytes")
         return cls(active_key_id=active, master_keys=keys)
 
+    def signing_key_id(self, wanted: int | None = None) -> int:
+        """The key a new token is sealed with: `wanted` while the ring still holds it (a copy rendered
+        later, at sending, is then byte for byte the one planned at submission), else the active key."""
+        return wanted if wanted is not None and wanted in self.master_keys else self.active_key_id
+
     def domain_key(self, key_id: int, domain: str) -> bytes:
         cache_key = (key_id, domain)
         key = self._domain_keys.get(cache_key)
@@ -141,9 +146,10 @@ def issue_token(
     *,
     anonymize_ip: bool = False,
     retention_days: int | None = None,
+    key_id: int | None = None,
 ) -> str:
     _check_claims(copy_id, retention_days)
-    kid = keyring.active_key_id
+    kid = keyring.signing_key_id(key_id)
     domain_bytes = _normalise_domain(domain)
     if anonymize_ip or retention_days is not None:
         flags = FLAG_ANONYMIZE_IP if anonymize_ip else 0
@@ -309,13 +315,14 @@ def issue_click_token(
     *,
     anonymize_ip: bool = False,
     retention_days: int | None = None,
+    key_id: int | None = None,
 ) -> str:
     """Seal `url` for one copy; ValueError when the URL is too long to travel in a link."""
     _check_claims(copy_id, retention_days)
     url_bytes = url.encode("utf-8")
     if not url_bytes or len(url_bytes) > MAX_CLICK_URL_BYTES:
         raise ValueError("URL is empty or too long to seal")
-    kid = keyring.active_key_id
+    kid = keyring.signing_key_id(key_id)
     domain_bytes = _normalise_domain(domain)
     options = bytes((FLAG_ANONYMIZE_IP if anonymize_ip else 0,)) + (retention_days or 0).to_bytes(2, "big")
     header = (
