@@ -441,6 +441,9 @@ def test_mime_without_message_is_400(aws, submit):
     assert_nothing_stored(aws)
 
 
+PROFILES = ((), ("bulk",))  # opentracking.core.aws: the clients a submission calls AWS with (as it asks)
+
+
 def fail_on(operation: str, *, after: int = 0, times: int = 1):
     """A botocore hook that lets `after` calls of an operation through, then fails `times` calls like
     DynamoDB or S3 would (a transient fault by default)."""
@@ -475,14 +478,17 @@ def test_a_failure_at_any_step_leaves_nothing_half_stored(aws, submit, service, 
     # or 60 objects)
     from opentracking.core.aws import client
 
-    client(service).meta.events.register(event, fail_on(event, after=after, times=times))
+    hook = fail_on(event, after=after, times=times)
+    for profile in PROFILES:  # whichever client the submission uses for the call
+        client(service, *profile).meta.events.register(event, hook)
     recipients = ",".join(RECIPIENTS_60)
     # WHEN a tracked message is submitted
     status, body = submit([*BASE, ("to", recipients), ("o:tracking", "yes"), *extra])
     # THEN the client is told to retry, and nothing at all was kept
     assert status == 503
     assert "nothing was kept" in body["message"]
-    client(service).meta.events.unregister(event)
+    for profile in PROFILES:
+        client(service, *profile).meta.events.unregister(event, hook)
     assert_nothing_stored(aws)
 
 
@@ -491,12 +497,15 @@ def test_dynamodb_down_for_a_small_message_keeps_nothing(aws, submit):
     from opentracking.core.aws import client
 
     event = "before-call.dynamodb.TransactWriteItems"
-    client("dynamodb").meta.events.register(event, fail_on(event, times=10**6))
+    hook = fail_on(event, times=10**6)
+    for profile in PROFILES:
+        client("dynamodb", *profile).meta.events.register(event, hook)
     # WHEN a message to three recipients is submitted
     status, _ = submit([*BASE, ("to", "a@example.net, b@example.net, c@example.net")])
     # THEN it is refused and neither S3 nor DynamoDB keeps anything (one transaction commits it all)
     assert status == 503
-    client("dynamodb").meta.events.unregister(event)
+    for profile in PROFILES:
+        client("dynamodb", *profile).meta.events.unregister(event, hook)
     assert_nothing_stored(aws)
 
 

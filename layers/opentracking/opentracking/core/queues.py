@@ -20,7 +20,7 @@ _SEND_ROUNDS = 3
 def send_batch(queue_url: str, bodies: list[str], *, what: str) -> None:
     """Send every body, 10 to a call; StorageUnavailable (saying `what` the queue is) when SQS keeps
     refusing some of them or cannot be reached."""
-    sqs = client("sqs")
+    sqs = client("sqs", "bulk")
     for start in range(0, len(bodies), BATCH_SIZE):
         pending = {str(index): body for index, body in enumerate(bodies[start : start + BATCH_SIZE])}
         for attempt in range(_SEND_ROUNDS):

@@ -183,7 +183,7 @@ def transact_put(table: str, items: list[dict[str, Any]]) -> list[list[dict[str,
     """Write items in TransactWriteItems chunks of 100 (each chunk all-or-nothing), in order, every
     item conditional on not existing yet. Returns the chunks written; on failure the exception carries
     them in `PartialWrite.written` so the caller can roll them back."""
-    ddb = client("dynamodb")
+    ddb = client("dynamodb", "bulk")
     written: list[list[dict[str, Any]]] = []
     for start in range(0, len(items), _TRANSACTION_SIZE):
         chunk = items[start : start + _TRANSACTION_SIZE]
