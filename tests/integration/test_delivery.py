@@ -17,7 +17,6 @@ import requests
 from devstack.process import start_stack
 from devstack.smtp_server import MailSink
 from tests.helpers.polling import wait_for
-from tests.helpers.webhook_receiver import Receiver
 
 DOMAIN = "deliver.example.com"
 SENDER = "News <news@deliver.example.com>"
@@ -32,13 +31,6 @@ def relay():
     )
     yield sink
     sink.stop()
-
-
-@pytest.fixture(scope="module")
-def hooks():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
 
 
 @pytest.fixture(scope="module")

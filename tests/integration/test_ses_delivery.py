@@ -10,17 +10,9 @@ import pytest
 
 from devstack.process import start_stack
 from tests.helpers.polling import wait_for
-from tests.helpers.webhook_receiver import Receiver
 
 DOMAIN = "ses.example.com"
 SIMULATOR = "simulator.amazonses.com"
-
-
-@pytest.fixture(scope="module")
-def hooks():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
 
 
 @pytest.fixture(scope="module")
