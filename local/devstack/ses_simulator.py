@@ -40,11 +40,12 @@ from typing import Any
 SIMULATOR_DOMAIN = "simulator.amazonses.com"
 DEFAULT_MAX_SEND_RATE = 14.0
 MAX_24_HOUR_SEND = 50000.0
-DETAIL_TYPES = {
-    "Send": "Email Sent",
-    "Delivery": "Email Delivered",
-    "Bounce": "Email Bounced",
-    "Complaint": "Email Complaint Received",
+# SES's event types: EventBridge's detail-type for each, and the field of the detail that holds the report.
+REPORTS = {
+    "Send": ("Email Sent", "send"),
+    "Delivery": ("Email Delivered", "delivery"),
+    "Bounce": ("Email Bounced", "bounce"),
+    "Complaint": ("Email Complaint Received", "complaint"),
 }
 _applied = False
 _sent_times: list[float] = []
@@ -187,11 +188,12 @@ def _reports(params: dict[str, Any], message_id: str, account: str, region: str)
     for recipient in recipients:
         mail = _mail(params, message_id, recipient, account, region)
         for kind, report in _outcome(recipient):
-            detail = {"eventType": kind, "mail": mail, **({report[0]: report[1]} if report else {})}
+            detail_type, field = REPORTS[kind]
+            detail = {"eventType": kind, "mail": mail, field: report}
             entries.append(
                 {
                     "Source": "aws.ses",
-                    "DetailType": DETAIL_TYPES[kind],
+                    "DetailType": detail_type,
                     "Detail": json.dumps(detail),
                     "Resources": [configuration_set_arn],
                     "EventBusName": "default",
@@ -200,33 +202,31 @@ def _reports(params: dict[str, Any], message_id: str, account: str, region: str)
     return entries
 
 
-def _outcome(recipient: str) -> list[tuple[str, tuple[str, dict[str, Any]] | None]]:
-    """What SES reports for one recipient: the mailbox simulator's answers, or a delivery."""
+def _outcome(recipient: str) -> list[tuple[str, dict[str, Any]]]:
+    """What SES reports for one recipient, (event type, report) in order: the mailbox simulator's answers,
+    or a delivery."""
     local, _, domain = recipient.rpartition("@")
     scenario = local.split("+", 1)[0].lower() if domain.lower() == SIMULATOR_DOMAIN else "success"
-    sent: tuple[str, tuple[str, dict[str, Any]] | None] = ("Send", ("send", {}))
+    sent: tuple[str, dict[str, Any]] = ("Send", {})
     delivered = (
         "Delivery",
-        (
-            "delivery",
-            {
-                "timestamp": _now(),
-                "processingTimeMillis": 420,
-                "recipients": [recipient],
-                "smtpResponse": "250 2.6.0 Message received",
-                "reportingMTA": "a8-70.smtp-out.amazonses.com",
-                "remoteMtaIp": "127.0.0.1",
-            },
-        ),
+        {
+            "timestamp": _now(),
+            "processingTimeMillis": 420,
+            "recipients": [recipient],
+            "smtpResponse": "250 2.6.0 Message received",
+            "reportingMTA": "a8-70.smtp-out.amazonses.com",
+            "remoteMtaIp": "127.0.0.1",
+        },
     )
     if scenario == "bounce":
-        return [sent, ("Bounce", ("bounce", _bounce(recipient, "General", "smtp; 550 5.1.1 user unknown")))]
+        return [sent, ("Bounce", _bounce(recipient, "General", "smtp; 550 5.1.1 user unknown"))]
     if scenario == "suppressionlist":
         diagnostic = (
             "Amazon SES did not send the message to this address because it is on the suppression list "
             "for your account."
         )
-        return [sent, ("Bounce", ("bounce", _bounce(recipient, "OnAccountSuppressionList", diagnostic)))]
+        return [sent, ("Bounce", _bounce(recipient, "OnAccountSuppressionList", diagnostic))]
     if scenario == "complaint":
         complaint = {
             "complainedRecipients": [{"emailAddress": recipient}],
@@ -236,7 +236,7 @@ def _outcome(recipient: str) -> list[tuple[str, tuple[str, dict[str, Any]] | Non
             "complaintFeedbackType": "abuse",
             "arrivalDate": _now(),
         }
-        return [sent, delivered, ("Complaint", ("complaint", complaint))]
+        return [sent, delivered, ("Complaint", complaint)]
     return [sent, delivered]
 
 

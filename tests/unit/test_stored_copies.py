@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from opentracking.delivery import sender
+from opentracking.delivery.replies import Outcome, Reply
 from opentracking.messages import copies
 from opentracking.messages.submission import SPLICE_MIN_COPIES, TEMPLATE_NAME
 from opentracking.tracking import tokens
@@ -115,8 +116,6 @@ def test_the_sender_sends_each_rendered_copy_as_read(world, aws, monkeypatch):
 
     def relay(sender_address, recipient, data):
         sent[recipient] = data
-        from opentracking.delivery.replies import Outcome, Reply
-
         return Reply(Outcome.DELIVERED, 250, "2.0.0 Ok", False, "relay.example.test", 0.01)
 
     for _ in range(10):

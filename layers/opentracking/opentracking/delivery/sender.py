@@ -307,23 +307,22 @@ def record(
         message_id=copy["message_id"],
         tags=list(copy.get("tags") or []),
     )
-    state: dict[str, Any] = {} if after_outcome else {"sending_until": 0}
-    if final:
-        state["delivery"] = final
-    try:
-        store.transact_write(
-            [
-                store.put_operation(table, item, if_absent=True),
-                store.update_operation(
-                    table,
-                    keys.copy_key(copy["pk"]),
-                    set_always=state or {"last_report_at": int(event["timestamp"])},
-                    remove=("delivery",) if reopen else (),
-                    condition=OPEN if after_outcome else UNDECIDED,
-                    condition_values=None if after_outcome else {":sent": SENT},
-                ),
-            ]
+    copy_key = keys.copy_key(copy["pk"])
+    if after_outcome:
+        # Nothing of the copy changes: it only has to be there, and not being erased.
+        copy_operation = store.check_operation(table, copy_key, OPEN)
+    else:
+        state: dict[str, Any] = {"sending_until": 0, **({"delivery": final} if final else {})}
+        copy_operation = store.update_operation(
+            table,
+            copy_key,
+            set_always=state,
+            remove=("delivery",) if reopen else (),
+            condition=UNDECIDED,
+            condition_values={":sent": SENT},
         )
+    try:
+        store.transact_write([store.put_operation(table, item, if_absent=True), copy_operation])
     except store.TransactionCancelled:
         logger.info("outcome not recorded: the copy went away or is decided", extra={"copy": copy["pk"]})
         return False

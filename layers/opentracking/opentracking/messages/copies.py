@@ -96,12 +96,19 @@ def encode_template(template: splice.Template, source: TokenSource) -> bytes:
     return template.encode(source.params())
 
 
+Planned = tuple[splice.Template, dict[str, Any]]  # a message's template, decoded, and its params
+
+
 def render(stored: bytes, copy_pk: str, keyring: tokens.KeyRing) -> bytes:
     """The copy's bytes from what is stored for it: its own copy as it is, or its message's template
     with its tokens. ValueError for a template that does not take the copy's tokens (corrupt)."""
     if not splice.is_template(stored):
         return stored
-    template, params = splice.Template.decode(stored)
+    return _fill(splice.Template.decode(stored), copy_pk, keyring)
+
+
+def _fill(planned: Planned, copy_pk: str, keyring: tokens.KeyRing) -> bytes:
+    template, params = planned
     token_for = TokenSource.from_params(keyring, params).for_copy(keys.copy_id_of(copy_pk))
     rendered = template.fill([token_for(key) for key in template.keys])
     if rendered is None:
@@ -109,29 +116,28 @@ def render(stored: bytes, copy_pk: str, keyring: tokens.KeyRing) -> bytes:
     return rendered
 
 
-_templates: OrderedDict[str, bytes] = OrderedDict()
+_templates: OrderedDict[str, Planned] = OrderedDict()
 _templates_lock = Lock()
 
 
 def read(copy: dict[str, Any]) -> bytes:
-    """The copy record's bytes as sent: read from S3 (a message's template is cached, a few per
-    container), rendered when it is a template. store.ObjectMissing when the object is gone."""
+    """The copy record's bytes as sent: its own object read from S3, or its message's template (read and
+    decoded once, a few kept per container) filled with its tokens. store.ObjectMissing when the object
+    is gone."""
     key = str(copy["s3_key"])
-    shared = bool(copy.get("template"))
+    if not copy.get("template"):
+        return store.get_object(settings().bucket_name, key)
     with _templates_lock:
-        stored = _templates.get(key) if shared else None
-        if stored is not None:
+        planned = _templates.get(key)
+        if planned is not None:
             _templates.move_to_end(key)
-    if stored is None:
-        stored = store.get_object(settings().bucket_name, key)
-        if shared:
-            with _templates_lock:
-                _templates[key] = stored
-                while len(_templates) > CACHED_TEMPLATES:
-                    _templates.popitem(last=False)
-    if not shared:
-        return stored
-    return render(stored, str(copy["pk"]), tokens.load_keyring(settings().token_secret_name))
+    if planned is None:
+        planned = splice.Template.decode(store.get_object(settings().bucket_name, key))
+        with _templates_lock:
+            _templates[key] = planned
+            while len(_templates) > CACHED_TEMPLATES:
+                _templates.popitem(last=False)
+    return _fill(planned, str(copy["pk"]), tokens.load_keyring(settings().token_secret_name))
 
 
 def reset_cache() -> None:
