@@ -144,3 +144,20 @@ def test_erasing_one_recipient_keeps_the_template_the_others_render_from(world, 
     assert stored_keys(aws) == [key]
     for recipient in RECIPIENTS[1:]:
         assert PIXEL.findall(copies.read(world.copy(recipient)))
+
+
+def test_templates_are_kept_within_a_size_budget(world, aws, monkeypatch):
+    """A sender keeps the templates it read (a batch is usually one message's copies), but by size: a
+    message may be 25 MB and the sender has 256 MB. The newest always stays; older ones go."""
+    world.send(", ".join(RECIPIENTS))
+    first = world.copy(RECIPIENTS[0])
+    template_size = len(
+        boto3.client("s3").get_object(Bucket=aws.ref("MessageBucket"), Key=first["s3_key"])["Body"].read()
+    )
+    monkeypatch.setattr(copies, "CACHED_TEMPLATE_BYTES", template_size)  # room for one
+    copies.read(first)
+    world.send(", ".join(f"other{n}@example.net" for n in range(5)))
+    second = world.copy("other0@example.net")
+    copies.read(second)
+    assert list(copies._templates) == [second["s3_key"]]
+    assert copies.read(first) == copies.read(world.copy(RECIPIENTS[0]))  # read again, rendered the same

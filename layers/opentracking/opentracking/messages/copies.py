@@ -28,7 +28,9 @@ from opentracking.mail import splice
 from opentracking.storage import keys, store
 from opentracking.tracking import tokens
 
-CACHED_TEMPLATES = 16  # a sender's batch is usually one message's copies: its template is read once
+# A sender's batch is usually one message's copies: its template is read once. Kept by size, not count: a
+# message may be 25 MB, and the sender has 256 MB.
+CACHED_TEMPLATE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,28 +118,37 @@ def _fill(planned: Planned, copy_pk: str, keyring: tokens.KeyRing) -> bytes:
     return rendered
 
 
-_templates: OrderedDict[str, Planned] = OrderedDict()
+_templates: OrderedDict[str, tuple[Planned, int]] = OrderedDict()  # key -> (decoded, stored size)
 _templates_lock = Lock()
 
 
 def read(copy: dict[str, Any]) -> bytes:
     """The copy record's bytes as sent: its own object read from S3, or its message's template (read and
-    decoded once, a few kept per container) filled with its tokens. store.ObjectMissing when the object
-    is gone."""
+    decoded once, kept per container within CACHED_TEMPLATE_BYTES) filled with its tokens.
+    store.ObjectMissing when the object is gone."""
     key = str(copy["s3_key"])
     if not copy.get("template"):
         return store.get_object(settings().bucket_name, key)
     with _templates_lock:
-        planned = _templates.get(key)
-        if planned is not None:
+        cached = _templates.get(key)
+        if cached is not None:
             _templates.move_to_end(key)
-    if planned is None:
-        planned = splice.Template.decode(store.get_object(settings().bucket_name, key))
+    if cached is None:
+        stored = store.get_object(settings().bucket_name, key)
+        cached = (splice.Template.decode(stored), len(stored))
         with _templates_lock:
-            _templates[key] = planned
-            while len(_templates) > CACHED_TEMPLATES:
+            _templates[key] = cached
+            # The newest stays; older ones go while the cache holds more than its budget.
+            while (
+                len(_templates) > 1 and sum(size for _, size in _templates.values()) > CACHED_TEMPLATE_BYTES
+            ):
                 _templates.popitem(last=False)
+    planned = cached[0]
     return _fill(planned, str(copy["pk"]), tokens.load_keyring(settings().token_secret_name))
+
+
+def _cached_bytes() -> int:
+    return sum(size for _, size in _templates.values())
 
 
 def reset_cache() -> None:
