@@ -108,7 +108,8 @@ def basic_auth(api_key) -> str:
 @pytest.fixture
 def invoke(aws, basic_auth, lambda_context):
     """Call a function's handler in-process with an HTTP API event, as API Gateway would:
-    invoke("api", "GET", "/v4/domains") -> (status, JSON body). The route key and the path parameters come
+    invoke("api", "GET", "/v4/domains") -> (status, JSON body); `fields` are sent as a form, `json_body`
+    as JSON. The route key and the path parameters come
     from template.yaml's routes (tests.helpers.invoke); a `route` or `params` given must agree with them,
     and `function` must be the one the template routes the request to.
     Authenticated with the account key unless `authorization` says otherwise (None: no header)."""
@@ -128,6 +129,7 @@ def invoke(aws, basic_auth, lambda_context):
         params=None,
         query="",
         fields=None,
+        json_body=None,
         headers=None,
         authorization=basic_auth,
     ):
@@ -138,6 +140,9 @@ def invoke(aws, basic_auth, lambda_context):
         }
         if body is not None:
             all_headers["content-type"] = "application/x-www-form-urlencoded"
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            all_headers["content-type"] = "application/json"
         event = api_event(method, path, query=query, headers=all_headers, body=body)
         assert route is None or event["routeKey"] == f"{method} {route}", event["routeKey"]
         assert params is None or event["pathParameters"] == params, event["pathParameters"]

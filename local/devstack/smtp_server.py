@@ -34,6 +34,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.sink.note_rcpt(address)
         answer = self.sink.replies.get(address.lower()) or self.sink.injected_fault()
         if answer == "drop":
             assert server.transport is not None
@@ -83,6 +84,7 @@ class MailSink:
         self.fault_rate = 0.0
         self._faults = random.Random(7)  # noqa: S311 - seeded fault injection, not security
         self.received: list[Received] = []
+        self.rcpts: list[str] = []  # every RCPT TO asked, refused ones too
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         kwargs: dict[str, Any] = {"decode_data": False, "enable_SMTPUTF8": True}
@@ -147,6 +149,15 @@ class MailSink:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / f"{number:06d}.eml").write_bytes(received.data)
         return number
+
+    def note_rcpt(self, address: str) -> None:
+        with self._lock:
+            self.rcpts.append(address.lower())
+
+    def asked_for(self, address: str) -> int:
+        """How many times a sender asked for this recipient (RCPT TO), whatever the answer."""
+        with self._lock:
+            return self.rcpts.count(address.lower())
 
     def to(self, address: str) -> list[Received]:
         """What arrived for one recipient."""

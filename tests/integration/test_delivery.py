@@ -27,7 +27,12 @@ PIXEL = re.compile(rb'src="(http://[^"]+/o/[^"]+)"')
 def relay():
     sink = MailSink().start()
     sink.replies.update(
-        {"bounce@example.net": "550 5.1.1 No such user", "busy@example.net": "451 4.3.0 Busy"}
+        {
+            "bounce@example.net": "550 5.1.1 No such user",
+            "hooked-bounce@example.net": "550 5.1.1 No such user",
+            "listed@example.net": "550 5.1.1 No such user",
+            "busy@example.net": "451 4.3.0 Busy",
+        }
     )
     yield sink
     sink.stop()
@@ -109,7 +114,8 @@ def test_three_recipients_get_one_transaction_each_with_their_own_pixel(stack, r
 
 
 def test_the_delivered_and_permanent_fail_webhooks_fire(stack, hooks):
-    message_id = send(stack, ["hooked@example.net", "bounce@example.net"])
+    # (each test bounces its own address: a bounced address is suppressed from then on)
+    message_id = send(stack, ["hooked@example.net", "hooked-bounce@example.net"])
 
     def posted() -> list[tuple[str, str]]:
         return sorted(
@@ -120,7 +126,7 @@ def test_the_delivered_and_permanent_fail_webhooks_fire(stack, hooks):
 
     assert wait_for(lambda: len(posted()) >= 2 and posted()) == [
         ("delivered", "hooked@example.net"),
-        ("failed", "bounce@example.net"),
+        ("failed", "hooked-bounce@example.net"),
     ]
 
 
@@ -135,6 +141,38 @@ def test_a_refused_recipient_fails_permanently_and_is_not_retried(stack, relay):
     )
     time.sleep(2.5)  # longer than the test's retry schedule: still one failure, nothing delivered
     assert len(events(stack, message_id, "failed")) == 1 and events(stack, message_id, "delivered") == []
+
+
+def test_a_bounced_address_joins_bounces_and_is_not_sent_to_again(stack, relay):
+    first = send(stack, ["listed@example.net"])
+    wait_for(lambda: events(stack, first, "failed"))
+    bounce = wait_for(
+        lambda: (
+            (found := stack.call("GET", f"/v3/{DOMAIN}/bounces/listed@example.net")).status_code == 200
+            and found.json()
+        )
+    )
+    assert (bounce["address"], bounce["code"], bounce["error"]) == (
+        "listed@example.net",
+        "550",
+        "5.1.1 No such user",
+    )
+    assert relay.asked_for("listed@example.net") == 1
+
+    second = send(stack, ["listed@example.net"])
+    [event] = wait_for(lambda: events(stack, second, "failed"))
+    assert (event["severity"], event["reason"], event["delivery-status"]["code"]) == (
+        "permanent",
+        "suppress-bounce",
+        605,
+    )
+    assert relay.asked_for("listed@example.net") == 1  # the second message never reached the relay
+
+    # removing the bounce lets mail through again (and it bounces again, so it is listed again)
+    assert stack.call("DELETE", f"/v3/{DOMAIN}/bounces/listed@example.net").status_code == 200
+    third = send(stack, ["listed@example.net"])
+    [event] = wait_for(lambda: events(stack, third, "failed"))
+    assert event["reason"] == "bounce" and relay.asked_for("listed@example.net") == 2
 
 
 def test_a_temporary_failure_is_retried_until_the_schedule_is_spent(stack, relay):

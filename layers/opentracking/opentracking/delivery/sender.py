@@ -33,7 +33,7 @@ from opentracking.core import queues
 from opentracking.core.config import table_name
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
-from opentracking.delivery import events, jobs, ses, smtp
+from opentracking.delivery import events, jobs, ses, smtp, suppression_lists
 from opentracking.delivery.jobs import QUEUE, DeliveryConfigurationError, SendJob, queue_url
 from opentracking.delivery.replies import Outcome, Reply
 from opentracking.messages import copies
@@ -140,6 +140,14 @@ def process(body: str, *, now: Callable[[], float] = time.time, transport: Trans
     copy = _claim(table, job, current)
     if copy is None:
         return _not_claimed(table, job)
+    suppressed = suppression_lists.blocking(copy["domain"], copy["recipient"], copy.get("tags") or [])
+    if suppressed:
+        # On a list (checked at each attempt, so a bounce elsewhere since the last one counts): nothing
+        # is sent, and the failure says which list, with Mailgun's code and words.
+        refused = Reply(Outcome.PERMANENT, suppression_lists.SUPPRESSED_CODES[suppressed], "", False, "", 0.0)
+        fields = {"copy": job.copy_pk, "attempt": job.attempt, "outcome": suppressed}
+        description = suppression_lists.SUPPRESSED_TEXT[suppressed]
+        return settle(table, copy, job, refused, now(), fields, reason=suppressed, description=description)
     try:
         message = copies.read(copy)
     except store.ObjectMissing:

@@ -4,6 +4,7 @@ privacy settings and suppressions, which themselves read domains, so `domains` c
 from __future__ import annotations
 
 from opentracking.core.config import table_name
+from opentracking.delivery import suppression_lists
 from opentracking.domains import registry, tracking_hosts
 from opentracking.privacy import policy, suppressions
 from opentracking.storage import keys, store
@@ -11,12 +12,13 @@ from opentracking.webhooks import subscriptions
 
 
 def delete(name: str) -> None:
-    """Delete a domain, its webhooks, privacy settings and suppression list (a domain created again
-    later starts clean)."""
+    """Delete a domain, its webhooks, privacy settings, tracking suppression list and Mailgun's suppression
+    lists (a domain created again later starts clean)."""
     domain = registry.get(name)
     # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
     tracking_hosts.release(domain.host, domain.tracking_host)
     subscriptions.delete_all(name)
     policy.delete(name)
     suppressions.delete_all(name)
+    suppression_lists.delete_domain(name)
     store.delete_item(table_name(), keys.domain_key(name))

@@ -6,6 +6,8 @@ events (and with them their `gsi1` index entries), the raw opens, the unique and
 the webhook-delivered markers of its events. What is left is aggregate: hourly counters and tags keep
 their numbers (an erasure does not rewrite history's totals, and they name no one), message records
 name no recipient, and the tracking suppression list keeps the address so the opt-out goes on working.
+The address also leaves Mailgun's suppression lists (bounces, complaints, unsubscribes, whitelist): they
+are delivery data about the person, and go with the rest of it.
 
 Safe to retry and to race:
 - the copy record is marked `erasing` first, so the events consumer writes nothing more for it (its
@@ -23,6 +25,7 @@ from opentracking.core.config import settings, table_name
 from opentracking.core.errors import BadRequest
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
+from opentracking.delivery import suppression_lists
 from opentracking.http.forms import Form
 from opentracking.mail import compose
 from opentracking.privacy import suppressions
@@ -90,6 +93,7 @@ def erase(domain: str, form: Form) -> dict[str, Any]:
         copies += 1 if removed_items else 0
         objects += removed_objects
         items += removed_items
+    listed = suppression_lists.forget(domain, address) if complete else 0
     count(Metric.RECIPIENT_COPIES_ERASED, copies)
     # Counts only: the address is never logged.
     logger.info("recipient erased", extra={"copies": copies, "items": items, "complete": complete})
@@ -97,5 +101,5 @@ def erase(domain: str, form: Form) -> dict[str, Any]:
         "message": "Recipient data has been erased" if complete else "Erasure in progress, call again",
         "address": address,
         "complete": complete,
-        "erased": {"copies": copies, "objects": objects, "items": items},
+        "erased": {"copies": copies, "objects": objects, "items": items, "list_records": listed},
     }

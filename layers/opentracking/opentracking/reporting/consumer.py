@@ -33,6 +33,7 @@ from typing import Any
 from opentracking.core.config import table_name
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
+from opentracking.delivery import suppression_lists
 from opentracking.privacy import policy
 from opentracking.storage import keys, records, store
 from opentracking.tracking import bots, client_info
@@ -521,7 +522,9 @@ def handle_counted(item: dict[str, Any], cache: dict[str, Any]) -> None:
         for tag in (tags if event["event"] == "accepted" else [])
     ]
     try:
-        _claim(table, marker, [*counting.add(event_increments(event)), *tag_updates])
+        # The suppression lists change with the count, in its transaction: once per event.
+        lists = suppression_lists.event_operations(table, domain, event)
+        _claim(table, marker, [*counting.add(event_increments(event)), *tag_updates, *lists])
     except CopyErased:
         # A replay after the recipient was erased (or an erasure before the first count): the marker
         # must not come back into the erased partition.

@@ -55,6 +55,12 @@ def suppressions_pk(domain: str) -> str:
     return f"SUPPRESS#{domain}"
 
 
+def suppression_list_pk(kind: str, domain: str) -> str:
+    """One of Mailgun's suppression lists (bounces, complaints, unsubscribes, whitelists) of a domain;
+    its items are keyed by the SHA-256 of the lower-cased address (or whitelisted domain)."""
+    return f"LIST#{kind}#{domain}"
+
+
 # --- a copy's partition and a message's record -----------------------------------------------------
 
 

@@ -315,6 +315,51 @@ def query_page(table: str, pk: str, *, after: str | None, limit: int) -> list[di
     return [deserialize(item) for item in response["Items"]]
 
 
+def query_window(
+    table: str,
+    pk: str,
+    *,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+    descending: bool = False,
+    prefix_of: tuple[str, str] | None = None,
+    max_pages: int = 20,
+) -> list[dict[str, Any]]:
+    """Up to `limit` items of a partition in sort-key order (`descending`: from the end), with sort keys
+    after `after` / before `before`; with `prefix_of` (attribute, prefix), only items whose attribute
+    starts with the prefix (a filter: pages are read on until enough match, at most `max_pages`)."""
+    condition, values = "pk = :pk", {":pk": {"S": pk}}
+    if after:
+        condition += " AND sk > :after"
+        values[":after"] = {"S": after}
+    elif before:
+        condition += " AND sk < :before"
+        values[":before"] = {"S": before}
+    query: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": condition,
+        "ScanIndexForward": not descending,
+        "Limit": limit,
+    }
+    if prefix_of:
+        query["FilterExpression"] = "begins_with(#f, :prefix)"
+        query["ExpressionAttributeNames"] = {"#f": prefix_of[0]}
+        values[":prefix"] = {"S": prefix_of[1]}
+    query["ExpressionAttributeValues"] = values
+    found: list[dict[str, Any]] = []
+    try:
+        for _ in range(max_pages):
+            response = client("dynamodb").query(**query)
+            found.extend(deserialize(item) for item in response["Items"])
+            if len(found) >= limit or "LastEvaluatedKey" not in response:
+                break
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return found[:limit]
+
+
 def query_range(table: str, pk: str, lo: str, hi: str) -> list[dict[str, Any]]:
     """Every item of one partition whose sort key is between lo and hi (inclusive), paginated."""
     return _query_all(
@@ -447,17 +492,17 @@ def update_operation(
     table: str,
     key: dict[str, Any],
     *,
-    add: dict[str, int] | None = None,
+    add: dict[str, Any] | None = None,
     set_always: dict[str, Any] | None = None,
     set_once: dict[str, Any] | None = None,
     remove: tuple[str, ...] = (),
     condition: str | None = None,
     condition_values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A transaction's Update: ADD to counters (created at zero), SET attributes, SET others only where
-    they are not set yet (a counter's expiry, a tag's first use), REMOVE attributes; with `condition`
-    (attribute names as they are, values as `:name` placeholders in `condition_values`), only where it
-    holds."""
+    """A transaction's Update: ADD to counters (created at zero) or string sets, SET attributes, SET others
+    only where they are not set yet (a counter's expiry, a tag's first use), REMOVE attributes; with
+    `condition` (attribute names as they are, values as `:name` placeholders in `condition_values`), only
+    where it holds."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
 
