@@ -122,6 +122,25 @@ def put_click_tracking(name: str) -> dict:
     return {"message": "Domain tracking settings have been updated", "click": domain.click_setting()}
 
 
+@app.put("/v3/domains/<name>/tracking/unsubscribe")
+@tracer.capture_method
+def put_unsubscribe_tracking(name: str) -> dict:
+    form = gateway.request_form(app.current_event)
+    active, html_footer, text_footer = form.last("active"), form.last("html_footer"), form.last("text_footer")
+    if active is None and html_footer is None and text_footer is None:
+        raise BadRequest("'active', 'html_footer' or 'text_footer' parameter is required")
+    domain = registry.set_unsubscribe_tracking(
+        name.lower(),
+        active=optional_bool("active", active),
+        html_footer=html_footer,
+        text_footer=text_footer,
+    )
+    return {
+        "message": "Domain tracking settings have been updated",
+        "unsubscribe": domain.unsubscribe_setting(),
+    }
+
+
 @app.get("/v3/domains/<name>/connection")
 @tracer.capture_method
 def get_connection(name: str) -> dict:

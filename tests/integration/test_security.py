@@ -20,8 +20,13 @@ from opentracking.domains import registry
 from opentracking.http import auth
 from opentracking.tracking import tokens
 
-# The pixel and the click redirect are public: a reader's mail client or browser has no key.
-ROUTES = [r for r in http_routes(Stack()) if r.function not in ("PixelFunction", "ClickFunction")]
+# The pixel, the click redirect and the unsubscribe link are public: a reader's mail client or browser has
+# no key.
+ROUTES = [
+    r
+    for r in http_routes(Stack())
+    if r.function not in ("PixelFunction", "ClickFunction", "UnsubscribeFunction")
+]
 SENDING = {"POST /v3/{domain}/messages", "POST /v3/{domain}/messages.mime"}
 
 

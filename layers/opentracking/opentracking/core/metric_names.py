@@ -22,6 +22,10 @@ class Metric(StrEnum):
     SES_EVENTS = "SesEvents"  # SES's reports on copies, recorded
     SES_REPORT_WITHOUT_COPY = "SesReportWithoutCopy"  # the copy expired or was erased before SES reported
     SEND_JOB_WITHOUT_COPY = "SendJobWithoutCopy"  # the copy expired or was erased before it was sent
+    # Unsubscribe links
+    UNSUBSCRIBES_RECORDED = "UnsubscribesRecorded"
+    UNSUBSCRIBE_WITHOUT_COPY = "UnsubscribeWithoutCopy"  # the copy expired or was erased first
+    INVALID_UNSUBSCRIBE_TOKEN = "InvalidUnsubscribeToken"  # noqa: S105 - a metric name, not a secret
     # The pixel and its redrive
     OPEN_RECORDED = "OpenRecorded"
     OPEN_SPILLED = "OpenSpilled"  # DynamoDB or the keys out of reach: parked on the spill queue

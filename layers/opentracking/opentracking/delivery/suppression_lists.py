@@ -419,10 +419,13 @@ def whitelisted(domain: str, address: str) -> bool:
     return bool(store.batch_get(table_name(), wanted))
 
 
-def event_operations(table: str, domain: str, event: dict[str, Any]) -> list[dict[str, Any]]:
+def event_operations(
+    table: str, domain: str, event: dict[str, Any], unsubscribe_tags: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
     """What a counted event adds to the lists, as transaction operations (written with the event's
     counted marker, so once): a hard bounce to bounces (not for a whitelisted address), a complaint to
-    complaints (its count grows), an unsubscribe to unsubscribes (its tag, or all)."""
+    complaints (its count grows), an unsubscribe to unsubscribes (`unsubscribe_tags`, `*` for all mail:
+    the unsubscribe link's scope, kept with the event)."""
     name, address = event["event"], str(event.get("recipient") or "").lower()
     if not address:
         return []
@@ -451,7 +454,7 @@ def event_operations(table: str, domain: str, event: dict[str, Any]) -> list[dic
             )
         ]
     if name == "unsubscribed":
-        tags = [str(tag).lower() for tag in event.get("unsubscribed-tags") or []] or [ALL_TAGS]
+        tags = [str(tag).lower() for tag in unsubscribe_tags or []] or [ALL_TAGS]
         return [
             store.update_operation(
                 table,

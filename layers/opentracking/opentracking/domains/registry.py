@@ -24,6 +24,10 @@ from opentracking.storage import keys, store
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 DEFAULT_WEB_PREFIX = "email"
+# Mailgun's default unsubscribe footers (as its API returns them for a new domain).
+DEFAULT_HTML_FOOTER = '\n<br>\n<p><a href="%unsubscribe_url%">unsubscribe</a></p>\n'
+DEFAULT_TEXT_FOOTER = "\n\nTo unsubscribe click: <%unsubscribe_url%>\n\n"
+MAX_FOOTER_CHARS = 10_000
 DOMAIN_LIST_KEY = "DOMAINS"
 
 
@@ -78,6 +82,11 @@ class Domain:
     require_tls: bool = False
     skip_verification: bool = False
     delivery_transport: str = ""
+    # Unsubscribe tracking (Mailgun's): a signed unsubscribe link in each copy, a footer where the message
+    # has no %unsubscribe_url% of its own, and RFC 8058's one-click List-Unsubscribe headers.
+    unsubscribe_tracking: bool = False
+    html_footer: str = DEFAULT_HTML_FOOTER
+    text_footer: str = DEFAULT_TEXT_FOOTER
 
     @property
     def tracking_host(self) -> str:
@@ -123,6 +132,9 @@ class Domain:
             require_tls=bool(item.get("require_tls", False)),
             skip_verification=bool(item.get("skip_verification", False)),
             delivery_transport=str(item.get("delivery_transport") or ""),
+            unsubscribe_tracking=bool(item.get("unsubscribe_tracking", False)),
+            html_footer=str(item.get("html_footer", DEFAULT_HTML_FOOTER)),
+            text_footer=str(item.get("text_footer", DEFAULT_TEXT_FOOTER)),
         )
 
     # --- Mailgun shapes ---
@@ -180,8 +192,15 @@ class Domain:
             "tracking": {
                 "open": {"active": self.open_tracking, "place_at_the_top": self.place_at_the_top},
                 "click": self.click_setting(),
-                "unsubscribe": {"active": False, "html_footer": "", "text_footer": ""},
+                "unsubscribe": self.unsubscribe_setting(),
             }
+        }
+
+    def unsubscribe_setting(self) -> dict[str, Any]:
+        return {
+            "active": self.unsubscribe_tracking,
+            "html_footer": self.html_footer,
+            "text_footer": self.text_footer,
         }
 
     def connection(self, deployment_transport: str) -> dict[str, Any]:
@@ -348,6 +367,32 @@ def set_click_tracking(name: str, *, active: str | None, implies_open: bool | No
             domain,
             click_tracking=domain.click_tracking if active is None else active,
             click_implies_open=domain.click_implies_open if implies_open is None else implies_open,
+        )
+    )
+
+
+def set_unsubscribe_tracking(
+    name: str, *, active: bool | None, html_footer: str | None, text_footer: str | None
+) -> Domain:
+    """Mailgun's unsubscribe tracking; None leaves a setting as it is. Like opens and clicks, it cannot be
+    switched on until the tracking host serves us: the link would lead nowhere. A footer must carry
+    %unsubscribe_url% (or %tag_unsubscribe_url%), else it would say "unsubscribe" and link nowhere."""
+    domain = get(name)
+    if active:
+        _require_tracking_host(domain, "Unsubscribe tracking")
+    for field_name, footer in (("html_footer", html_footer), ("text_footer", text_footer)):
+        if footer is None:
+            continue
+        if len(footer) > MAX_FOOTER_CHARS:
+            raise BadRequest(f"'{field_name}' must be at most {MAX_FOOTER_CHARS} characters")
+        if "%unsubscribe_url%" not in footer and "%tag_unsubscribe_url%" not in footer:
+            raise BadRequest(f"'{field_name}' must contain %unsubscribe_url% or %tag_unsubscribe_url%")
+    return save(
+        replace(
+            domain,
+            unsubscribe_tracking=domain.unsubscribe_tracking if active is None else active,
+            html_footer=domain.html_footer if html_footer is None else html_footer,
+            text_footer=domain.text_footer if text_footer is None else text_footer,
         )
     )
 

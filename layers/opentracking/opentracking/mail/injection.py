@@ -242,11 +242,20 @@ def _insertion_point(buf: bytes, top: bool, start: int = 0) -> int:
 
 def inject_html(html: str, pixel_url: str, *, top: bool = False) -> str:
     """Insert the tracking pixel into an HTML document or fragment (see _insertion_point)."""
+    pos = insertion_index(html, top=top)
+    return html[:pos] + pixel_markup(pixel_url) + html[pos:]
+
+
+def insertion_index(html: str, *, top: bool = False) -> int:
+    """Where the pixel goes in an HTML string: the place for anything added at the bottom (or top)."""
     # Replacing each non-ASCII character with one "?" keeps indexes aligned with *html*.
     masked = html.encode("ascii", "replace")
-    start = 1 if html.startswith("\ufeff") else 0
-    pos = _insertion_point(masked, top, start)
-    return html[:pos] + pixel_markup(pixel_url) + html[pos:]
+    return _insertion_point(masked, top, 1 if html.startswith("\ufeff") else 0)
+
+
+def insertion_offset(decoded: bytes, *, top: bool = False) -> int:
+    """insertion_index for the bytes of an ASCII-compatible HTML body (a UTF-8 BOM skipped)."""
+    return _insertion_point(decoded, top, 3 if decoded.startswith(codecs.BOM_UTF8) else 0)
 
 
 # --------------------------------------------------------------------------------------

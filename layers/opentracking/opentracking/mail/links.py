@@ -514,17 +514,23 @@ def _rewrite_base64(body: bytes, transform: Callable[[bytes], Edited | None]) ->
     return body64.lead + wrapped + body64.appended + body64.trail, edited[1]
 
 
-def _rewrite_part(data: bytes, part: Part, html: bool, link_url: LinkUrl) -> Edited | None:
+# An edit of one decoded part body: (decoded, charset, is_html, line_limit) -> (new decoded, edits made),
+# or None where the body cannot be edited safely. `line_limit`: the body is 7bit/8bit, so no line may pass
+# 998 octets.
+BodyEdit = Callable[[bytes, "str | None", bool, bool], "Edited | None"]
+
+
+def _rewrite_part(data: bytes, part: Part, html: bool, edit: BodyEdit) -> Edited | None:
     body = data[part.body_start : part.end]
     charset = part.info.get_content_charset()
     cte = part.cte
     if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
         return None  # as in the injector: not worth the risk
     if cte == "quoted-printable":
-        return _rewrite_qp(body, lambda d: _replacements(d, charset, html, link_url, line_limit=False))
+        return _rewrite_qp(body, lambda d: edit(d, charset, html, False))
     if cte == "base64":
-        return _rewrite_base64(body, lambda d: _replacements(d, charset, html, link_url, line_limit=False))
-    return _replacements(body, charset, html, link_url, line_limit=True)
+        return _rewrite_base64(body, lambda d: edit(d, charset, html, False))
+    return edit(body, charset, html, True)
 
 
 def _text_parts(part: Part, top_level: bool = False) -> list[Part]:
@@ -545,6 +551,19 @@ def rewrite(
     """Point every trackable link of the displayed HTML parts (and, with *text*, of the inline plain-text
     parts) at ``link_url(original)``. Every byte outside the rewritten URLs is kept."""
     data = bytes(message)
+    choose = _filtered(link_url, list_unsubscribe_targets(data), tracking_host)
+
+    def edit(decoded: bytes, charset: str | None, html: bool, line_limit: bool) -> Edited | None:
+        return _replacements(decoded, charset, html, choose, line_limit=line_limit)
+
+    return edit_bodies(data, edit, text=text)
+
+
+def edit_bodies(message: bytes, edit: BodyEdit, *, text: bool = False) -> RewriteResult:
+    """Apply `edit` to the decoded body of every displayed HTML part (and, with *text*, every inline
+    plain-text part), each re-encoded in its own transfer encoding; every other byte is kept. Signed,
+    encrypted and DKIM-signed messages are left alone, with the reason. `links` counts the edits made."""
+    data = bytes(message)
     state = {"encrypted": False}
     root = parse_part(data, 0, len(data), "text/plain", 0, state)
     if state["encrypted"]:
@@ -555,14 +574,13 @@ def rewrite(
     blank = BLANK_LINE.search(data)
     if DKIM_FIELD.search(data, 0, blank.end() if blank else len(data)):
         return RewriteResult(data, 0, DKIM_SIGNED)
-    choose = _filtered(link_url, list_unsubscribe_targets(data), tracking_host)
     targets = [(path[-1], True) for path in paths]
     if text:
         targets += [(part, False) for part in _text_parts(root, top_level=True)]
     edits: list[tuple[int, int, bytes]] = []
     links, undecodable = 0, False
     for part, is_html in targets:
-        edited = _rewrite_part(data, part, is_html, choose)
+        edited = _rewrite_part(data, part, is_html, edit)
         if edited is None:
             undecodable = True
         elif edited[1]:

@@ -77,6 +77,7 @@ class TrackingDecision:
     source: str = "domain"  # which setting won: "domain" or the option/header that decided
     clicks: str = CLICKS_NO  # yes (HTML and text links), htmlonly, no
     clicks_source: str = "domain"
+    unsubscribes: bool = False  # a signed unsubscribe link in each copy (o:tracking, X-Mailgun-Track)
 
 
 def click_mode(value: bool | str) -> str:
@@ -93,6 +94,7 @@ def decide_tracking(
     domain_active: bool,
     domain_top: bool,
     domain_clicks: str = CLICKS_NO,
+    domain_unsubscribes: bool = False,
 ) -> TrackingDecision:
     """Decide open tracking, pixel placement and click tracking. `options` holds o: fields (last value
     wins), `headers` the X-Mailgun-* control headers by lower-case name."""
@@ -133,8 +135,25 @@ def decide_tracking(
         if value is not None:
             top = bool(parse_bool(name, value))
             break
+    # Unsubscribe tracking has no option of its own: o:tracking=no (or X-Mailgun-Track: no) switches it off
+    # for the message; "yes" does not add footers to a domain that never asked for them.
+    general = [
+        parse_bool(name, value)
+        for name, value in (
+            ("o:tracking", options.get("o:tracking")),
+            ("X-Mailgun-Track", headers.get("x-mailgun-track")),
+        )
+        if value is not None
+    ]
+    unsubscribes = domain_unsubscribes and (not general or bool(general[0]))
     return TrackingDecision(
-        opens=opens, top=top, reason=reason, source=source, clicks=clicks, clicks_source=clicks_source
+        opens=opens,
+        top=top,
+        reason=reason,
+        source=source,
+        clicks=clicks,
+        clicks_source=clicks_source,
+        unsubscribes=unsubscribes,
     )
 
 

@@ -17,7 +17,7 @@ from opentracking.core.observability import count, logger
 from opentracking.delivery import jobs
 from opentracking.domains import registry
 from opentracking.http.forms import Form
-from opentracking.mail import compose, links, splice
+from opentracking.mail import compose, links, splice, unsubscribe
 from opentracking.mail.injection import REASON_TEXT, inject
 from opentracking.messages import copies, options
 from opentracking.privacy import erasure, policy, suppressions
@@ -71,6 +71,7 @@ class Submission:
     reason: str | None = None  # why opens are not tracked, when they are not
     privacy: policy.PrivacySettings = field(default_factory=policy.PrivacySettings)
     click_reason: str | None = None  # why clicks are not tracked, when they are not
+    unsubscribe_reason: str | None = None  # why copies carry no unsubscribe link, when tracking asked for one
     template: bytes | None = None  # the copies' template as stored (copies.encode_template), if planned
 
     @property
@@ -156,6 +157,7 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         domain_active=domain.open_tracking,
         domain_top=domain.place_at_the_top,
         domain_clicks=domain.click_tracking,
+        domain_unsubscribes=domain.unsubscribe_tracking,
     )
     testmode = (
         bool(options.parse_bool("o:testmode", option_values["o:testmode"]))
@@ -264,9 +266,16 @@ def track(
             submission.reason = options.REASON_CNAME_NOT_READY
         if submission.clicks_tracked:
             submission.click_reason = options.REASON_CNAME_NOT_READY
+        if submission.decision.unsubscribes:
+            submission.unsubscribe_reason = options.REASON_CNAME_NOT_READY
         return
     if _track_by_template(submission, keyring, scheme, suppressed):
+        # Opting out of tracking is not opting out of the unsubscribe link: those copies get theirs here.
+        _add_unsubscribe_links(
+            submission, keyring, scheme, [c for c in submission.copies if c.recipient.lower() in suppressed]
+        )
         return
+    _add_unsubscribe_links(submission, keyring, scheme, submission.copies)
     if submission.clicks_tracked:
         _rewrite_links(submission, keyring, scheme, suppressed)
     if not submission.decision.opens:
@@ -317,6 +326,7 @@ class _CopyRenderer:
     clicks: bool
     text_links: bool
     top: bool
+    unsubscribes: bool = False
 
     def tokens_for(self, copy_id: bytes) -> splice.TokenFor:
         """One copy's tokens by key: ("open",) for its pixel, ("click", url) for a link."""
@@ -325,6 +335,8 @@ class _CopyRenderer:
     def render(self, token_for: splice.TokenFor) -> _Rendered | None:
         """The copy for these tokens; None where the per-copy path would not track it."""
         host, out, link_count = self.domain.tracking_host, self.message, 0
+        if self.unsubscribes:
+            out = _with_unsubscribe_links(out, self.domain, self.scheme, token_for).message
         if self.clicks:
 
             def link_url(url: str) -> str | None:
@@ -355,8 +367,9 @@ def _track_by_template(
     not apply (per-recipient messages, few copies, a message the plan cannot cover exactly, or one that
     is not tracked at all): the per-copy path then does the work."""
     opens, clicks = submission.decision.opens, submission.clicks_tracked
+    unsubscribes = submission.decision.unsubscribes
     tracked = [copy for copy in submission.copies if copy.recipient.lower() not in suppressed]
-    if not (opens or clicks) or len(tracked) < SPLICE_MIN_COPIES:
+    if not (opens or clicks or unsubscribes) or len(tracked) < SPLICE_MIN_COPIES:
         return False
     message = tracked[0].message
     if any(copy.message is not message and copy.message != message for copy in tracked):
@@ -376,7 +389,14 @@ def _track_by_template(
         clicks=clicks,
         text_links=submission.decision.clicks == options.CLICKS_YES,
         top=submission.decision.top,
+        unsubscribes=unsubscribes,
     )
+    if unsubscribes:
+        # Whether the message can carry the link at all (signed content cannot): the same for every copy.
+        probe = _with_unsubscribe_links(
+            message, submission.domain, scheme, source.for_copy(bytes(tokens.COPY_ID_BYTES))
+        )
+        submission.unsubscribe_reason = probe.reason
     planned = _fill_template(renderer, tracked)
     if planned is None:
         return False
@@ -424,6 +444,43 @@ def _fill_template(
             continue
         made.append(_Rendered(filled, planned.links, from_template=True))
     return template, made
+
+
+def _with_unsubscribe_links(
+    message: bytes, domain: registry.Domain, scheme: str, token_for: splice.TokenFor
+) -> unsubscribe.UnsubscribeResult:
+    """The copy with its unsubscribe links on the tracking host: /u/{token}, the token sealing the copy and
+    the scope (all mail, or the message's tags) as a click token does a URL."""
+
+    def url_for(scope: str) -> str | None:
+        token = token_for(("click", f"{unsubscribe.SEALED_PREFIX}{scope}"))
+        return None if token is None else f"{scheme}://{domain.tracking_host}/u/{token}"
+
+    return unsubscribe.add_links(
+        message, url_for, html_footer=domain.html_footer, text_footer=domain.text_footer
+    )
+
+
+def _add_unsubscribe_links(
+    submission: Submission, keyring: tokens.KeyRing, scheme: str, targets: list[Copy]
+) -> None:
+    """Each of these copies with its own unsubscribe links (the per-copy path)."""
+    if not submission.decision.unsubscribes or not targets:
+        return
+    source = copies.TokenSource(
+        keyring,
+        submission.domain.name,
+        submission.privacy.anonymize_ip,
+        submission.privacy.event_retention_days,
+    )
+    for copy in targets:
+        result = _with_unsubscribe_links(
+            copy.message, submission.domain, scheme, source.for_copy(copy.copy_id)
+        )
+        if not result.linked:
+            submission.unsubscribe_reason = result.reason  # a property of the message: the same for all
+            return
+        copy.message = result.message
 
 
 def _rewrite_links(

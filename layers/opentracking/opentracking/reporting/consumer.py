@@ -483,7 +483,7 @@ def _implied_open(
         delivery.enqueue(domain, event)
 
 
-COUNTED_EVENTS = ("accepted", "delivered", "failed", "complained")
+COUNTED_EVENTS = ("accepted", "delivered", "failed", "complained", "unsubscribed")
 
 
 def event_increments(event: dict[str, Any]) -> dict[str, int]:
@@ -523,7 +523,7 @@ def handle_counted(item: dict[str, Any], cache: dict[str, Any]) -> None:
     ]
     try:
         # The suppression lists change with the count, in its transaction: once per event.
-        lists = suppression_lists.event_operations(table, domain, event)
+        lists = suppression_lists.event_operations(table, domain, event, item.get("unsubscribe_tags"))
         _claim(table, marker, [*counting.add(event_increments(event)), *tag_updates, *lists])
     except CopyErased:
         # A replay after the recipient was erased (or an erasure before the first count): the marker

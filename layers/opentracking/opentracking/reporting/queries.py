@@ -24,7 +24,8 @@ from opentracking.storage import keys, store
 MAX_LIMIT = 300
 DEFAULT_LIMIT = 100
 _MAX_PAGES_SCANNED = 50  # bounds the work one request can cause when filters match little
-SUPPORTED_EVENTS = ("accepted", "delivered", "failed", "opened", "clicked", "complained")  # counted in stats
+# counted in stats
+SUPPORTED_EVENTS = ("accepted", "delivered", "failed", "opened", "clicked", "complained", "unsubscribed")
 LISTED_EVENTS = SUPPORTED_EVENTS  # in the events API
 # Mailgun's permanent failure reasons in stats; this deployment records bounce, suppress-bounce (SES's
 # suppression lists) and old (retries spent).
@@ -50,6 +51,7 @@ COUNTER_FIELDS = (
     "clicked_unique",
     "clicked_machine_total",
     "complained_total",
+    "unsubscribed_total",
 )
 
 
@@ -324,6 +326,8 @@ def stats(
             }
         if "complained" in event_names:
             row["complained"] = {"total": totals.get("complained_total", 0)}
+        if "unsubscribed" in event_names:
+            row["unsubscribed"] = {"total": totals.get("unsubscribed_total", 0)}
         rows.append(row)
         bucket = following
     body = {

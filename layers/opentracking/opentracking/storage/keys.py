@@ -112,6 +112,11 @@ def unique_clicked_url_sk(url_key: str) -> str:
     return f"{UNIQUE_CLICKED_SK}#{url_key}"
 
 
+def unsubscribed_sk(scope: str) -> str:
+    """The marker that the copy's reader unsubscribed (from all mail, or from its tags): recorded once."""
+    return f"UNSUBSCRIBED#{scope}"
+
+
 def counted_sk(event_id: str) -> str:
     """The marker that an accepted event was counted (a replayed stream record counts nothing twice)."""
     return f"COUNTED#{event_id}"

@@ -36,7 +36,7 @@ MAILGUN_WEBHOOKS = (
     "unsubscribed",
 )
 SUPPORTED_WEBHOOKS = frozenset(
-    {"opened", "clicked", "delivered", "permanent_fail", "temporary_fail", "complained"}
+    {"opened", "clicked", "delivered", "permanent_fail", "temporary_fail", "complained", "unsubscribed"}
 )
 
 
