@@ -149,6 +149,11 @@ def assert_well_formed(route, response):
         assert response["statusCode"] in (404, 503) and "Location" not in response["headers"]
         assert response["headers"]["Content-Type"] == "text/html; charset=utf-8"
         return
+    if route.function == "UnsubscribeFunction":  # a browser's route too: the invalid-link page
+        assert response["statusCode"] in (404, 503) and "Location" not in response["headers"]
+        assert response["headers"]["Content-Type"] == "text/html; charset=utf-8"
+        assert "default-src 'none'" in response["headers"]["Content-Security-Policy"]
+        return
     body = response["body"]
     document = json.loads(base64.b64decode(body) if response.get("isBase64Encoded") else body)
     if response["statusCode"] >= 400:
