@@ -48,7 +48,14 @@ SQS_PER_REQUEST = 0.40 / 1e6
 # EventBridge (1 SendMessage) and received and deleted in batches of 10.
 SQS_REQUESTS_PER_COPY = 0.1 + 0.1 + 0.1 + 2 * (1 + 0.1 + 0.1)
 SES_REPORTS_PER_COPY = 2  # Send (ignored, acknowledged) and Delivery (recorded)
-LATENCY_MS = {**ASSUMED_LATENCY_MS, "s3.GetObject": 20.0, "dynamodb.UpdateItem": 5.0, "sesv2.SendEmail": 30.0}
+LATENCY_MS = {
+    **ASSUMED_LATENCY_MS,
+    "s3.GetObject": 20.0,
+    "dynamodb.UpdateItem": 5.0,
+    "dynamodb.BatchGetItem": 5.0,
+    "sesv2.SendEmail": 30.0,
+}
+SUPPRESSION_READS = 3  # the recipient's bounce, complaint and unsubscribe records: consistent reads
 
 
 def copy_item(job_body: str) -> dict:
@@ -308,7 +315,9 @@ def delivery_costs(
         "Lambda compute (SES events)": billed_per_item("SesEventsFunction", report_ms, report_requests) * 1e6,
         "SQS": SQS_REQUESTS_PER_COPY * SQS_PER_REQUEST * 1e6,
         "DynamoDB writes": (claim_wru + 1 + event_wru + copy_wru) * PRICES["dynamodb_wru"] * 1e6,
-        "DynamoDB reads": 0.5 * PRICES["dynamodb_rru"] * 1e6,  # the report's eventually consistent GetItem
+        # the report's eventually consistent GetItem, and the sender's check of the suppression lists (a
+        # consistent read per record, found or not)
+        "DynamoDB reads": (0.5 + SUPPRESSION_READS) * PRICES["dynamodb_rru"] * 1e6,
         # the message's template, read once per container and message (0 per copy once cached)
         "S3 GET": copy_requests.get("s3.GetObject", 0.0) * 0.0004 / 1000 * 1e6,
     }

@@ -224,7 +224,7 @@ def test_webhook_lifecycle_in_mailgun_shapes(call):
     [
         ({"url": "https://a.example"}, "'id' parameter is missing"),
         ({"id": "bounced", "url": "https://a.example"}, "Invalid webhook id 'bounced'"),
-        ({"id": "unsubscribed", "url": "https://a.example"}, "Webhook 'unsubscribed' is not supported"),
+        ({"id": "accepted", "url": "https://a.example"}, "Webhook 'accepted' is not supported"),
         ({"id": "opened"}, "'url' parameter is missing"),
         ({"id": "opened", "url": "ftp://a.example/x"}, "is not a valid http or https URL"),
         ({"id": "opened", "url": "https://"}, "is not a valid http or https URL"),
