@@ -38,6 +38,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def zone_value(record: dict) -> str:
+    """A record of `sending_dns_records` as a zone file writes it (TXT quoted, MX with its priority)."""
+    if record["record_type"] == "TXT":
+        return '"' + record["value"].replace('"', '\\"') + '"'
+    if record["record_type"] == "MX":
+        return f"{record.get('priority') or 10} {record['value'].rstrip('.')}."
+    return record["value"]
+
+
 @dataclass
 class StackClient:
     """A client of a running local stack, found through the state file it writes."""
@@ -103,8 +112,9 @@ class StackClient:
         response.raise_for_status()
 
     def create_tracked_domain(self, domain: str, *, top: bool = False) -> dict:
-        """The path a new user takes: create the domain, publish its tracking CNAME, verify, switch
-        open tracking on. Returns the verified domain as the API shows it."""
+        """The path a new user takes: create the domain, publish its records (the tracking CNAME, and the
+        sending identity's SPF, DKIM and MAIL FROM where it has them), verify, switch open tracking on.
+        Returns the verified domain as the API shows it."""
         created = self.call("POST", "/v3/domains", data={"name": domain})
         if created.status_code == 400 and "already exists" in created.text:
             return self.call("GET", f"/v3/domains/{domain}").json()
@@ -115,7 +125,7 @@ class StackClient:
         for _round in range(3):
             for record in records:
                 if record["value"]:
-                    self.publish_dns(record["name"], "CNAME", record["value"])
+                    self.publish_dns(record["name"], record["record_type"], zone_value(record))
             verified = self.call("PUT", f"/v3/domains/{domain}/verify")
             verified.raise_for_status()
             records = verified.json()["sending_dns_records"]

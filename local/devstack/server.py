@@ -224,6 +224,8 @@ class LocalStack:
             ),
             "SMTP_RELAY": self.smtp_relay,
             "SMTP_SECURITY": os.environ.get("SMTP_SECURITY", "none"),
+            # The relay's SPF include, listed and checked on each domain (the template's SmtpSpfInclude).
+            "SMTP_SPF_INCLUDE": os.environ.get("SMTP_SPF_INCLUDE", ""),
             "SMTP_CREDENTIALS_SECRET": "",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "OpenTracking",
@@ -333,8 +335,11 @@ class LocalStack:
             if method == "PUT":
                 try:
                     record = json.loads(body or b"{}")
-                    self.dns.remove(name)
-                    self.dns.set_record(name, str(record["type"]).upper(), str(record["value"]))
+                    kind = str(record["type"]).upper()
+                    # A TXT or MX record joins the name's others (SPF beside an MX); anything else replaces
+                    # them (a CNAME stands alone).
+                    self.dns.remove(name, kind) if kind in ("TXT", "MX") else self.dns.remove(name)
+                    self.dns.set_record(name, kind, str(record["value"]))
                 except (ValueError, KeyError, TypeError, DNSException) as exc:
                     return answer(400, {"message": f"expected {{'type': ..., 'value': ...}}: {exc}"})
                 return answer(200, {"message": f"{name} {record['type']} {record['value']} published"})

@@ -5,7 +5,9 @@ reports on each message never come. Here, moto is taught both, as AWS documents 
 
 - GetAccount answers an account out of the sandbox, with a maximum send rate of LOCAL_SES_MAX_SEND_RATE
   messages a second (14 by default, SES's usual first production rate) and a daily quota of 50,000;
-- every sender is verified (issue 17 brings identities: until then a local domain needs no SES step);
+- every sender is verified (the local stack cannot publish DNS records for SES to see); a domain identity
+  created with Easy DKIM gets its three DKIM tokens (derived from the name, so they are stable), and
+  PutEmailIdentityMailFromAttributes (which moto lacks) is kept and shown by GetEmailIdentity;
 - a raw message goes to the envelope recipients the call names (Destination), and to no one else: moto
   also sent it to every address in its To and Cc headers, which SES does only when no Destination is
   given. Each recipient's copy names all of the message's recipients in its headers, so moto sent every
@@ -28,6 +30,7 @@ the call returns, as the unit tests want), the way SES's come a moment after it 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import threading
@@ -49,6 +52,12 @@ REPORTS = {
 }
 _applied = False
 _sent_times: list[float] = []
+_mail_from: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def dkim_tokens(domain: str) -> list[str]:
+    """Easy DKIM's three selectors for a domain: 32 characters each, stable for the name."""
+    return [hashlib.sha256(f"{domain.lower()}#{n}".encode()).hexdigest()[:32] for n in range(3)]
 
 
 def apply() -> None:
@@ -102,6 +111,43 @@ def apply() -> None:
             _publish_later(reports, self.current_account, self.region)
         return answer
 
+    original_create = SESV2Response.create_email_identity
+    original_get = SESV2Response.get_email_identity
+
+    def create_email_identity(self: Any) -> str:
+        answer = json.loads(original_create(self))
+        name = self._get_param("EmailIdentity")
+        if "@" not in name and self._get_param("DkimSigningAttributes") is not None:
+            answer["DkimAttributes"]["Tokens"] = dkim_tokens(name)
+        return json.dumps(answer)
+
+    def get_email_identity(self: Any) -> str:
+        answer = json.loads(original_get(self))
+        name = self._get_param("EmailIdentity")
+        if answer.get("IdentityType") == "DOMAIN" and answer.get("DkimAttributes", {}).get("SigningEnabled"):
+            answer["DkimAttributes"]["Tokens"] = dkim_tokens(name)
+        if (self.current_account, name) in _mail_from:
+            answer["MailFromAttributes"] = _mail_from[(self.current_account, name)]
+        return json.dumps(answer)
+
+    def put_email_identity_mail_from_attributes(self: Any) -> str:
+        name = self._get_param("EmailIdentity")
+        self.sesv2_backend.get_email_identity(email_identity=name)  # NotFoundException for an unknown one
+        _mail_from[(self.current_account, name)] = {
+            "MailFromDomain": self._get_param("MailFromDomain"),
+            "MailFromDomainStatus": "PENDING",
+            "BehaviorOnMxFailure": self._get_param("BehaviorOnMxFailure") or "USE_DEFAULT_VALUE",
+        }
+        return "{}"
+
+    # moto server routes only the paths its sesv2 module lists (its catch-all does not become a route).
+    from moto.sesv2 import urls as sesv2_urls
+
+    mail_from_path = "{0}/v2/email/identities/(?P<EmailIdentity>[^/]+)/mail-from$"
+    sesv2_urls.url_paths.setdefault(mail_from_path, SESV2Response.dispatch)
+    SESV2Response.create_email_identity = create_email_identity
+    SESV2Response.get_email_identity = get_email_identity
+    SESV2Response.put_email_identity_mail_from_attributes = put_email_identity_mail_from_attributes
     SESV2Response.get_account = get_account
     SESV2Response.send_email = send_email
     SESBackend._is_verified_address = lambda self, source: True

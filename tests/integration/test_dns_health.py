@@ -115,6 +115,7 @@ def test_checker_records_states_transitions_metrics_and_report(aws, dns_server, 
         "https_broken": 2,  # both valid hosts point at a target with no address here
         "hosts_not_serving": 0,  # one shared target: no per-domain certificates to wait for
         "validation_records_missing": 0,
+        "sending_records_invalid": 0,  # no transport here (DELIVERY_TRANSPORT=none): no sending records
         "certificates_awaiting_deletion": 0,
     }
     assert metric_values(emf, "TrackingDomainsUnhealthy") == [({"service": "opentracking"}, 1.0)]

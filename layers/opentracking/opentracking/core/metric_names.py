@@ -62,6 +62,7 @@ class Metric(StrEnum):
     DOMAINS_HTTPS_BROKEN = "DomainsHttpsBroken"
     TRACKING_HOSTS_NOT_SERVING = "TrackingHostsNotServing"
     VALIDATION_RECORDS_MISSING = "ValidationRecordsMissing"
+    SENDING_RECORDS_INVALID = "SendingRecordsInvalid"  # SPF, DKIM or MAIL FROM records not as needed
     # Per tracking domain (dimension `domain`), from the scheduled check
     TRACKING_CERT_DAYS_LEFT = "TrackingCertDaysLeft"
     TRACKING_CNAME_VALID = "TrackingCnameValid"  # 1 or 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from opentracking.core.config import table_name
 from opentracking.core.errors import NotFound
-from opentracking.domains import dns_check, https_check, registry, tracking_hosts
+from opentracking.domains import dns_check, https_check, identity, registry, tracking_hosts
 from opentracking.mail.injection import REASON_TEXT as INJECTION_REASONS
 from opentracking.messages import copies as stored_copies
 from opentracking.messages.options import TRACKING_REASON_TEXT
@@ -57,6 +57,25 @@ def _cname(domain: registry.Domain) -> Check:
         return Check("cname", PASS, f"{domain.tracking_host} is a CNAME for {domain.cname_target}.")
     status = WARN if result.mailgun_valid == "unknown" else FAIL
     return Check("cname", status, result.detail)
+
+
+def _sending_records(domain: registry.Domain) -> Check:
+    """SPF, DKIM and MAIL FROM, checked now: mail that fails them lands in spam or is refused, and an
+    unopened inbox has no opens to track."""
+    sending = domain.identity
+    if sending.error:
+        return Check("sending_records", FAIL, sending.error)
+    if not sending.records:
+        return Check("sending_records", SKIP, sending.note or "No sending records apply to this domain.")
+    checked = identity.check(sending, dns_check.make_resolver())
+    broken = [r for r in checked.records if r.valid == "invalid"]
+    unknown = [r for r in checked.records if r.valid == "unknown"]
+    if broken:
+        return Check("sending_records", FAIL, " ".join(r.detail or "" for r in broken))
+    if unknown:
+        return Check("sending_records", WARN, " ".join(r.detail or "" for r in unknown))
+    names = ", ".join(sorted({f"{r.purpose.upper().replace('_', ' ')}" for r in checked.records}))
+    return Check("sending_records", PASS, f"Every sending record is published ({names}).")
 
 
 def _https(domain: registry.Domain) -> Check:
@@ -235,6 +254,7 @@ def diagnose(
         _certificate(domain),
         _cname(domain),
         _https(domain),
+        _sending_records(domain),
         _tracking(domain, message),
         _html(message),
         _tag(message),

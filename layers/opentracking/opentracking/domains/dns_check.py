@@ -502,3 +502,84 @@ def check_many(
 
     with ThreadPoolExecutor(max_workers=min(max_workers, len(pairs)), thread_name_prefix="dns-check") as pool:
         return list(pool.map(one, pairs))
+
+
+# ------------------------------------------------------------------------------------ TXT and MX records
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """One TXT or MX record of the sending identity, checked: Mailgun's `valid` and `cached` (what DNS
+    holds at the name, for that type), and one sentence a user can act on."""
+
+    name: str
+    record_type: str
+    expected: str
+    valid: Literal["valid", "invalid", "unknown"]
+    cached: list[str] = field(default_factory=list)
+    detail: str = ""
+    checked_at: float = field(default_factory=time.time)
+
+
+def _spf_includes(found: str, expected: str) -> bool:
+    """A TXT value satisfies an expected SPF record when it is SPF and has every include the expected has."""
+    words = found.lower().split()
+    wanted = [w for w in expected.lower().split() if w.startswith(("include:", "a:", "mx:", "ip4:", "ip6:"))]
+    return bool(words) and words[0] == "v=spf1" and all(w in words for w in wanted)
+
+
+def check_record(
+    name: str,
+    record_type: Literal["TXT", "MX"],
+    expected: str,
+    *,
+    resolver: dns.resolver.Resolver | None = None,
+    retries: int = 2,
+) -> RecordCheck:
+    """Whether `name` has the TXT (an SPF record with `expected`'s includes, or exactly `expected`) or the
+    MX (`expected` as its exchange, any preference) the identity needs. Never raises for DNS outcomes."""
+    resolver = resolver or make_resolver()
+    try:
+        qname = _to_name(name)
+    except (dns.exception.DNSException, ValueError):
+        return RecordCheck(name, record_type, expected, "invalid", [], f"{name!r} is not a valid DNS name.")
+    shown = _text(qname)
+    rdtype = dns.rdatatype.TXT if record_type == "TXT" else dns.rdatatype.MX
+    deadline = time.monotonic() + resolver.lifetime * (retries + 2)
+    outcome = (
+        _lookup(resolver, qname, rdtype, retries, deadline) if resolver.nameservers else _Outcome("error")
+    )
+    add = f"at your DNS provider, add a {record_type} record for {shown} with the value {expected}"
+    if outcome.kind in ("nxdomain", "nodata"):
+        return RecordCheck(
+            shown, record_type, expected, "invalid", [], f"{shown} has no {record_type} record; {add}."
+        )
+    if outcome.kind != "answer" or outcome.rrset is None:
+        detail = _failure_detail(outcome, resolver, [shown], expected).replace(
+            f"whether it is a CNAME for {expected}", f"whether it has the {record_type} record {expected}"
+        )
+        return RecordCheck(shown, record_type, expected, "unknown", [], detail)
+    if record_type == "TXT":
+        cached = [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in outcome.rrset]
+        spf = expected.lower().startswith("v=spf1")
+        ok = any(_spf_includes(found, expected) if spf else found == expected for found in cached)
+    else:
+        cached = [f"{rdata.preference} {_text(rdata.exchange)}" for rdata in outcome.rrset]
+        ok = any(_text(rdata.exchange) == expected.split()[-1].rstrip(".").lower() for rdata in outcome.rrset)
+    if ok:
+        return RecordCheck(
+            shown, record_type, expected, "valid", cached, f"{shown} has the {record_type} record."
+        )
+    shown_found = "; ".join(cached[:3])
+    detail = f"{shown} has {record_type} records ({shown_found}) but not the one needed; {add}."
+    if (
+        record_type == "TXT"
+        and expected.lower().startswith("v=spf1")
+        and any(c.lower().startswith("v=spf1") for c in cached)
+    ):
+        needed = " ".join(expected.split()[1:-1])
+        detail = (
+            f"{shown} has an SPF record ({shown_found}) without {needed}; add that to it (a name may have"
+            " only one SPF record)."
+        )
+    return RecordCheck(shown, record_type, expected, "invalid", cached, detail)

@@ -60,6 +60,8 @@ class DomainHealth:
                 "detail": self.after.https_detail,
             },
             "host": self.after.host.summary(self.after.name, self.after.tracking_host),
+            "sending_records": [record.mailgun() for record in self.after.identity.records],
+            "sending_records_invalid": [record.name for record in self.after.identity.invalid],
             "checked_at": self.after.cname_checked_at,
         }
 
@@ -93,6 +95,8 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict[str, Any]:
         "https_broken": sum(h.after.https_status not in (None, "ok", "expiring") for h in results),
         "hosts_not_serving": sum(not h.after.host.serving for h in results),
         "validation_records_missing": sum(h.after.host.validation_valid == "invalid" for h in results),
+        # SPF, DKIM or MAIL FROM records DNS answered for without the value the sending identity needs
+        "sending_records_invalid": sum(len(h.after.identity.invalid) for h in results),
         "certificates_awaiting_deletion": certificates_waiting,
     }
     count(Metric.DOMAINS_CHECKED, totals["checked"])
@@ -104,6 +108,7 @@ def check_all(bucket: str, *, max_workers: int = 16) -> dict[str, Any]:
     count(Metric.DOMAINS_HTTPS_BROKEN, totals["https_broken"])
     count(Metric.TRACKING_HOSTS_NOT_SERVING, totals["hosts_not_serving"])
     count(Metric.VALIDATION_RECORDS_MISSING, totals["validation_records_missing"])
+    count(Metric.SENDING_RECORDS_INVALID, totals["sending_records_invalid"])
 
     finished = datetime.now(UTC)
     report = {
@@ -140,6 +145,19 @@ def _with_https(checked: list[registry.Domain], *, max_workers: int) -> list[reg
 
 def _record(health: DomainHealth) -> None:
     domain = health.after
+    broken_before = {record.name + record.record_type for record in health.before.identity.invalid}
+    for record in domain.identity.invalid:
+        if record.name + record.record_type not in broken_before:
+            # Domains and record names are the customer's own, not personal data: safe to log.
+            logger.warning(
+                "sending record broke",
+                extra={
+                    "domain": domain.name,
+                    "record": record.name,
+                    "type": record.record_type,
+                    "detail": record.detail,
+                },
+            )
     if health.transition:
         # Domains are the customer's own names, not personal data: safe to log.
         logger.warning(

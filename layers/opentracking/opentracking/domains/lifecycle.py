@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opentracking.core.config import table_name
 from opentracking.delivery import suppression_lists
-from opentracking.domains import registry, tracking_hosts
+from opentracking.domains import identity, registry, tracking_hosts
 from opentracking.privacy import policy, suppressions
 from opentracking.storage import keys, store
 from opentracking.webhooks import subscriptions
@@ -17,6 +17,7 @@ def delete(name: str) -> None:
     domain = registry.get(name)
     # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
     tracking_hosts.release(domain.host, domain.tracking_host)
+    identity.release(name, domain.identity)
     subscriptions.delete_all(name)
     policy.delete(name)
     suppressions.delete_all(name)

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from email.utils import formatdate
 from typing import Any
 
+import dns.resolver
 from botocore.exceptions import ClientError
 
 from opentracking.core.config import table_name
 from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError
+from opentracking.delivery import jobs
 from opentracking.domains import dns_check, tracking_hosts
+from opentracking.domains import identity as sending_identity
 from opentracking.storage import keys, store
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -87,6 +91,8 @@ class Domain:
     unsubscribe_tracking: bool = False
     html_footer: str = DEFAULT_HTML_FOOTER
     text_footer: str = DEFAULT_TEXT_FOOTER
+    # The sending identity (SPF, DKIM, MAIL FROM) for the transport the domain's copies take, checked.
+    identity: sending_identity.Identity = field(default_factory=sending_identity.Identity)
 
     @property
     def tracking_host(self) -> str:
@@ -102,6 +108,7 @@ class Domain:
             **{key: value for key, value in asdict(self).items() if key != "created_at"},
             "created_at": str(self.created_at),
             "host": self.host.to_item(),
+            "identity": self.identity.to_item(),
             "cname_checked_at": None if self.cname_checked_at is None else str(self.cname_checked_at),
         }
 
@@ -135,6 +142,7 @@ class Domain:
             unsubscribe_tracking=bool(item.get("unsubscribe_tracking", False)),
             html_footer=str(item.get("html_footer", DEFAULT_HTML_FOOTER)),
             text_footer=str(item.get("text_footer", DEFAULT_TEXT_FOOTER)),
+            identity=sending_identity.Identity.from_item(item.get("identity")),
         )
 
     # --- Mailgun shapes ---
@@ -180,7 +188,13 @@ class Domain:
         body = {
             "domain": self.mailgun(),
             "receiving_dns_records": [],
-            "sending_dns_records": [self.tracking_record(), *([validation] if validation else [])],
+            # Mailgun's order: SPF, DKIM, MAIL FROM (MX, TXT), then the tracking CNAME.
+            "sending_dns_records": [
+                *(record.mailgun() for record in self.identity.records),
+                self.tracking_record(),
+                *([validation] if validation else []),
+            ],
+            "sending_identity": self.identity.summary(),
             "tracking_host": self.host.summary(self.name, self.tracking_host),
         }
         if message:
@@ -244,6 +258,17 @@ def check(domain: Domain, *, renew: bool = False) -> Domain:
     """Advance the tracking host's certificate and custom domain, then check its DNS records now
     (bounded), and return the domain with the results. Never raises for AWS or DNS trouble: that is state."""
     resolver = dns_check.make_resolver()
+    transport = domain.delivery_transport or jobs.transport()
+    sending = sending_identity.ensure(domain.name, transport, domain.identity)
+    # The sending records are checked beside the tracking host's work, not after it: a verify must answer
+    # within the API's timeout even when the domain's DNS times out.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sending-records") as pool:
+        identity_checked = pool.submit(sending_identity.check, sending, resolver)
+        checked = _check_tracking(replace(domain, identity=sending), resolver, renew)
+        return replace(checked, identity=identity_checked.result())
+
+
+def _check_tracking(domain: Domain, resolver: dns.resolver.Resolver, renew: bool) -> Domain:
     host = tracking_hosts.advance(domain.host, domain.tracking_host, renew=renew)
     host = tracking_hosts.with_validation_check(host, resolver)
     if host.state != tracking_hosts.HostState.SHARED:
