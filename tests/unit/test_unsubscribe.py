@@ -130,6 +130,11 @@ def test_each_copy_gets_its_own_link_in_a_footer_and_the_one_click_headers(unsub
         assert b">unsubscribe</a></p>" in body and b"/o/" in body  # the footer, and the pixel still
         tokens.add(footer_links[0][1])
     assert len(tokens) == recipients  # every copy its own link
+    assert unsubscribing.last_response["tracking"]["unsubscribes"] == {
+        "active": True,
+        "reason": None,
+        "detail": None,
+    }
     if recipients > 4:
         assert all(unsubscribing.copy(a).get("template") for a in addresses)
 
@@ -156,6 +161,7 @@ def test_placeholders_are_replaced_and_then_no_footer_is_added(unsubscribing):
 def test_o_tracking_no_and_a_domain_without_it_add_nothing(unsubscribing, world, invoke):
     unsubscribing.send("off@example.net", extra=[("o:tracking", "no")])
     assert b"/u/" not in stored(unsubscribing, "off@example.net")
+    assert unsubscribing.last_response["tracking"]["unsubscribes"]["active"] is False
     invoke("api", "PUT", "/v3/domains/example.com/tracking/unsubscribe", fields=[("active", "no")])
     world.send("none@example.net")
     assert b"/u/" not in stored(world, "none@example.net")

@@ -35,6 +35,10 @@ _LINE_LIMIT = 998
 _HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n")
 _LIST_UNSUBSCRIBE = re.compile(rb"(?im)^list-unsubscribe[ \t]*:")
 REASON_NO_PART = "no-displayed-part"  # nothing in the message a reader sees could carry the link
+REASON_TEXT = {
+    REASON_NO_PART: "The message has no HTML or plain-text part a reader sees (or none that can be edited "
+    "safely): it carries no unsubscribe link.",
+}
 
 UrlFor = Callable[[str], "str | None"]  # ALL or TAG -> the copy's unsubscribe URL
 

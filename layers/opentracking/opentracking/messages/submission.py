@@ -91,6 +91,7 @@ def reason_text(code: str) -> str:
     return (
         options.TRACKING_REASON_TEXT.get(code)
         or suppressions.REASON_TEXT.get(code)
+        or unsubscribe.REASON_TEXT.get(code)
         or REASON_TEXT.get(code, code)
     )
 
@@ -756,6 +757,12 @@ def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> d
             "links": submission.links,
             "reason": submission.click_reason,
             "detail": reason_text(submission.click_reason) if submission.click_reason else None,
+        },
+        # opentracking's addition for unsubscribe links: whether copies carry them, or why not
+        "unsubscribes": {
+            "active": submission.decision.unsubscribes and submission.unsubscribe_reason is None,
+            "reason": submission.unsubscribe_reason,
+            "detail": reason_text(submission.unsubscribe_reason) if submission.unsubscribe_reason else None,
         },
     }
     if suppressed_copies:
