@@ -18,6 +18,7 @@ from mailgun.client import Client
 from devstack.process import start_stack
 from devstack.smtp_server import MailSink
 from tests.helpers import browser
+from tests.helpers.polling import wait_for
 
 DOMAIN = "unsub.example.com"
 READER = "unsub-reader@example.net"
@@ -67,16 +68,6 @@ def events(sdk: Client, **filters) -> list[dict]:
     return response.json()["items"]
 
 
-def wait(fetch, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = fetch()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError("not seen in time")
-
-
 @pytest.mark.skipif(not browser.AVAILABLE, reason=browser.MISSING)
 def test_chromium_unsubscribes_from_a_copy_and_the_next_message_is_not_sent(local_stack, tmp_path):
     local_stack.create_tracked_domain(DOMAIN)
@@ -84,7 +75,7 @@ def test_chromium_unsubscribes_from_a_copy_and_the_next_message_is_not_sent(loca
     assert switched.status_code == 200, switched.text
     with Client(auth=("api", local_stack.api_key), api_url=local_stack.api_url) as sdk:
         send(sdk, "This week")
-        ((_record, data),) = wait(lambda: local_stack.copies_of(READER))
+        ((_record, data),) = wait_for(lambda: local_stack.copies_of(READER))
         parsed = email.message_from_bytes(data, policy=policy.default)
         # GIVEN the copy: the one-click headers, and the footer's link on the tracking host
         assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -116,15 +107,15 @@ def test_chromium_unsubscribes_from_a_copy_and_the_next_message_is_not_sent(loca
         assert one_click.status_code == 200 and "You are unsubscribed" in one_click.text
 
         # THEN the SDK reads the unsubscribed event, with the reader's browser
-        (event,) = wait(lambda: events(sdk, event="unsubscribed"))
+        (event,) = wait_for(lambda: events(sdk, event="unsubscribed"))
         assert (event["recipient"], event["tags"]) == (READER, ["weekly"])
         assert event["client-info"]["client-name"] == "Firefox"
         # AND the address is on the unsubscribes list, for all mail
-        record = wait(
+        record = wait_for(
             lambda: (r := sdk.unsubscribes.get(domain=DOMAIN, unsubscribe_address=READER)).ok and r.json()
         )
         assert (record["address"], record["tags"]) == (READER, ["*"])
         # AND the next message to it is not sent
         later = send(sdk, "Next week")
-        (failed,) = wait(lambda: events(sdk, event="failed", **{"message-id": later}))
+        (failed,) = wait_for(lambda: events(sdk, event="failed", **{"message-id": later}))
         assert (failed["severity"], failed["reason"]) == ("permanent", "suppress-unsubscribe")

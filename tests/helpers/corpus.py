@@ -26,3 +26,19 @@ def require_corpus() -> None:
 def names(kind: str) -> list[str]:
     """The files of one part of the corpus ("html" or "mime"), by name."""
     return sorted(path.name for path in (CORPUS / kind).iterdir() if path.is_file())
+
+
+def untouched() -> dict[str, str]:
+    """The corpus messages no edit may change, and why (checked by reading the files: signed or
+    DKIM-signed). The reasons are the library's constants, imported here so this stays a data file."""
+    from opentracking.mail.injection import DKIM_SIGNED, SIGNED
+
+    return {
+        "mimekit__multipart-no-end-boundary.eml": DKIM_SIGNED,
+        "nodemailer__watch-html.eml": DKIM_SIGNED,
+        "phpmmp__x-mac-cyrillic-html.eml": DKIM_SIGNED,
+        "spamscope__fr-newsletter-related.eml": DKIM_SIGNED,
+        "flanker__enclosed-rfc822.eml": DKIM_SIGNED,
+        "stalwart-dovecot__signed-alternative-html-first.eml": SIGNED,
+        "webklex__pec-smime-signed.eml": SIGNED,
+    }

@@ -7,12 +7,12 @@ the identity. With SMTP: the relay's SPF include where the operator named one, e
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from devstack.process import start_stack
 from devstack.ses_simulator import dkim_tokens
+from tests.helpers.polling import wait_for
 
 DOMAIN = "identity.example.com"
 
@@ -25,16 +25,6 @@ def stack(tmp_path_factory):
     )
     yield running
     assert running.stop() == 0, "\n".join(running.output[-40:])
-
-
-def eventually(condition, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.25)
-    return condition()
 
 
 def records(stack, name: str = DOMAIN) -> list[dict]:
@@ -78,7 +68,7 @@ def test_ses_identity_records_are_listed_checked_and_a_removed_dkim_record_is_re
     # WHEN a DKIM record goes from DNS, the scheduled checker (no verify) reports it
     dkim = listed[2]["name"]
     assert stack.call("DELETE", f"/_local/dns/{dkim}").status_code == 200
-    broken = eventually(lambda: [r for r in records(stack) if r["valid"] == "invalid"])
+    broken = wait_for(lambda: [r for r in records(stack) if r["valid"] == "invalid"])
     assert [r["name"] for r in broken] == [dkim]
     assert f"add a CNAME record for {dkim} with the value {listed[2]['value']}" in broken[0]["detail"]
     report = json.loads(
@@ -93,7 +83,7 @@ def test_ses_identity_records_are_listed_checked_and_a_removed_dkim_record_is_re
     assert check["status"] == "fail" and dkim in check["detail"]
     # AND publishing it again heals it at the next run
     stack.publish_dns(dkim, "CNAME", listed[2]["value"])
-    assert eventually(lambda: all(r["valid"] == "valid" for r in records(stack)))
+    assert wait_for(lambda: all(r["valid"] == "valid" for r in records(stack)))
 
     # deleting the domain deletes its SES identity
     assert stack.call("DELETE", f"/v3/domains/{DOMAIN}").status_code == 200

@@ -16,9 +16,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from opentracking.mail.injection import DKIM_SIGNED, SIGNED
+from opentracking.mail.injection import DKIM_SIGNED
 from opentracking.mail.links import rewrite, rewrite_html
-from tests.helpers.corpus import CORPUS, names, require_corpus
+from tests.helpers.corpus import CORPUS, names, require_corpus, untouched
 from tests.helpers.mime import as_text, body_span, decoded_payload, line_endings, parse, strip_dkim, wrap_html
 
 pytestmark = pytest.mark.corpus
@@ -31,15 +31,7 @@ MIME_FILES = names("mime")
 HOST = "track.test.invalid"
 MARKER = re.compile(r"https://track\.test\.invalid/c/L(\d+)")
 # Messages no link of which may change, and why (checked by reading the files: signed or DKIM-signed).
-UNTOUCHED = {
-    "mimekit__multipart-no-end-boundary.eml": DKIM_SIGNED,
-    "nodemailer__watch-html.eml": DKIM_SIGNED,
-    "phpmmp__x-mac-cyrillic-html.eml": DKIM_SIGNED,
-    "spamscope__fr-newsletter-related.eml": DKIM_SIGNED,
-    "flanker__enclosed-rfc822.eml": DKIM_SIGNED,
-    "stalwart-dovecot__signed-alternative-html-first.eml": SIGNED,
-    "webklex__pec-smime-signed.eml": SIGNED,
-}
+UNTOUCHED = untouched()
 
 
 class Recorder:

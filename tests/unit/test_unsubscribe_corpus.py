@@ -13,9 +13,9 @@ import email.message
 
 import pytest
 
-from opentracking.mail.injection import DKIM_SIGNED, SIGNED
+from opentracking.mail.injection import DKIM_SIGNED
 from opentracking.mail.unsubscribe import ALL, add_links
-from tests.helpers.corpus import CORPUS, names, require_corpus
+from tests.helpers.corpus import CORPUS, names, require_corpus, untouched
 from tests.helpers.mime import body_span, decoded_payload, parse, strip_dkim, wrap_html
 
 pytestmark = pytest.mark.corpus
@@ -27,16 +27,8 @@ HTML_FILES = names("html")
 URLS = {"all": "https://email.example.com/u/ALLTOKEN", "tag": "https://email.example.com/u/TAGTOKEN"}
 HTML_FOOTER = '\n<br>\n<p><a href="%unsubscribe_url%">unsubscribe</a></p>\n'
 TEXT_FOOTER = "\n\nTo unsubscribe click: <%unsubscribe_url%>\n\n"
-# Messages that must come back untouched, and why (signed or DKIM-signed, as the link corpus tier says).
-UNTOUCHED = {
-    "mimekit__multipart-no-end-boundary.eml": DKIM_SIGNED,
-    "nodemailer__watch-html.eml": DKIM_SIGNED,
-    "phpmmp__x-mac-cyrillic-html.eml": DKIM_SIGNED,
-    "spamscope__fr-newsletter-related.eml": DKIM_SIGNED,
-    "flanker__enclosed-rfc822.eml": DKIM_SIGNED,
-    "stalwart-dovecot__signed-alternative-html-first.eml": SIGNED,
-    "webklex__pec-smime-signed.eml": SIGNED,
-}
+# Messages that must come back untouched, and why (signed or DKIM-signed).
+UNTOUCHED = untouched()
 
 
 def leaves(

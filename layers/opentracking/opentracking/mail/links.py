@@ -340,7 +340,7 @@ def _replace_in_bytes(
     masked, runs = mask_shifted(decoded) if stateful else (decoded, [])
     lower = masked.lower()
     spans = _find_hrefs(lower) if html else _find_text_urls(lower)
-    codec = _codec_for(charset)
+    codec = codec_for(charset)
     budget = _LineBudget(decoded) if line_limit else None
     out, last, count = [], 0, 0
     for span in spans:
@@ -364,7 +364,7 @@ def _replace_in_bytes(
 
 
 @functools.lru_cache(maxsize=64)
-def _codec_for(charset: str | None) -> str:
+def codec_for(charset: str | None) -> str:
     """How to read a URL's bytes in an ASCII-compatible part: its charset, else UTF-8."""
     if charset:
         try:

@@ -15,7 +15,6 @@ an edit would take past 998 octets is not edited.
 
 from __future__ import annotations
 
-import codecs
 import html as _html
 import re
 from collections.abc import Callable
@@ -62,15 +61,6 @@ def _substitute(text: str, urls: dict[str, str], html: bool) -> tuple[str, int]:
         return _html.escape(url, quote=True) if html else url
 
     return _PLACEHOLDER.sub(replace, text), count
-
-
-def _codec(charset: str | None) -> str:
-    if charset:
-        try:
-            return codecs.lookup(charset.strip().strip("\"'").strip().lower()).name
-        except (LookupError, ValueError):
-            pass
-    return "utf-8"
 
 
 def _longest_line(data: bytes) -> int:
@@ -125,7 +115,7 @@ class _Edit:
     def _edit_bytes(
         self, decoded: bytes, charset: str | None, html: bool, footer: str | None, *, stateful: bool
     ) -> links.Edited | None:
-        codec = _codec(charset)
+        codec = links.codec_for(charset)
         if footer is None:
             # The placeholders are ASCII, and so are the URLs: found and replaced as bytes, so unknown
             # charsets survive (in ISO-2022, never inside a double-byte run).
