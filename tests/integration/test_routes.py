@@ -135,12 +135,21 @@ def test_unknown_domain_is_a_404(local_stack):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/"), ("GET", "/v3/x/unknown"), ("DELETE", "/o/x"), ("GET", "/v3/example.com/messages")],
+    [("GET", "/"), ("GET", "/v3/x/y/z/unknown"), ("DELETE", "/o/x"), ("PATCH", "/v3/example.com/messages")],
 )
 def test_unrouted_requests_are_404_json(local_stack, method, path):
     response = requests.request(method, local_stack.api_url + path, timeout=10)
     assert response.status_code == 404
     assert response.json() == {"message": "Not Found"}
+
+
+@pytest.mark.parametrize("path", ["/v3/x/unknown", "/v3/example.com/messages", "/v3/example.com/bouncez/a"])
+def test_paths_shaped_like_a_suppression_list_need_a_key_and_are_404_when_no_list(local_stack, path):
+    # /v3/{domain}/{kind} is the suppression lists' route (bounces, complaints, unsubscribes, whitelists):
+    # as on API Gateway, any other GET of that shape reaches it, which asks for a key, then says 404.
+    assert requests.get(local_stack.api_url + path, timeout=10).status_code == 401
+    response = requests.get(local_stack.api_url + path, auth=auth(local_stack), timeout=10)
+    assert response.status_code == 404 and response.json()["message"]
 
 
 def test_the_request_log_names_no_token(local_stack, domain):

@@ -168,6 +168,12 @@ def test_unknown_domain_or_list_is_a_404(lists):
         assert status == 404 and body["message"]
 
 
+def test_a_list_mailgun_does_not_have_is_a_404(lists):
+    for method, value in (("GET", None), ("POST", None), ("DELETE", None), ("GET", "a@x.net")):
+        status, body = lists(method, "bouncez", value, fields=[("address", "a@x.net")])
+        assert (status, body) == (404, {"message": "Not found"})
+
+
 def test_unsubscribes_by_tag_merge_and_are_removed_one_tag_at_a_time(lists):
     assert lists("POST", "unsubscribes", fields=[("address", "u@x.net"), ("tag", "Newsletter")])[0] == 200
     assert lists("POST", "unsubscribes", fields=[("address", "u@x.net"), ("tag", "offers")])[0] == 200
