@@ -401,3 +401,12 @@ def test_blocking_is_one_read_of_three_records(aws, tracked_domain):
     )
     assert suppression_lists.blocking("example.com", "nobody@example.net", ["launch"]) is None
     assert calls == ["BatchGetItem"]
+
+
+def test_json_nested_past_the_parsers_stack_is_a_400(aws, tracked_domain):
+    from opentracking.core.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="array of records"):
+        suppression_lists.add(
+            suppression_lists.Kind.BOUNCES, "example.com", "application/json", b"[" * 100_000
+        )

@@ -177,7 +177,11 @@ def _tag(value: Any) -> str:
 def _json_records(body: bytes) -> list[dict[str, Any]]:
     try:
         records = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (
+        ValueError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):  # RecursionError: nesting past the parser's stack
         raise BadRequest("Invalid JSON: the body must be an array of records") from None
     if isinstance(records, dict):
         records = [records]
