@@ -21,6 +21,8 @@ LOCAL_PATH := PYTHONPATH=layers/opentracking:local
 PORT ?= 3000
 AWS_PORT ?= 5000
 SAM_LOCAL_AWS_PORT ?= 5001
+# pytest-xdist workers for `make test`: CI has 2 cores (tests/conftest.py says how tests are grouped).
+TEST_WORKERS ?= 2
 
 .PHONY: help install system-deps lock lint scan test test-unit test-integration test-e2e test-samlocal run demo \
 	invoke sam-local-engine sam-local-aws sam-local-stop sam-local-clean bench apple-ranges build validate deploy clean
@@ -65,8 +67,8 @@ scan: $(SCAN_STAMP) ## checkov on template.yaml (.checkov.yaml says what is skip
 
 validate: lint
 
-test: lint system-deps ## Lint, then every test tier (unit, integration, e2e, samlocal)
-	$(BIN)/python -m pytest
+test: lint system-deps ## Lint, then every test tier (unit, integration, e2e, samlocal) on TEST_WORKERS workers
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: $(STAMP) ## Only the in-process unit tests
 	$(BIN)/python -m pytest tests/unit

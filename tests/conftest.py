@@ -179,6 +179,20 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory):
     assert not leaked, f"{len(leaked)} lines of the local stack's log name a token, such as: {leaked[0]}"
 
 
+# --- parallel runs -------------------------------------------------------------------------------
+# `make test` runs the tiers on two pytest-xdist workers with --dist loadgroup. Unit tests are spread one
+# by one. A file of the other tiers stays on one worker, so its module-scoped stacks start once; the sam
+# local tier is one group, since its Docker engine (under .local/) is one per work tree.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.nodeid.split("::", 1)[0].split("/")
+        if len(parts) < 3 or parts[0] != "tests" or parts[1] == "unit":
+            continue
+        group = "samlocal" if parts[1] == "samlocal" else "/".join(parts[1:])
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 # --- time per tier -------------------------------------------------------------------------------
 # Every run ends with the seconds each tier took (setup, call and teardown of its tests), so a CI log shows
 # where its budget goes without a separate measurement.

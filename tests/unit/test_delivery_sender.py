@@ -280,6 +280,7 @@ def test_deliverytime_holds_the_copies_until_then(delivering, aws):
             "at most 3 days in the future",
         ),
     ],
+    ids=["words", "no-time-zone", "four-days-ahead"],  # the same ids in every worker (xdist)
 )
 def test_a_bad_deliverytime_is_a_400_and_nothing_is_queued(delivering, aws, invoke, value, message):
     fields = [("from", "s@example.com"), ("to", "a@example.net"), ("text", "hi"), ("o:deliverytime", value)]
