@@ -285,6 +285,41 @@ def test_recipient_variables_make_personal_copies(aws, submit):
     assert copies == {"a@example.net": {"user": "1"}, "b@example.net": {"user": "2"}}
 
 
+def test_any_key_of_a_recipients_variables_is_substituted(aws, submit):
+    # A framework's Mailgun backend sends per-recipient metadata as v:cust=%recipient.v:cust%, and a
+    # per-recipient header as h:List-Unsubscribe=%recipient.h:List-Unsubscribe%: keys with ":" (and any
+    # other key of the JSON object) must be substituted, not left as placeholders.
+    variables = {
+        "a@example.net": {
+            "v:cust": "1",
+            "h:List-Unsubscribe": "<https://example.com/u/a>",
+            "first name": "Ann",
+            "50%": "half",
+            "vip": True,
+            "plan": {"n": 2},
+        }
+    }
+    status, _ = submit(
+        [
+            ("from", "s@example.com"),
+            ("to", "a@example.net"),
+            ("subject", "Hi %recipient.first name% (%recipient.50%%)"),
+            ("html", "<html><body>%recipient.vip% %recipient.plan% %recipient.missing:key%</body></html>"),
+            ("v:cust", "%recipient.v:cust%"),
+            ("h:List-Unsubscribe", "%recipient.h:List-Unsubscribe%"),
+            ("recipient-variables", json.dumps(variables)),
+        ]
+    )
+    assert status == 200
+    (data,) = stored_objects(aws).values()
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert message["Subject"] == "Hi Ann (half)"
+    assert message["List-Unsubscribe"] == "<https://example.com/u/a>"
+    assert '<body>true {"n": 2} %recipient.missing:key%</body>' in message.get_body(("html",)).get_content()
+    (copy,) = [c for c in items(aws, "COPY#") if c["sk"] == "COPY"]
+    assert json.loads(copy["user_variables"]) == {"cust": "1"}
+
+
 @pytest.mark.parametrize(
     ("domain_on", "fields", "opens", "reason"),
     [

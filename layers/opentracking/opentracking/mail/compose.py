@@ -7,6 +7,7 @@ h: headers, a Message-Id on the sending domain). Raw MIME keeps every byte excep
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 import secrets
@@ -26,7 +27,10 @@ _CONSUMED = frozenset({"bcc"})
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
-_RECIPIENT_VARIABLE = re.compile(r"%recipient\.([A-Za-z0-9_.\-]+)%")
+# Any key of a recipient's JSON object: `v:cust` and `h:List-Unsubscribe` (keys a framework's Mailgun
+# backend sends) as much as `first name`. A key holding "%" cannot end at the first "%", so it is replaced
+# literally (substitute()).
+_RECIPIENT_VARIABLE = re.compile(r"%recipient\.([^%]+)%")
 # RFC 5321 4.5.3.1: a local part of at most 64 octets, a path of at most 256 (254 for the address itself).
 MAX_LOCAL_PART_OCTETS = 64
 MAX_ADDRESS_OCTETS = 254
@@ -75,9 +79,17 @@ def substitute(text: str, variables: Mapping[str, object]) -> str:
     if "%recipient." not in text:
         return text
 
+    def rendered(value: object) -> str:
+        # A number, boolean or object as JSON writes it (true, not True), as Mailgun renders its JSON values.
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    for key in (key for key in variables if "%" in key):
+        if variables[key] is not None:
+            text = text.replace(f"%recipient.{key}%", rendered(variables[key]))
+
     def replace(match: re.Match[str]) -> str:
         value = variables.get(match.group(1))
-        return match.group(0) if value is None else str(value)
+        return match.group(0) if value is None else rendered(value)
 
     return _RECIPIENT_VARIABLE.sub(replace, text)
 
