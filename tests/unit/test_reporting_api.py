@@ -180,10 +180,27 @@ def test_domain_stats_total_by_hour(api, history):
     assert all("accepted" not in row for row in body["stats"])
 
 
+def test_a_dashboard_asking_for_every_event_type_gets_each(api, history):
+    # Mailgun's stats know 8 event types; a dashboard asks for several at once, each as its own `event`.
+    names = ["accepted", "delivered", "failed", "opened", "clicked", "unsubscribed", "complained", "stored"]
+    status, body = api(
+        "/v3/example.com/stats/total",
+        "/v3/{domain}/stats/total",
+        {"domain": "example.com"},
+        "&".join(f"event={name}" for name in names) + "&duration=1d",
+    )
+    assert status == 200, body
+    assert all(set(row) == {"time", *names} for row in body["stats"])
+    assert sum(row["accepted"]["total"] for row in body["stats"]) == 3
+    assert sum(row["opened"]["total"] for row in body["stats"]) == 2
+    assert all(row["stored"] == {"total": 0} for row in body["stats"])  # no inbound mail here
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
         ("", "'event'"),
+        ("event=opened&event=bounced", "'event'"),
         ("event=opened&resolution=week", "'resolution'"),
         ("event=opened&duration=forever", "'duration'"),
         ("event=opened&duration=%C2%B2d", "'duration'"),  # "²d"
@@ -200,3 +217,110 @@ def test_bad_stats_queries_are_400(api, history, query, message):
 def test_list_limits_take_ascii_digits_only(api, history):
     status, body = api("/v4/domains", "/v4/domains", {}, {"limit": "²"})
     assert status == 400 and "'limit'" in body["message"]
+
+
+# --- Mailgun's filter fields and expressions (reporting.filters) ------------------------------------------
+
+
+@pytest.fixture
+def farewell(world, history):
+    """A third message, with a subject and a display name, to the fourth recipient."""
+    world.send(
+        "d@example.net",
+        tags=("farewell",),
+        extra=[("from", "Ann Sender <s@example.com>"), ("subject", "Farewell, Monica!")],
+    )
+    world.consume()
+
+
+def recipients_of(api, query) -> list[str]:
+    status, body = events(api, query)
+    assert status == 200, body
+    return sorted(f"{e['event']}:{e['recipient'][0]}" for e in body["items"])
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (
+            {"event": "accepted OR opened"},
+            ["accepted:a", "accepted:b", "accepted:c", "accepted:d", "opened:a", "opened:a"],
+        ),
+        ({"event": "NOT accepted"}, ["opened:a", "opened:a"]),
+        ({"event": "-accepted"}, ["opened:a", "opened:a"]),
+        ({"tags": "launch OR digest", "event": "accepted"}, ["accepted:a", "accepted:b", "accepted:c"]),
+        ({"tags": "launch AND digest"}, []),
+        ({"tags": "(launch OR digest) AND NOT launch"}, ["accepted:c"]),
+        ({"recipient": "c@example.net OR d@example.net"}, ["accepted:c", "accepted:d"]),
+        ({"recipient": "a@example.net", "event": "opened"}, ["opened:a", "opened:a"]),
+        ({"subject": "farewell"}, ["accepted:d"]),
+        ({"subject": "monica"}, ["accepted:d"]),  # a word of "Farewell, Monica!"
+        ({"subject": '"farewell, monica"'}, ["accepted:d"]),
+        ({"subject": '"monica farewell"'}, []),
+        ({"subject": "(Hello AND NOT Rachel) OR (Farewell AND Monica)"}, ["accepted:d"]),
+        ({"from": "ann"}, ["accepted:d"]),
+        (
+            {"from": "s@example.com", "event": "accepted"},
+            ["accepted:a", "accepted:b", "accepted:c", "accepted:d"],
+        ),
+        ({"size": ">100 <100000000"}, ["accepted:a", "accepted:b", "accepted:c", "accepted:d"]),
+        ({"size": "<100"}, []),
+        ({"severity": "permanent"}, []),  # nothing failed: a bounce processor gets nothing, not everything
+        ({"event": "failed OR rejected OR stored"}, []),
+        ({"list": "news@example.com"}, []),
+        ({"attachment": "report.pdf"}, []),
+        (
+            {"event": "accepted", "pretty": "yes", "tags": ""},
+            ["accepted:a", "accepted:b", "accepted:c", "accepted:d"],
+        ),
+    ],
+)
+def test_every_mailgun_filter_and_expression(api, farewell, query, expected):
+    assert [r.split("@")[0] for r in recipients_of(api, query)] == expected
+
+
+def test_an_expression_survives_paging(api, farewell):
+    status, page = events(api, {"event": "accepted OR opened", "tags": "NOT farewell", "limit": "1"})
+    seen = []
+    while page["items"]:
+        seen += [(e["event"], e["recipient"]) for e in page["items"]]
+        status, page = events(api, page=page_of(page["paging"]["next"]))
+        assert status == 200
+    assert sorted(seen) == sorted(
+        [("accepted", r) for r in ("a@example.net", "b@example.net", "c@example.net")]
+        + [("opened", "a@example.net")] * 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"color": "blue"}, "'color' is not a parameter of the events API"),
+        ({"event": "opened OR clicked-maybe"}, "'event' must be one of"),
+        ({"severity": "fatal"}, "'severity'"),
+        ({"tags": "(launch"}, "'(' is not closed"),
+        ({"tags": "launch)"}, "')' closes nothing"),
+        ({"tags": "launch OR"}, "a term is missing"),
+        ({"tags": "NOT"}, "a term is missing"),
+        ({"tags": "AND launch"}, "AND needs a term"),
+        ({"subject": '"unclosed'}, "unclosed quote"),
+        ({"subject": '""'}, "empty phrase"),
+        ({"subject": ">5"}, "numeric fields only"),
+        ({"tags": "(" * 17 + "a" + ")" * 17}, "nested more than 16"),
+        ({"tags": "(" * 2000}, "nested more than 16"),
+        ({"subject": "x" * 2049}, "at most 2048 characters"),
+    ],
+)
+def test_a_filter_that_is_not_one_is_a_400(api, history, query, message):
+    status, body = events(api, query)
+    assert status == 400
+    assert message in body["message"]
+
+
+def test_every_event_type_mailgun_documents_can_be_asked_for(api, history):
+    from opentracking.reporting.filters import EVENT_TYPES
+
+    for name in EVENT_TYPES:
+        status, body = events(api, {"event": name})
+        assert status == 200, (name, body)
+        assert {e["event"] for e in body["items"]} <= {name}

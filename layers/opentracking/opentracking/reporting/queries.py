@@ -1,9 +1,10 @@
 """What users read: the events API, tags and stats, in Mailgun's shapes.
 
-Events come from the `EVENTS#{domain}` partition of `gsi1` (accepted, opened and clicked events, ordered by
-time), filtered by event type, recipient, tag and message id. Paging URLs carry an opaque token that
-names the last item seen, the direction and the filters, so `next` and `previous` work from any page.
-Stats sum the hourly counters the stream consumer keeps (sharded; see `opentracking.reporting.consumer`).
+Events come from the `EVENTS#{domain}` partition of `gsi1` (every event, ordered by time), filtered by
+Mailgun's filter fields and expressions (`opentracking.reporting.filters`). Paging URLs carry an opaque
+token that names the last item seen, the direction and the filters, so `next` and `previous` work from
+any page. Stats sum the hourly counters the stream consumer keeps (sharded; see
+`opentracking.reporting.consumer`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,24 @@ from typing import Any
 
 from opentracking.core.config import table_name
 from opentracking.core.errors import BadRequest, NotFound
-from opentracking.reporting import consumer
+from opentracking.reporting import consumer, filters
 from opentracking.storage import keys, store
 
 MAX_LIMIT = 300
 DEFAULT_LIMIT = 100
 _MAX_PAGES_SCANNED = 50  # bounds the work one request can cause when filters match little
-# counted in stats
-SUPPORTED_EVENTS = ("accepted", "delivered", "failed", "opened", "clicked", "complained", "unsubscribed")
-LISTED_EVENTS = SUPPORTED_EVENTS  # in the events API
+# Every event type Mailgun's stats know. `stored` (inbound mail kept by a route) always counts zero here: this
+# deployment receives no mail.
+SUPPORTED_EVENTS = (
+    "accepted",
+    "delivered",
+    "failed",
+    "opened",
+    "clicked",
+    "complained",
+    "unsubscribed",
+    "stored",
+)
 # Mailgun's permanent failure reasons in stats; this deployment records bounce, suppress-bounce (SES's
 # suppression lists) and old (retries spent).
 PERMANENT_REASONS = (
@@ -115,31 +125,29 @@ def query_events(
     domain: str, params: dict[str, str | None], *, base_url: str, page: str | None = None
 ) -> dict[str, Any]:
     """GET /v3/{domain}/events (and its paging URLs)."""
+    window: dict[str, Any]
     if page:
         state = _decode_page(page)
-        filters, ascending, pivot = state["f"], bool(state.get("a")), state.get("p")
+        window, ascending, pivot = state["f"], bool(state.get("a")), state.get("p")
         reverse = bool(state.get("r"))
+        expressions = filters.from_state(window)
     else:
-        event = params.get("event")
-        if event is not None and event not in LISTED_EVENTS:
-            raise BadRequest(f"'event' must be one of {', '.join(LISTED_EVENTS)}")
+        expressions = filters.event_filter(params)  # every parameter checked before anything is read
         begin, end = parse_time("begin", params.get("begin")), parse_time("end", params.get("end"))
         asked = _yes_no("ascending", params.get("ascending"))
         # Mailgun: begin alone, or begin before end, reads forward; otherwise newest first.
         ascending = asked if asked is not None else begin is not None and (end is None or begin <= end)
         lo, hi = _window(begin, end, ascending=ascending)
-        filters = {
-            "event": event,
-            "recipient": params.get("recipient"),
-            "tags": params.get("tags"),
-            "message-id": (params.get("message-id") or "").strip("<>") or None,
+        # The paging token carries the expressions as written, and parses them again.
+        window = {
+            **{name: value for name, value in params.items() if name in filters.FIELDS and value},
             "lo": lo,
             "hi": hi,
             "limit": _limit(params.get("limit"), MAX_LIMIT),
         }
         pivot, reverse = None, False
     direction = ascending != reverse  # a "previous" page walks the other way, then flips its items
-    items = _scan(domain, filters, forward=direction, pivot=pivot)
+    items = _scan(domain, window, expressions, forward=direction, pivot=pivot)
     if reverse:
         items.reverse()
     payloads = [json.loads(item["payload"]) for item in items]
@@ -149,7 +157,7 @@ def query_events(
 
     first_sk = items[0]["gsi1sk"] if items else pivot
     last_sk = items[-1]["gsi1sk"] if items else pivot
-    base_state = {"f": filters, "a": ascending}
+    base_state = {"f": window, "a": ascending}
     return {
         "items": payloads,
         "paging": {
@@ -170,32 +178,37 @@ def _window(begin: float | None, end: float | None, *, ascending: bool) -> tuple
     return end, begin
 
 
-def _scan(domain: str, filters: dict[str, Any], *, forward: bool, pivot: str | None) -> list[dict[str, Any]]:
-    lo = keys.event_time(filters["lo"]) if filters.get("lo") is not None else "0"
-    hi = keys.event_time(filters["hi"]) + "~" if filters.get("hi") is not None else "~"
+def _scan(
+    domain: str,
+    window: dict[str, Any],
+    expressions: filters.EventFilter,
+    *,
+    forward: bool,
+    pivot: str | None,
+) -> list[dict[str, Any]]:
+    lo = keys.event_time(window["lo"]) if window.get("lo") is not None else "0"
+    hi = keys.event_time(window["hi"]) + "~" if window.get("hi") is not None else "~"
     if pivot is not None:
         if forward:
             lo = max(lo, pivot)
         else:
             hi = min(hi, pivot)
-    equals = {
-        attribute: filters[name]
-        for name, attribute in (("event", "event"), ("recipient", "recipient"), ("message-id", "message_id"))
-        if filters.get(name)
-    }
-    contains = {"tags": filters["tags"].strip().lower()} if filters.get("tags") else {}
     return store.query_index_between(
         table_name(),
         "gsi1",
         ("gsi1pk", keys.events_index_pk(domain)),
         ("gsi1sk", lo, hi),
         forward=forward,
-        wanted=filters["limit"],
-        equals=equals,
-        contains=contains,
+        wanted=_page_limit(window.get("limit")),
+        keep=(lambda item: expressions.keeps(json.loads(item["payload"]))) if expressions else None,
         skip_sk=pivot,  # the pivot was on the page before
         max_pages=_MAX_PAGES_SCANNED,
     )
+
+
+def _page_limit(value: Any) -> int:
+    """A paging token's limit, as the first request checked it (a forged one cannot ask for more)."""
+    return value if isinstance(value, int) and 1 <= value <= MAX_LIMIT else DEFAULT_LIMIT
 
 
 # ------------------------------------------------------------------------------------------- tags
@@ -328,6 +341,8 @@ def stats(
             row["complained"] = {"total": totals.get("complained_total", 0)}
         if "unsubscribed" in event_names:
             row["unsubscribed"] = {"total": totals.get("unsubscribed_total", 0)}
+        if "stored" in event_names:
+            row["stored"] = {"total": 0}
         rows.append(row)
         bucket = following
     body = {
