@@ -49,7 +49,7 @@ def test_sdk_sees_mailgun_errors(client):
     assert client.domains_webhooks.create(domain=DOMAIN, data=duplicate).status_code == 200
     again = client.domains_webhooks.create(domain=DOMAIN, data=duplicate)
     assert (again.status_code, again.json()["message"]) == (400, "Webhook already exists")
-    bad = client.domains_webhooks.create(domain=DOMAIN, data={"id": "accepted", "url": "https://x.example"})
+    bad = client.domains_webhooks.create(domain=DOMAIN, data={"id": "bounced", "url": "https://x.example"})
     assert bad.status_code == 400
     assert client.domains_webhooks.get(domain="missing.example.com").status_code == 404
     client.domains_webhooks.delete(domain=DOMAIN, webhook_name="opened")

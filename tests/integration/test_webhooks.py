@@ -224,7 +224,6 @@ def test_webhook_lifecycle_in_mailgun_shapes(call):
     [
         ({"url": "https://a.example"}, "'id' parameter is missing"),
         ({"id": "bounced", "url": "https://a.example"}, "Invalid webhook id 'bounced'"),
-        ({"id": "accepted", "url": "https://a.example"}, "Webhook 'accepted' is not supported"),
         ({"id": "opened"}, "'url' parameter is missing"),
         ({"id": "opened", "url": "ftp://a.example/x"}, "is not a valid http or https URL"),
         ({"id": "opened", "url": "https://"}, "is not a valid http or https URL"),
@@ -328,6 +327,10 @@ def test_delivery_is_a_signed_json_post_as_mailgun_sends_it(call, env, receiver,
     assert request["headers"]["content-type"] == "application/json"
     payload = json.loads(request["body"])
     assert set(payload) == {"signature", "event-data"}
+    # the event, with the account and domain Mailgun's "Webhook Payloads" page lists
+    account = payload["event-data"].pop("account")
+    assert payload["event-data"].pop("domain") == {"name": DOMAIN}
+    assert set(account) == {"id"} and re.fullmatch(r"[0-9a-f]{24}", account["id"])
     assert payload["event-data"] == opened_event()
     signature = payload["signature"]
     assert len(signature["token"]) == 50 and int(signature["token"], 16) >= 0

@@ -160,6 +160,42 @@ def test_tagged_tracked_message_to_three_recipients_yields_three_tracked_copies(
     assert {e["message"]["headers"]["message-id"] for e in events} == {body["id"].strip("<>")}
 
 
+def accepted_events(stack) -> dict[str, dict]:
+    found = [json.loads(i["payload"]) for i in items(stack, "COPY#") if i["sk"].startswith("EVENT#")]
+    return {e["recipient"]: e for e in found if e["event"] == "accepted"}
+
+
+def test_the_accepted_event_is_in_mailguns_shape(aws, submit):
+    # Mailgun's "Webhook Payloads" page: id of 22 url-safe characters, From with its display name, To,
+    # the message's size, attachments and recipients.
+    status, _ = submit(
+        [*BASE, ("to", "Ann <ann@example.net>")],
+        files=[("attachment", "report.pdf", "application/pdf", b"%PDF-1.4")],
+    )
+    assert status == 200
+    event = accepted_events(aws)["ann@example.net"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", event["id"])
+    headers = event["message"]["headers"]
+    assert headers["from"] == "Sender <sender@example.com>" and headers["to"] == "Ann <ann@example.net>"
+    assert headers["subject"] == "Hello"
+    assert event["message"]["recipients"] == ["ann@example.net"]
+    assert event["message"]["attachments"] == [
+        {"filename": "report.pdf", "content-type": "application/pdf", "size": 8}
+    ]
+    assert event["message"]["size"] > 8 and event["storage"]["key"]
+
+
+def test_an_accepted_event_names_no_other_recipient(aws, submit):
+    # A To header naming three recipients: each one's event shows its own address only, so erasing an
+    # address reaches every record of it. Batch sending's copies show their own To.
+    assert submit([*BASE, ("to", "Ann <ann@example.net>, bob@example.net, cy@example.net")])[0] == 200
+    assert {r: e["message"]["headers"]["to"] for r, e in accepted_events(aws).items()} == {
+        "ann@example.net": "ann@example.net",
+        "bob@example.net": "bob@example.net",
+        "cy@example.net": "cy@example.net",
+    }
+
+
 def use_sample_key(stack) -> None:
     """The sample events authenticate with the local stack's default key."""
     boto3.client("secretsmanager").put_secret_value(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -31,6 +32,12 @@ def _require(name: str) -> str:
 def table_name() -> str:
     """The one DynamoDB table every record lives in."""
     return settings().table_name
+
+
+def account_id() -> str:
+    """This deployment's account id, in Mailgun's form (24 hex digits, as in webhook payloads' `account.id`):
+    opaque, the same in every function, stable for the life of its table."""
+    return hashlib.sha256(f"opentracking-account:{table_name()}".encode()).hexdigest()[:24]
 
 
 @cache

@@ -11,11 +11,11 @@ whose retries ran out ("Too old", with the last failure's code and message).
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from opentracking.delivery.jobs import SendJob
 from opentracking.delivery.replies import Outcome, Reply
+from opentracking.storage import records
 
 REASON_BOUNCE = "bounce"
 REASON_GENERIC = "generic"
@@ -27,7 +27,7 @@ REASON_ESPBLOCK = "espblock"  # the receiving provider is refusing us for now (s
 def _base(copy: dict[str, Any], job: SendJob, reply: Reply, now: float) -> dict[str, Any]:
     recipient = copy["recipient"]
     return {
-        "id": uuid.uuid4().hex,
+        "id": records.new_event_id(),
         "timestamp": now,
         "recipient": recipient,
         "recipient-domain": copy.get("recipient_domain") or recipient.rpartition("@")[2].lower(),

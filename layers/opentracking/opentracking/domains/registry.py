@@ -9,6 +9,7 @@ starts pixel injection; a CNAME found missing or wrong does stop it, so no recip
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -146,10 +147,15 @@ class Domain:
         )
 
     # --- Mailgun shapes ---
+    @property
+    def opaque_id(self) -> str:
+        """The domain's id in Mailgun's form (24 hex digits), opaque: not its name."""
+        return hashlib.sha256(f"opentracking-domain:{self.name}".encode()).hexdigest()[:24]
+
     def mailgun(self) -> dict[str, Any]:
         return {
             "created_at": formatdate(self.created_at, usegmt=True),
-            "id": self.name,
+            "id": self.opaque_id,
             "is_disabled": False,
             "name": self.name,
             "require_tls": self.require_tls,

@@ -164,6 +164,12 @@ def _is_consumed_header(name: str) -> bool:
     return lowered.startswith(CONTROL_HEADER_PREFIX) or lowered in _CONSUMED
 
 
+def content_type_of(upload: UploadedFile) -> str:
+    """The type an attachment is sent as: the one uploaded, else guessed from its name."""
+    maintype, subtype = _maintype_subtype(upload)
+    return f"{maintype}/{subtype}"
+
+
 def _maintype_subtype(upload: UploadedFile) -> tuple[str, str]:
     content_type = (
         upload.content_type or mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
@@ -264,6 +270,7 @@ class PreparedMime:
     control_headers: list[tuple[str, str]]  # consumed X-Mailgun-* headers (lower-case name, unfolded value)
     sender: str
     subject: str
+    to: str = ""  # the To header as written (unfolded), for the events
 
 
 def prepare_mime(raw: bytes, domain: str) -> PreparedMime:
@@ -307,6 +314,7 @@ def prepare_mime(raw: bytes, domain: str) -> PreparedMime:
         control_headers=control,
         sender=fields.get("from", ""),
         subject=fields.get("subject", ""),
+        to=fields.get("to", ""),
     )
 
 

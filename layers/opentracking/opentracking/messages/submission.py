@@ -44,6 +44,7 @@ class Copy:
     untracked_reason: str | None = None  # why this copy alone has no pixel (the recipient opted out)
     links: int = 0  # links rewritten to click-tracking redirects
     from_template: bool = False  # stored once for the message, as its template (messages.copies)
+    to_header: str | None = None  # its own To header (batch sending), else the message's
 
     @property
     def copy_hex(self) -> str:
@@ -67,6 +68,8 @@ class Submission:
     require_tls: bool = False  # o:require-tls, else the domain's: no TLS, no delivery
     skip_verification: bool = False  # o:skip-verification, else the domain's: any certificate will do
     from_header: str = ""  # the From header as written ("News <news@example.com>"), for the events
+    to_header: str = ""  # the To header as written, for the events
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # Mailgun's event shape of each file
     copies: list[Copy] = field(default_factory=list)
     reason: str | None = None  # why opens are not tracked, when they are not
     privacy: policy.PrivacySettings = field(default_factory=policy.PrivacySettings)
@@ -138,6 +141,7 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         prepared = compose.prepare_mime(raw, domain.name)
         source: object = prepared
         message_id, sender, subject = prepared.message_id, prepared.sender, prepared.subject
+        to_header, attachments = prepared.to, []  # a MIME message's parts are not parsed at submission
         control = _control_headers(form, prepared.control_headers)
     else:
         parts = compose.parts_from_form(form)
@@ -148,6 +152,15 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         source = parts
         message_id = parts.message_id or compose.new_message_id(domain.name)
         sender, subject = parts.sender, parts.subject
+        to_header = ", ".join(parts.to_header)
+        attachments = [
+            {
+                "filename": upload.filename,
+                "content-type": compose.content_type_of(upload),
+                "size": len(upload.data),
+            }
+            for upload in parts.attachments
+        ]
         control = _control_headers(form, [])
 
     option_values = {name: value for name, value in form.fields if name.startswith("o:")}
@@ -195,6 +208,8 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         require_tls=require_tls,
         skip_verification=skip_verification,
         from_header=" ".join(sender.split()),
+        to_header=" ".join(to_header.split()),
+        attachments=attachments,
         reason=decision.reason,
         click_reason=_click_reason(decision),
     )
@@ -238,7 +253,13 @@ def _make_copies(
             for key, value in submission.user_variables.items()
         }
         copies.append(
-            Copy(copy_id=tokens.new_copy_id(), recipient=recipient, message=message, user_variables=variables)
+            Copy(
+                copy_id=tokens.new_copy_id(),
+                recipient=recipient,
+                message=message,
+                user_variables=variables,
+                to_header=None if shared else recipient,
+            )
         )
     return copies
 
@@ -634,7 +655,7 @@ def _accepted_event(submission: Submission, copy: Copy, timestamp: float) -> dic
     """Mailgun's `accepted` event for one recipient's copy."""
     return {
         "event": "accepted",
-        "id": uuid.uuid4().hex,
+        "id": records.new_event_id(),
         "timestamp": timestamp,
         "log-level": "info",
         "method": "http",
@@ -646,14 +667,26 @@ def _accepted_event(submission: Submission, copy: Copy, timestamp: float) -> dic
         "flags": {"is-test-mode": submission.testmode, "is-authenticated": True},
         "message": {
             "headers": {
+                "to": _event_to(submission, copy),
                 "message-id": submission.message_id.strip("<>"),
                 "from": submission.from_header or submission.sender,
                 "subject": submission.subject,
             },
+            "attachments": submission.attachments,
+            "recipients": [copy.recipient],
             "size": len(copy.message),
         },
         "storage": {"key": copy.s3_key},
     }
+
+
+def _event_to(submission: Submission, copy: Copy) -> str:
+    """The accepted event's To header. A To naming other recipients too is shown as this recipient's own
+    address: an address must appear only in its own recipient's records, so that erasing it (and the
+    retention limit) reaches every copy of it, and 1,000 recipients do not make 1,000 events of 1,000."""
+    if copy.to_header is not None:
+        return copy.to_header
+    return submission.to_header if len(submission.recipients) == 1 else copy.recipient
 
 
 def _message_record(

@@ -500,8 +500,8 @@ def event_increments(event: dict[str, Any]) -> dict[str, int]:
 
 
 def handle_counted(item: dict[str, Any], cache: dict[str, Any]) -> None:
-    """An accepted, delivered or failed event (written by the submission or the sender): counted once,
-    through a COUNTED marker, and for delivered and failed, sent to their webhooks."""
+    """An accepted, delivered, failed, complained or unsubscribed event (written by the submission, the
+    sender or the unsubscribe page): counted once, through a COUNTED marker, and sent to its webhooks."""
     table = table_name()
     event = json.loads(item["payload"])
     timestamp = float(event["timestamp"])
@@ -530,9 +530,9 @@ def handle_counted(item: dict[str, Any], cache: dict[str, Any]) -> None:
         # must not come back into the erased partition.
         count(Metric.ACCEPTED_AFTER_ERASURE)
         return
-    if event["event"] != "accepted":
-        # Webhooks after the event is counted; a replay enqueues again (receivers deduplicate on the id).
-        delivery.enqueue(domain, event)
+    # Webhooks after the event is counted; a replay enqueues again (receivers deduplicate on the id). Without
+    # a URL for the type this is one cached read per domain and type (subscriptions.targets).
+    delivery.enqueue(domain, event)
 
 
 def handle_image(image: dict[str, Any], copies: dict[str, dict[str, Any] | None]) -> None:

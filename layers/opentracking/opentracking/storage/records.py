@@ -3,10 +3,17 @@ derived opens) and the unique markers beside them. Keys come from `storage.keys`
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from typing import Any
 
 from opentracking.storage import keys
+
+
+def new_event_id() -> str:
+    """A new event's id in Mailgun's form: 22 url-safe characters (16 random bytes, unpadded base64)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
 def event_record(

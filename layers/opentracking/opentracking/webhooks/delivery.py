@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError
 
 from opentracking.core import queues
-from opentracking.core.config import table_name
+from opentracking.core.config import account_id, table_name
 from opentracking.core.errors import OpenTrackingError
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
@@ -74,7 +74,7 @@ def _queue_url() -> str:
 def enqueue(domain: str, event: dict[str, Any], *, now: Callable[[], float] = time.time) -> int:
     """Queue one delivery per URL configured for the event's type; the number queued (0: none set)."""
     event_name = subscriptions.webhook_type(event)
-    if event_name not in subscriptions.SUPPORTED_WEBHOOKS:
+    if event_name not in subscriptions.MAILGUN_WEBHOOKS:
         return 0
     urls = subscriptions.targets(domain, event_name)
     if not urls:
@@ -105,13 +105,14 @@ def verify(key: str, timestamp: str, token: str, signature: str) -> bool:
 
 
 def signed_payload(
-    key: str, event: dict[str, Any], *, now: Callable[[], float] = time.time
+    key: str, event: dict[str, Any], *, domain: str, now: Callable[[], float] = time.time
 ) -> dict[str, Any]:
-    """The POST body: a fresh timestamp and 50-character token for every attempt, and the event."""
+    """The POST body: a fresh timestamp and 50-character token for every attempt, and the event with the
+    `account.id` and `domain.name` Mailgun's webhook payloads carry (its "Webhook Payloads" page)."""
     timestamp, token = str(int(now())), secrets.token_hex(25)
     return {
         "signature": {"timestamp": timestamp, "token": token, "signature": sign(key, timestamp, token)},
-        "event-data": event,
+        "event-data": {"account": {"id": account_id()}, "domain": {"name": domain}, **event},
     }
 
 
@@ -322,7 +323,11 @@ def process(
 
     status: int | None = None
     try:
-        payload = json.dumps(signed_payload(signing_key(config.signing_key_secret), delivery.event, now=now))
+        payload = json.dumps(
+            signed_payload(
+                signing_key(config.signing_key_secret), delivery.event, domain=delivery.domain, now=now
+            )
+        )
         status = post(delivery.url, payload.encode(), config.timeout, allow_private=config.allow_private_urls)
         error = str(status)
     except outbound.RefusedTarget:

@@ -1,8 +1,8 @@
 """Mailgun webhooks, their configuration: each domain's webhook URLs per event type.
 
 In the shapes of Mailgun's v3 domain webhooks: one item per domain and webhook type,
-`DOMAIN#{domain}` / `WEBHOOK#{id}`, holding 1 to 3 http(s) URLs. Only the types this deployment produces
-events for can be configured (`SUPPORTED_WEBHOOKS`); the others Mailgun knows get a clear 400.
+`DOMAIN#{domain}` / `WEBHOOK#{id}`, holding 1 to 3 http(s) URLs, for every type Mailgun has
+(`MAILGUN_WEBHOOKS`); another id is a clear 400.
 `targets` is what delivery reads: one DynamoDB read per domain and type, cached briefly per container.
 """
 
@@ -24,7 +24,7 @@ from opentracking.domains import registry
 from opentracking.http import outbound
 from opentracking.storage import keys, store
 
-# Every webhook type Mailgun has; the ones this deployment produces events for can be configured.
+# Every webhook type Mailgun has; this deployment produces each of these events.
 MAILGUN_WEBHOOKS = (
     "accepted",
     "clicked",
@@ -34,9 +34,6 @@ MAILGUN_WEBHOOKS = (
     "permanent_fail",
     "temporary_fail",
     "unsubscribed",
-)
-SUPPORTED_WEBHOOKS = frozenset(
-    {"opened", "clicked", "delivered", "permanent_fail", "temporary_fail", "complained", "unsubscribed"}
 )
 
 
@@ -95,17 +92,12 @@ def _key(domain: str, webhook_id: str) -> dict[str, Any]:
 
 
 def normalise_id(raw: str | None) -> str:
-    """A webhook type this deployment can deliver; BadRequest for a missing, unknown or unsupported one."""
+    """A webhook type Mailgun knows; BadRequest for a missing or unknown one."""
     name = (raw or "").strip().lower()
     if not name:
         raise BadRequest("'id' parameter is missing")
     if name not in MAILGUN_WEBHOOKS:
         raise BadRequest(f"Invalid webhook id '{name}': expected one of {', '.join(MAILGUN_WEBHOOKS)}")
-    if name not in SUPPORTED_WEBHOOKS:
-        raise BadRequest(
-            f"Webhook '{name}' is not supported: this deployment produces "
-            f"{', '.join(sorted(SUPPORTED_WEBHOOKS))} events only"
-        )
     return name
 
 
