@@ -236,6 +236,19 @@ def get_tag(domain: str, tag: str) -> dict:
     return queries.get_tag(registry.get(domain.lower()).name, tag)
 
 
+@app.put("/v3/<domain>/tags/<tag>")
+@tracer.capture_method
+def describe_tag(domain: str, tag: str) -> dict:
+    form = gateway.request_form(app.current_event)
+    return queries.describe_tag(registry.get(domain.lower()).name, tag, form.last("description"))
+
+
+@app.delete("/v3/<domain>/tags/<tag>")
+@tracer.capture_method
+def delete_tag(domain: str, tag: str) -> dict:
+    return queries.delete_tag(registry.get(domain.lower()).name, tag)
+
+
 @app.get("/v3/<domain>/tags/<tag>/stats")
 @tracer.capture_method
 def tag_stats(domain: str, tag: str) -> dict:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import boto3
 import pytest
 
 from devstack.events import make_http_event
@@ -146,6 +148,63 @@ def test_tags_list_and_get(api, history):
         "/v3/example.com/tags/none", "/v3/{domain}/tags/{tag}", {"domain": "example.com", "tag": "none"}
     )
     assert status == 404
+
+
+def test_tag_times_are_rfc3339_as_mailguns_go_sdk_decodes_them(api, history):
+    _, tag = api(
+        "/v3/example.com/tags/launch", "/v3/{domain}/tags/{tag}", {"domain": "example.com", "tag": "launch"}
+    )
+    for field in ("first-seen", "last-seen"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", tag[field]), tag[field]
+        assert abs(datetime.fromisoformat(tag[field]).timestamp() - time.time()) < 600
+
+
+def test_tags_are_paged_as_mailgun_pages_them(api, world, history):
+    world.send("d@example.net", tags=("digest-weekly", "zeta"))
+    world.consume()
+    tags = {"domain": "example.com"}
+
+    def listed(query):
+        status, body = api("/v3/example.com/tags", "/v3/{domain}/tags", tags, query)
+        assert status == 200, body
+        return [t["tag"] for t in body["items"]], body["paging"]
+
+    first, paging = listed({"limit": "2"})
+    assert first == ["digest", "digest-weekly"]
+    # next: page=next&tag=<the last tag of this page>, as mailgun-go's iterator reads it
+    assert parse_qs(urlsplit(paging["next"]).query) == {
+        "limit": ["2"],
+        "page": ["next"],
+        "tag": ["digest-weekly"],
+    }
+    second, paging = listed(urlsplit(paging["next"]).query)
+    assert second == ["launch", "zeta"]
+    assert listed(urlsplit(paging["next"]).query)[0] == []
+    assert listed(urlsplit(paging["previous"]).query)[0] == ["digest", "digest-weekly"]
+    assert listed({"limit": "1", "page": "last"})[0] == ["zeta"]
+    assert listed({"prefix": "Digest"})[0] == ["digest", "digest-weekly"]
+    assert api("/v3/example.com/tags", "/v3/{domain}/tags", tags, {"page": "sideways"})[0] == 400
+
+
+def test_a_tag_can_be_described_and_deleted_with_its_counters(aws, invoke, history):
+    path = "/v3/example.com/tags/launch"
+    assert invoke("api", "PUT", path, fields={"description": "Launch mail"}) == (
+        200,
+        {"message": "Tag updated"},
+    )
+    assert invoke("api", "GET", path)[1]["description"] == "Launch mail"
+    assert invoke("api", "PUT", path, fields={})[0] == 400
+    assert invoke("api", "PUT", "/v3/example.com/tags/never-used", fields={"description": "x"})[0] == 404
+    table = boto3.resource("dynamodb").Table(aws.ref("DataTable"))
+    counters = [i for i in table.scan()["Items"] if i["pk"].startswith("STATS#example.com#launch#")]
+    assert counters  # the tag's hourly counters, before
+    assert invoke("api", "DELETE", path) == (200, {"message": "Tag deleted"})
+    assert invoke("api", "GET", path)[0] == 404
+    assert not [i for i in table.scan()["Items"] if i["pk"].startswith("STATS#example.com#launch#")]
+    assert [
+        i for i in table.scan()["Items"] if i["pk"].startswith("STATS#example.com#digest#")
+    ]  # others stay
+    assert invoke("api", "DELETE", path)[0] == 404
 
 
 def test_tag_stats_count_total_and_unique(api, history):

@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from opentracking.core.config import table_name
 from opentracking.core.errors import BadRequest, NotFound
@@ -214,30 +215,54 @@ def _page_limit(value: Any) -> int:
 # ------------------------------------------------------------------------------------------- tags
 
 
+def rfc3339(timestamp: float) -> str:
+    """A time as Mailgun's tags API sends it: RFC 3339, which its Go SDK decodes into a time.Time."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def tag_object(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "tag": item["sk"],
         "description": item.get("description", ""),
-        "first-seen": rfc2822(float(item["first_seen"])),
-        "last-seen": rfc2822(float(item["last_seen"])),
+        "first-seen": rfc3339(float(item["first_seen"])),
+        "last-seen": rfc3339(float(item["last_seen"])),
     }
 
 
+TAG_PAGES = ("first", "last", "next", "prev")
+
+
 def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> dict[str, Any]:
+    """GET /v3/{domain}/tags, paged as Mailgun pages it: `page` (first, last, next, prev) and `tag`, the tag
+    that marks the end of the page before; `prefix` keeps the tags that begin with it."""
     limit = _limit(params.get("limit"), 1000)
-    items = store.query_prefix(table_name(), keys.tags_pk(domain), "")
-    pivot = params.get("page")
-    if pivot:
-        items = [item for item in items if item["sk"] > pivot]
-    page = items[:limit]
-    next_pivot = page[-1]["sk"] if page else (pivot or "")
+    prefix = (params.get("prefix") or "").strip().lower()
+    direction, pivot = (params.get("page") or "first").lower(), params.get("tag") or ""
+    if direction not in TAG_PAGES:
+        raise BadRequest(f"'page' must be one of {', '.join(TAG_PAGES)}")
+    items = store.query_prefix(table_name(), keys.tags_pk(domain), prefix)  # in tag order
+    if direction == "next":
+        page = [item for item in items if item["sk"] > pivot.lower()][:limit]
+    elif direction == "prev":
+        page = [item for item in items if item["sk"] < pivot.lower()][-limit:]
+    elif direction == "last":
+        page = items[-limit:]
+    else:
+        page = items[:limit]
+
+    def url(page_name: str, tag: str | None = None) -> str:
+        query = {"limit": str(limit), **({"prefix": prefix} if prefix else {}), "page": page_name}
+        return f"{base_url}/v3/{domain}/tags?" + urlencode(
+            {**query, **({"tag": tag} if tag is not None else {})}
+        )
+
     return {
         "items": [tag_object(item) for item in page],
         "paging": {
-            "first": f"{base_url}/v3/{domain}/tags?limit={limit}",
-            "next": f"{base_url}/v3/{domain}/tags?limit={limit}&page={next_pivot}",
-            "previous": f"{base_url}/v3/{domain}/tags?limit={limit}",
-            "last": f"{base_url}/v3/{domain}/tags?limit={limit}",
+            "first": url("first"),
+            "next": url("next", page[-1]["sk"] if page else pivot),
+            "previous": url("prev", page[0]["sk"] if page else pivot),
+            "last": url("last"),
         },
     }
 
@@ -247,6 +272,37 @@ def get_tag(domain: str, tag: str) -> dict[str, Any]:
     if item is None:
         raise NotFound("Tag not found")
     return tag_object(item)
+
+
+MAX_TAG_DESCRIPTION = 1024
+
+
+def describe_tag(domain: str, tag: str, description: str | None) -> dict[str, Any]:
+    """PUT /v3/{domain}/tags/{tag}: the tag's description (a tag exists once a message used it)."""
+    if description is None:
+        raise BadRequest("'description' parameter is missing")
+    if len(description) > MAX_TAG_DESCRIPTION:
+        raise BadRequest(f"'description' must be at most {MAX_TAG_DESCRIPTION} characters")
+    key = {"pk": keys.tags_pk(domain), "sk": tag.lower()}
+    if not store.update_if_exists(table_name(), key, {"description": description}):
+        raise NotFound("Tag not found")
+    return {"message": "Tag updated"}
+
+
+def delete_tag(domain: str, tag: str) -> dict[str, Any]:
+    """DELETE /v3/{domain}/tags/{tag}: the tag and every counter of it (its hourly stats and its URLs'), as
+    Mailgun deletes "all counters for a particular tag, including the tag itself"."""
+    get_tag(domain, tag)
+    name = tag.lower()
+    counters = [
+        {"pk": item["pk"], "sk": item["sk"]}
+        for shard in range(consumer.SHARDS)
+        for pk in (keys.stats_pk(domain, name, shard), keys.url_stats_pk(domain, name, shard))
+        for item in store.query_prefix(table_name(), pk, "")
+    ]
+    store.batch_delete(table_name(), counters)
+    store.delete_item(table_name(), {"pk": keys.tags_pk(domain), "sk": name})  # last: a retry finds it
+    return {"message": "Tag deleted"}
 
 
 # ------------------------------------------------------------------------------------------- stats
