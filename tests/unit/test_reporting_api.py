@@ -234,6 +234,7 @@ def test_domain_stats_total_by_hour(api, history):
     )
     assert status == 200
     assert "tag" not in body and body["resolution"] == "hour"
+    assert body["start"] == body["stats"][0]["time"] and body["start"].endswith(":00:00 UTC")  # the bucket's
     assert len(body["stats"]) in (3, 4)  # every hour of the window, zero-filled
     assert sum(row["opened"]["total"] for row in body["stats"]) == 2
     assert all("accepted" not in row for row in body["stats"])

@@ -403,7 +403,7 @@ def stats(
         bucket = following
     body = {
         "description": f"Stats for {tag}" if tag else "Domain stats",
-        "start": rfc2822(start.timestamp()),
+        "start": rfc2822(_bucket_start(start, resolution).timestamp()),  # as Mailgun: the first bucket's
         "end": rfc2822(end.timestamp()),
         "resolution": resolution,
         "stats": rows,
