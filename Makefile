@@ -68,7 +68,7 @@ scan: $(SCAN_STAMP) ## checkov on template.yaml (.checkov.yaml says what is skip
 validate: lint
 
 test: lint system-deps ## Lint, then every test tier (unit, integration, e2e, samlocal) on TEST_WORKERS workers
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-unit: $(STAMP) ## Only the in-process unit tests
 	$(BIN)/python -m pytest tests/unit

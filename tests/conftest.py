@@ -55,8 +55,10 @@ def aws(monkeypatch: pytest.MonkeyPatch):
     ses_simulator.apply()
     with mock_aws():
         stack = provision(Stack())
-        for name, value in stack.function_environment("SubmitFunction").items():
-            monkeypatch.setenv(name, value)
+        # Every function's environment, as the local stack runs them in one process (devstack.runtime).
+        for logical_id in stack.functions():
+            for name, value in stack.function_environment(logical_id).items():
+                monkeypatch.setenv(name, value)
         monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
         # As the local stack runs: one shared CNAME target. Tests of per-domain certificates and custom
         # domains switch to CustomDomains themselves.
@@ -180,17 +182,27 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 # --- parallel runs -------------------------------------------------------------------------------
-# `make test` runs the tiers on two pytest-xdist workers with --dist loadgroup. Unit tests are spread one
-# by one. A file of the other tiers stays on one worker, so its module-scoped stacks start once; the sam
-# local tier is one group, since its Docker engine (under .local/) is one per work tree.
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        parts = item.nodeid.split("::", 1)[0].split("/")
-        if len(parts) < 3 or parts[0] != "tests" or parts[1] == "unit":
-            continue
-        group = "samlocal" if parts[1] == "samlocal" else "/".join(parts[1:])
-        item.add_marker(pytest.mark.xdist_group(group))
+# `make test` runs the tiers on pytest-xdist workers (TEST_WORKERS). Unit tests are handed out one by one. A
+# file of the other tiers stays on one worker, so its module-scoped stacks start once. The sam local tier
+# is one unit of work: its Docker engine (and the base image it builds) is one per work tree, and two
+# workers starting it at once would fight over it. (xdist's own loadgroup marks do not group under
+# pytest 9, which no longer reads the node id xdist rewrites.)
+def work_unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    tier = path.split("/")[1] if path.startswith("tests/") and path.count("/") >= 2 else ""
+    if tier == "samlocal":
+        return "tests/samlocal"
+    return nodeid if tier == "unit" else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return TierScheduling(config, log)
 
 
 # --- time per tier -------------------------------------------------------------------------------

@@ -279,6 +279,13 @@ def total_stats(domain: str) -> dict:
     return queries.stats(registry.get(domain.lower()).name, None, _events_param(query), query)
 
 
+@app.get("/v3/stats/total")
+@tracer.capture_method
+def account_stats() -> dict:
+    query = _query()
+    return queries.stats(None, None, _events_param(query), query)
+
+
 def _events_param(query: dict[str, str | None]) -> list[str]:
     # API Gateway joins repeated query values with commas (event=accepted&event=opened).
     return [name.strip() for name in (query.get("event") or "").split(",") if name.strip()]

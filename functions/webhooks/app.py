@@ -7,7 +7,7 @@ from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger, metrics
 from opentracking.core.tracing import tracer
 from opentracking.http import gateway
-from opentracking.webhooks import subscriptions
+from opentracking.webhooks import signing_key, subscriptions
 
 app = gateway.resolver()
 
@@ -47,6 +47,20 @@ def update_webhook(name: str, webhook_id: str) -> dict:
 def delete_webhook(name: str, webhook_id: str) -> dict:
     webhook = subscriptions.delete(name.lower(), webhook_id)
     return {"message": "Webhook has been deleted", "webhook": webhook.mailgun()}
+
+
+@app.get("/v5/accounts/http_signing_key")
+@tracer.capture_method
+def get_signing_key() -> dict:
+    return signing_key.current()
+
+
+@app.post("/v5/accounts/http_signing_key")
+@tracer.capture_method
+def regenerate_signing_key() -> dict:
+    answer = signing_key.regenerate()
+    logger.info("webhook signing key regenerated")  # never the key
+    return answer
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -517,23 +518,46 @@ def image_tag() -> str:
 def _run(command: list[str], what: str, timeout: float) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)  # noqa: S603
     if result.returncode != 0:
-        raise EngineUnavailable(f"{what} failed: {(result.stdout + result.stderr).strip()[-3000:]}")
+        code = result.returncode
+        ended = f"signal {-code}" if code < 0 else f"exit status {code}"
+        output = (result.stdout.strip()[-1500:] + "\n" + result.stderr.strip()[-1500:]).strip()
+        raise EngineUnavailable(f"{what} failed ({ended}): {output}")
+
+
+DEBOOTSTRAP_ATTEMPTS = 3
+
+
+def _debootstrap(root: Path, *, pause: Callable[[float], None] = time.sleep) -> None:
+    """A Debian root file system in `root`. A package mirror fails a download now and then ("Retrying
+    failed download", then debootstrap gives up): it starts again from an empty root a few times before
+    the sam local tier is declared unavailable."""
+    for attempt in range(1, DEBOOTSTRAP_ATTEMPTS + 1):
+        log(f"debootstrap {DEBIAN_SUITE} (minbase), attempt {attempt} of {DEBOOTSTRAP_ATTEMPTS}")
+        shutil.rmtree(root, ignore_errors=True)
+        try:
+            _run(
+                # In a mount namespace of its own: the /proc and /sys it mounts in the new root never
+                # outlive it.
+                [
+                    *("unshare", "--mount", "--propagation", "private", "--"),
+                    *("debootstrap", "--variant=minbase", f"--include={','.join(ROOT_PACKAGES)}"),
+                    *(DEBIAN_SUITE, str(root)),
+                ],
+                "debootstrap",
+                timeout=900,
+            )
+            break
+        except EngineUnavailable as exc:
+            if attempt == DEBOOTSTRAP_ATTEMPTS:
+                raise
+            log(f"{str(exc).splitlines()[0][:200]}; trying again in {5 * attempt} s")
+            pause(5 * attempt)
 
 
 def _build_root(root: Path) -> None:
     if shutil.which("debootstrap") is None:
         raise EngineUnavailable("building the base image needs debootstrap (Debian package debootstrap)")
-    log(f"debootstrap {DEBIAN_SUITE} (minbase)")
-    _run(
-        # In a mount namespace of its own: the /proc and /sys it mounts in the new root never outlive it.
-        [
-            *("unshare", "--mount", "--propagation", "private", "--"),
-            *("debootstrap", "--variant=minbase", f"--include={','.join(ROOT_PACKAGES)}"),
-            *(DEBIAN_SUITE, str(root)),
-        ],
-        "debootstrap",
-        timeout=900,
-    )
+    _debootstrap(root)
     log("adding CPython 3.13, awslambdaric and boto3")
     home = _python_home()
     shutil.copytree(

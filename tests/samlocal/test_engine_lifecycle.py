@@ -251,3 +251,29 @@ def test_an_engine_bound_to_its_starter_ends_when_the_starter_is_killed(tmp_path
         starter.kill()
         starter.wait(DEADLINE)
         own.stop()
+
+
+def test_a_failed_debootstrap_starts_again_from_an_empty_root(tmp_path, monkeypatch) -> None:
+    # A mirror that fails a download twice: the third attempt, from an empty root, builds it.
+    root, attempts, pauses = tmp_path / "rootfs", [], []
+
+    def flaky_run(command, what, timeout):
+        assert not root.exists() or not any(root.iterdir())  # nothing left of the attempt before
+        attempts.append(command)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / f"partial-{len(attempts)}").touch()
+        if len(attempts) < 3:
+            raise engines.EngineUnavailable("debootstrap failed: W: Retrying failed download of login")
+
+    monkeypatch.setattr(engines, "_run", flaky_run)
+    engines._debootstrap(root, pause=pauses.append)
+    assert len(attempts) == 3 and pauses == [5, 10]
+    assert [p.name for p in root.iterdir()] == ["partial-3"]
+
+    # and a mirror that never answers is reported after the last attempt
+    def down(command, what, timeout):
+        raise engines.EngineUnavailable("debootstrap failed: the mirror is down")
+
+    monkeypatch.setattr(engines, "_run", down)
+    with pytest.raises(engines.EngineUnavailable, match="the mirror is down"):
+        engines._debootstrap(root, pause=pauses.append)

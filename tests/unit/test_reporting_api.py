@@ -240,6 +240,27 @@ def test_domain_stats_total_by_hour(api, history):
     assert all("accepted" not in row for row in body["stats"])
 
 
+def test_account_stats_sum_every_domain(world, history, invoke, lambda_context, basic_auth):
+    from opentracking.domains import registry
+    from tests.helpers.invoke import send_message
+
+    registry.put(registry.Domain(name="example.org", cname_target="t.example", tracking_ready=True))
+    fields = [("from", "s@example.org"), ("to", "x@example.net, y@example.net"), ("text", "hi")]
+    send_message(
+        load_handler("functions/submit"), lambda_context, fields, auth=basic_auth, domain="example.org"
+    )
+    world.consume()
+
+    def accepted(path):
+        status, body = invoke("api", "GET", path, query="event=accepted&duration=1d")
+        assert status == 200, body
+        return sum(row["accepted"]["total"] for row in body["stats"]), body["description"]
+
+    assert accepted("/v3/stats/total") == (5, "Account stats")  # 3 to example.com, 2 to example.org
+    assert accepted("/v3/example.com/stats/total") == (3, "Domain stats")
+    assert accepted("/v3/example.org/stats/total") == (2, "Domain stats")
+
+
 def test_a_dashboard_asking_for_every_event_type_gets_each(api, history):
     # Mailgun's stats know 8 event types; a dashboard asks for several at once, each as its own `event`.
     names = ["accepted", "delivered", "failed", "opened", "clicked", "unsubscribed", "complained", "stored"]

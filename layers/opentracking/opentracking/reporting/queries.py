@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from opentracking.core.config import table_name
 from opentracking.core.errors import BadRequest, NotFound
+from opentracking.domains import registry
 from opentracking.reporting import consumer, filters
 from opentracking.storage import keys, store
 
@@ -334,8 +335,10 @@ def _next_bucket(moment: datetime, resolution: str) -> datetime:
 
 
 def stats(
-    domain: str, tag: str | None, event_names: list[str], params: dict[str, str | None]
+    domain: str | None, tag: str | None, event_names: list[str], params: dict[str, str | None]
 ) -> dict[str, Any]:
+    """Mailgun's stats of one domain (or one of its tags), or of the account (`domain` None: every
+    domain's counters summed, `GET /v3/stats/total`)."""
     if not event_names:
         raise BadRequest("'event' parameter is required")
     for name in event_names:
@@ -354,7 +357,15 @@ def stats(
     )
     if start > end:
         raise BadRequest("'start' must be before 'end'")
-    hourly = _hourly_counters(domain, tag or consumer.ALL_TAGS, start, end)
+    if domain is None:
+        hourly: dict[datetime, dict[str, int]] = {}
+        for each in registry.list_domains(limit=10**9)[0]:
+            for hour, counters in _hourly_counters(each.name, consumer.ALL_TAGS, start, end).items():
+                summed = hourly.setdefault(hour, {})
+                for field, value in counters.items():
+                    summed[field] = summed.get(field, 0) + value
+    else:
+        hourly = _hourly_counters(domain, tag or consumer.ALL_TAGS, start, end)
     rows, bucket = [], _bucket_start(start, resolution)
     while bucket <= end:
         following = _next_bucket(bucket, resolution)
@@ -402,7 +413,7 @@ def stats(
         rows.append(row)
         bucket = following
     body = {
-        "description": f"Stats for {tag}" if tag else "Domain stats",
+        "description": f"Stats for {tag}" if tag else "Domain stats" if domain else "Account stats",
         "start": rfc2822(_bucket_start(start, resolution).timestamp()),  # as Mailgun: the first bucket's
         "end": rfc2822(end.timestamp()),
         "resolution": resolution,

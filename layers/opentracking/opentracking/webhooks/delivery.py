@@ -116,9 +116,17 @@ def signed_payload(
     }
 
 
+SIGNING_KEY_MAX_AGE = 10  # seconds: a regenerated key signs every sender's POSTs this soon
+
+
 def signing_key(secret_name: str) -> str:
-    """The key in the signing-key secret ({"key": "<value>"}), cached by Powertools parameters."""
-    secret = secrets_provider().get(secret_name)
+    """The key in the signing-key secret ({"key": "<value>"}), cached by Powertools parameters for
+    SIGNING_KEY_MAX_AGE seconds, not the stack's 5 minutes: receivers switch to a regenerated key at once."""
+    return key_in_secret(secrets_provider().get(secret_name, max_age=SIGNING_KEY_MAX_AGE))
+
+
+def key_in_secret(secret: object) -> str:
+    """The key of a signing-key secret's value, {"key": "<value>"}."""
     try:
         document = json.loads(secret) if isinstance(secret, str) else None
     except ValueError:
