@@ -49,6 +49,43 @@ def delete_webhook(name: str, webhook_id: str) -> dict:
     return {"message": "Webhook has been deleted", "webhook": webhook.mailgun()}
 
 
+def _v4_answer(webhooks: list) -> dict:
+    return {"webhooks": {hook.id: hook.mailgun() for hook in webhooks}}
+
+
+@app.get("/v4/domains/<name>/webhooks")
+@tracer.capture_method
+def list_webhooks_v4(name: str) -> dict:
+    return _v4_answer(subscriptions.list_webhooks(name.lower()))
+
+
+@app.post("/v4/domains/<name>/webhooks")
+@tracer.capture_method
+def attach_webhook_url(name: str) -> dict:
+    form = gateway.request_form(app.current_event)
+    url = subscriptions.one_url(form.all("url"))
+    kinds = subscriptions.normalise_event_types(form.all("event_types"))
+    return _v4_answer(subscriptions.attach(name.lower(), url, kinds))
+
+
+@app.put("/v4/domains/<name>/webhooks")
+@tracer.capture_method
+def retarget_webhook_url(name: str) -> dict:
+    form = gateway.request_form(app.current_event)
+    url = subscriptions.one_url(form.all("url"))
+    kinds = subscriptions.normalise_event_types(form.all("event_types"))
+    return _v4_answer(subscriptions.retarget(name.lower(), url, kinds))
+
+
+@app.delete("/v4/domains/<name>/webhooks")
+@tracer.capture_method
+def detach_webhook_urls(name: str) -> dict:
+    # `url` as the query gives it: repeated (API Gateway joins repeats with commas) or comma-separated
+    raw = app.current_event.get_query_string_value("url", "") or ""
+    urls = tuple(dict.fromkeys(url.strip() for url in raw.split(",") if url.strip()))
+    return _v4_answer(subscriptions.detach(name.lower(), urls))
+
+
 @app.get("/v5/accounts/http_signing_key")
 @tracer.capture_method
 def get_signing_key() -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,6 +188,109 @@ def _put(webhook: Webhook, *, condition: str, conflict: OpenTrackingError) -> No
             raise conflict from None
         raise StorageUnavailable("The webhook store is unavailable, please retry") from exc
     _forget(webhook.domain)
+
+
+# --- v4: one URL, many event types ------------------------------------------------------------------
+# Mailgun's v4 domain webhooks edit every type's URL list at once. The edit is one DynamoDB transaction,
+# each item written only if nobody changed it since it was read (a concurrent edit is read again and
+# re-applied), so the lists are never left half changed.
+
+V4_ATTEMPTS = 3
+
+
+def normalise_event_types(values: Iterable[str]) -> tuple[str, ...]:
+    """`event_types`, repeated or comma-separated, each a Mailgun webhook id."""
+    names: list[str] = []
+    for value in values:
+        for raw in value.split(","):
+            if raw.strip():
+                name = normalise_id(raw)
+                if name not in names:
+                    names.append(name)
+    if not names:
+        raise BadRequest("'event_types' parameter is missing")
+    return tuple(names)
+
+
+def one_url(values: Iterable[str]) -> str:
+    urls = [value.strip() for value in values if value.strip()]
+    if len(set(urls)) > 1:
+        raise BadRequest("'url' must be given once")
+    return normalise_urls(urls)[0]
+
+
+def attach(domain: str, url: str, event_types: tuple[str, ...]) -> list[Webhook]:
+    """POST /v4/domains/{d}/webhooks: `url` added to each type's URLs."""
+
+    def change(kind: str, urls: tuple[str, ...]) -> tuple[str, ...]:
+        return (*urls, url) if kind in event_types and url not in urls else urls
+
+    return _edit(domain, change)
+
+
+def retarget(domain: str, url: str, event_types: tuple[str, ...]) -> list[Webhook]:
+    """PUT /v4/domains/{d}/webhooks: `url` is a target of exactly these types."""
+
+    def change(kind: str, urls: tuple[str, ...]) -> tuple[str, ...]:
+        if kind not in event_types:
+            return tuple(u for u in urls if u != url)
+        return urls if url in urls else (*urls, url)
+
+    return _edit(domain, change)
+
+
+def detach(domain: str, urls: tuple[str, ...]) -> list[Webhook]:
+    """DELETE /v4/domains/{d}/webhooks?url=...: these URLs removed from every type."""
+    if not urls:
+        raise BadRequest("'url' parameter is missing")
+    return _edit(domain, lambda kind, current: tuple(u for u in current if u not in urls))
+
+
+def _edit(domain: str, change: Callable[[str, tuple[str, ...]], tuple[str, ...]]) -> list[Webhook]:
+    for _attempt in range(V4_ATTEMPTS):
+        current = {webhook.id: webhook for webhook in list_webhooks(domain)}
+        now = time.time()
+        operations, result = [], []
+        for kind in MAILGUN_WEBHOOKS:
+            before = current.get(kind)
+            urls = change(kind, before.urls if before else ())
+            if len(urls) > MAX_URLS:
+                raise BadRequest(f"A webhook takes at most {MAX_URLS} urls: {kind} would have {len(urls)}")
+            if before is not None and urls == before.urls:
+                result.append(before)
+                continue
+            if before is None and not urls:
+                continue
+            operations.append(_v4_operation(domain, kind, before, urls, now))
+            if urls:
+                result.append(Webhook(domain, kind, urls, before.created_at if before else now, now))
+        if not operations:
+            return result
+        try:
+            store.transact_write(operations)
+        except store.TransactionCancelled:
+            continue  # another edit came first: read again
+        _forget(domain)
+        return result
+    raise StorageUnavailable("The webhooks changed under this request too often, please retry")
+
+
+def _v4_operation(
+    domain: str, kind: str, before: Webhook | None, urls: tuple[str, ...], now: float
+) -> dict[str, Any]:
+    """One type's write in the edit's transaction, conditional on what was read."""
+    if before is None:
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+    else:
+        condition = {
+            "ConditionExpression": "updated_at = :read",
+            "ExpressionAttributeValues": store.serialize({":read": str(before.updated_at)}),
+        }
+    table = table_name()
+    if not urls:
+        return {"Delete": {"TableName": table, "Key": store.serialize(_key(domain, kind)), **condition}}
+    webhook = Webhook(domain, kind, urls, before.created_at if before else now, now)
+    return {"Put": {"TableName": table, "Item": store.serialize(webhook.to_item()), **condition}}
 
 
 # --- enqueue (the events consumer) -----------------------------------------------------------------
