@@ -69,7 +69,9 @@ def submit(form: Form, *, mime: bool) -> dict:
     from opentracking.core.observability import metrics
     from opentracking.messages import submission
 
-    response = submission.submit(form, stubs.BENCH_DOMAIN, settings(), mime=mime)
+    response = submission.submit(
+        form, stubs.BENCH_DOMAIN, settings(), mime=mime, api_base="https://api.bench.test"
+    )
     assert response["tracking"]["opens"], response
     metrics.flush_metrics()
     return response

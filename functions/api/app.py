@@ -1,7 +1,9 @@
 """Management API: domains with their tracking CNAME, and tracking settings (Mailgun v3/v4 paths)."""
 
 import os
+from urllib.parse import quote
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -13,6 +15,7 @@ from opentracking.core.tracing import tracer
 from opentracking.delivery import jobs
 from opentracking.domains import diagnose, lifecycle, registry
 from opentracking.http import auth, gateway
+from opentracking.messages import stored
 from opentracking.messages.options import optional_bool, optional_click_mode
 from opentracking.reporting import queries
 
@@ -284,6 +287,28 @@ def total_stats(domain: str) -> dict:
 def account_stats() -> dict:
     query = _query()
     return queries.stats(None, None, _events_param(query), query)
+
+
+@app.get("/v3/domains/<name>/messages/<key>")
+@tracer.capture_method
+def stored_message(name: str, key: str) -> dict:
+    event = app.current_event
+    raw = "message/rfc2822" in (event.headers.get("accept") or "").lower()
+    domain = registry.get(name.lower()).name
+    return stored.retrieve(domain, key, api_base=gateway.api_base_url(event), raw=raw)
+
+
+@app.get("/v3/domains/<name>/messages/<key>/attachments/<index>")
+@tracer.capture_method
+def stored_attachment(name: str, key: str, index: str) -> Response:
+    content_type, filename, data = stored.attachment(registry.get(name.lower()).name, key, index)
+    disposition = "attachment" + (f"; filename*=UTF-8''{quote(filename)}" if filename else "")
+    return Response(
+        status_code=200,
+        content_type=content_type,
+        body=data,
+        headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def _events_param(query: dict[str, str | None]) -> list[str]:

@@ -13,9 +13,11 @@ from opentracking.messages import submission
 app = gateway.resolver()
 
 
-def _submit(*, request: dict, domain: str, content_type: str | None, body: bytes, mime: bool) -> dict:
+def _submit(
+    *, request: dict, domain: str, content_type: str | None, body: bytes, mime: bool, api_base: str
+) -> dict:
     form = parse_form(content_type, body)
-    return submission.submit(form, domain, settings(), mime=mime)
+    return submission.submit(form, domain, settings(), mime=mime, api_base=api_base)
 
 
 def _handle(domain: str, *, mime: bool) -> dict:
@@ -31,6 +33,7 @@ def _handle(domain: str, *, mime: bool) -> dict:
         content_type=content_type,
         body=body,
         mime=mime,
+        api_base=gateway.api_base_url(event),
     )
 
 

@@ -7,7 +7,7 @@ import email
 import json
 import re
 from email import policy
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import boto3
 import pytest
@@ -194,6 +194,71 @@ def test_an_accepted_event_names_no_other_recipient(aws, submit):
         "bob@example.net": "bob@example.net",
         "cy@example.net": "cy@example.net",
     }
+
+
+def test_the_stored_message_is_read_back_through_the_events_storage_url(
+    aws, submit, invoke, basic_auth, lambda_context
+):
+    # Mailgun's message-storage API: GET on the accepted event's storage.url returns the copy as sent
+    png = b"\x89PNG\r\n\x1a\n" + bytes(20)
+    status, _ = submit(
+        [*BASE, ("to", "ann@example.net"), ("o:tracking", "yes")],
+        files=[
+            ("attachment", "report.pdf", "application/pdf", b"%PDF-1.4"),
+            ("inline", "logo.png", "image/png", png),
+        ],
+    )
+    assert status == 200
+    storage = accepted_events(aws)["ann@example.net"]["storage"]
+    assert re.fullmatch(r"[0-9a-f]{32}", storage["key"])
+    # the API's own address (the domain API Gateway served the call on), not the client's Host header
+    assert storage["url"].endswith(f"/v3/domains/example.com/messages/{storage['key']}")
+    path = urlsplit(storage["url"]).path
+    status, message = invoke("api", "GET", path)
+    assert status == 200, message
+    assert (message["recipients"], message["sender"], message["subject"]) == (
+        "ann@example.net",
+        "sender@example.com",
+        "Hello",
+    )
+    assert message["from"] == "Sender <sender@example.com>" and message["body-plain"].strip() == "Hello there"
+    assert (
+        "<p>Hello there</p>" in message["body-html"] and "/o/" in message["body-html"]
+    )  # as sent: its pixel
+    assert ["Subject", "Hello"] in message["message-headers"]
+    (attached,) = message["attachments"]
+    assert (attached["name"], attached["content-type"], attached["size"]) == (
+        "report.pdf",
+        "application/pdf",
+        8,
+    )
+    (inline,) = message["content-id-map"].values()
+    assert (inline["name"], inline["size"]) == ("logo.png", len(png))
+    # the files themselves
+    handler = load_handler("functions/api")
+    for described, body in ((attached, b"%PDF-1.4"), (inline, png)):
+        file_path = urlsplit(described["url"]).path
+        _, _, _, name, _, key, _, index = file_path.split("/")
+        event = make_http_event(
+            "GET",
+            file_path,
+            route_key="GET /v3/domains/{name}/messages/{key}/attachments/{index}",
+            path_parameters={"name": name, "key": key, "index": index},
+            headers={"authorization": basic_auth},
+        )
+        response = handler.lambda_handler(event, lambda_context)
+        assert response["statusCode"] == 200, response
+        assert base64.b64decode(response["body"]) == body
+    # the raw MIME, as Mailgun answers Accept: message/rfc2822
+    status, raw = invoke("api", "GET", path, headers={"accept": "message/rfc2822"})
+    assert status == 200 and set(raw) == {"recipients", "sender", "from", "subject", "body-mime"}
+    parsed = email.message_from_string(raw["body-mime"], policy=policy.default)
+    assert parsed["Subject"] == "Hello" and parsed["To"] == "ann@example.net"
+    # only through its own domain; an unknown or malformed key is a 404
+    registry.put(registry.Domain(name="example.org", cname_target="t.example", tracking_ready=True))
+    assert invoke("api", "GET", path.replace("example.com", "example.org"))[0] == 404
+    assert invoke("api", "GET", path.replace(storage["key"], "0" * 32))[0] == 404
+    assert invoke("api", "GET", path.replace(storage["key"], "not-a-key"))[0] == 404
 
 
 def use_sample_key(stack) -> None:

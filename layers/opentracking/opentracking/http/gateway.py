@@ -123,6 +123,14 @@ def base_url(event: APIGatewayProxyEventV2) -> str:
     return f"{event.headers.get('x-forwarded-proto', 'https')}://{event.headers.get('host', '')}"
 
 
+def api_base_url(event: APIGatewayProxyEventV2) -> str:
+    """This API's own address, for URLs stored for others to call (an event's `storage.url`): the domain
+    API Gateway served the request on, never the client's Host header, which a sending key's holder could
+    point at a host of theirs to collect the account key of whoever follows the URL."""
+    scheme = event.headers.get("x-forwarded-proto", "https")
+    return f"{scheme if scheme in ('http', 'https') else 'https'}://{event.request_context.domain_name}"
+
+
 def request_form(event: APIGatewayProxyEventV2) -> Form:
     """The form fields of a management request (an empty form when there is no body)."""
     body = raw_body(event)

@@ -19,7 +19,7 @@ from opentracking.domains import registry
 from opentracking.http.forms import Form
 from opentracking.mail import compose, links, splice, unsubscribe
 from opentracking.mail.injection import REASON_TEXT, inject
-from opentracking.messages import copies, options
+from opentracking.messages import copies, options, stored
 from opentracking.privacy import erasure, policy, suppressions
 from opentracking.storage import keys, records, store
 from opentracking.tracking import tokens
@@ -76,6 +76,7 @@ class Submission:
     click_reason: str | None = None  # why clicks are not tracked, when they are not
     unsubscribe_reason: str | None = None  # why copies carry no unsubscribe link, when tracking asked for one
     template: bytes | None = None  # the copies' template as stored (copies.encode_template), if planned
+    api_base: str = ""  # this API's address, for the accepted events' storage URLs (gateway.api_base_url)
 
     @property
     def opens_tracked(self) -> bool:
@@ -676,7 +677,7 @@ def _accepted_event(submission: Submission, copy: Copy, timestamp: float) -> dic
             "recipients": [copy.recipient],
             "size": len(copy.message),
         },
-        "storage": {"key": copy.s3_key},
+        "storage": stored.storage(submission.api_base, submission.domain.name, copy.copy_hex),
     }
 
 
@@ -741,11 +742,12 @@ def _rolled_back(
     return StorageUnavailable("The message could not be stored, nothing was kept; please retry")
 
 
-def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool) -> dict[str, Any]:
+def submit(form: Form, domain_name: str, settings: Settings, *, mime: bool, api_base: str) -> dict[str, Any]:
     """The whole submission; returns Mailgun's response body plus `tracking`."""
     started = time.perf_counter()
     domain = registry.get(domain_name)
     submission = plan(form, domain, mime=mime)
+    submission.api_base = api_base
     submission.privacy = policy.get(domain.name)
     if submission.decision.opens or submission.clicks_tracked:
         suppressed = (
