@@ -251,6 +251,9 @@ def test_outcomes_are_counted_once_in_stats_and_sent_to_their_webhooks(deliverin
         for message in hooks:
             body = json.loads(message["Body"])
             posted.add((body["url"].rsplit("/", 1)[1], body["event"]["event"], body["event"]["id"]))
+            # every event names the same stored copy, at the API's storage URL (messages.stored)
+            storage = body["event"]["storage"]
+            assert storage["url"].endswith(f"/v3/domains/example.com/messages/{storage['key']}"), storage
             sqs.delete_message(QueueUrl=aws.ref("WebhookQueue"), ReceiptHandle=message["ReceiptHandle"])
     # one delivery per event and URL (a replay may enqueue again: receivers deduplicate on the event id)
     assert sorted((url, name) for url, name, _id in posted) == [

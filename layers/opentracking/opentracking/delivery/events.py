@@ -15,7 +15,7 @@ from typing import Any
 
 from opentracking.delivery.jobs import SendJob
 from opentracking.delivery.replies import Outcome, Reply
-from opentracking.storage import records
+from opentracking.storage import keys, records
 
 REASON_BOUNCE = "bounce"
 REASON_GENERIC = "generic"
@@ -62,7 +62,11 @@ def _base(copy: dict[str, Any], job: SendJob, reply: Reply, now: float) -> dict[
             "attachments": [],
             "size": job.size,
         },
-        "storage": {"key": copy.get("s3_key", "")},
+        # the copy, as the accepted event names it (messages.stored)
+        "storage": {
+            "key": str(copy["pk"]).removeprefix(keys.COPY_PREFIX),
+            "url": copy.get("storage_url", ""),
+        },
     }
 
 

@@ -644,6 +644,8 @@ def _copy_records(
         "created_at": str(timestamp),
         "domain": domain,
         "expires_at": expires_at,
+        # for the delivered and failed events' storage (the sender does not know this API's address)
+        "storage_url": stored.storage(submission.api_base, domain, copy.copy_hex)["url"],
         **common,
     }
     accepted = records.event_record(
