@@ -618,6 +618,9 @@ def test_template_wires_queue_dead_letter_queue_sender_and_key():
         ("GET", "/v3/domains/{name}/webhooks/{id}"),
         ("PUT", "/v3/domains/{name}/webhooks/{id}"),
         ("DELETE", "/v3/domains/{name}/webhooks/{id}"),
+        *((method, "/v4/domains/{name}/webhooks") for method in ("GET", "POST", "PUT", "DELETE")),
+        ("GET", "/v5/accounts/http_signing_key"),
+        ("POST", "/v5/accounts/http_signing_key"),
     }
 
 
