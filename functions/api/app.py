@@ -17,6 +17,7 @@ from opentracking.domains import diagnose, lifecycle, registry
 from opentracking.http import auth, gateway
 from opentracking.messages import stored
 from opentracking.messages.options import optional_bool, optional_click_mode
+from opentracking.reporting import metrics as metrics_api
 from opentracking.reporting import queries
 
 app = gateway.resolver()
@@ -287,6 +288,13 @@ def total_stats(domain: str) -> dict:
 def account_stats() -> dict:
     query = _query()
     return queries.stats(None, None, _events_param(query), query)
+
+
+@app.post("/v1/analytics/metrics")
+@tracer.capture_method
+def analytics_metrics() -> dict:
+    body = gateway.raw_body(app.current_event)
+    return metrics_api.query(body.decode("utf-8", "replace") if body else None)
 
 
 @app.get("/v3/domains/<name>/messages/<key>")

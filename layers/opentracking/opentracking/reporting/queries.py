@@ -268,6 +268,11 @@ def list_tags(domain: str, params: dict[str, str | None], *, base_url: str) -> d
     }
 
 
+def tag_names(domain: str) -> list[str]:
+    """Every tag of a domain (the tags its messages used, kept while their counters are)."""
+    return [str(item["sk"]) for item in store.query_prefix(table_name(), keys.tags_pk(domain), "")]
+
+
 def get_tag(domain: str, tag: str) -> dict[str, Any]:
     item = store.get_item(table_name(), {"pk": keys.tags_pk(domain), "sk": tag.lower()})
     if item is None:
@@ -309,7 +314,7 @@ def delete_tag(domain: str, tag: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- stats
 
 
-def _duration(text: str) -> timedelta:
+def duration(text: str) -> timedelta:
     units = {"h": "hours", "d": "days", "m": "days"}
     number, unit = text[:-1], text[-1:].lower()
     if not (number.isascii() and number.isdigit()) or unit not in units:
@@ -318,7 +323,7 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{units[unit]: value})
 
 
-def _bucket_start(moment: datetime, resolution: str) -> datetime:
+def bucket_start(moment: datetime, resolution: str) -> datetime:
     if resolution == "hour":
         return moment.replace(minute=0, second=0, microsecond=0)
     if resolution == "day":
@@ -326,7 +331,7 @@ def _bucket_start(moment: datetime, resolution: str) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def _next_bucket(moment: datetime, resolution: str) -> datetime:
+def next_bucket(moment: datetime, resolution: str) -> datetime:
     if resolution == "hour":
         return moment + timedelta(hours=1)
     if resolution == "day":
@@ -353,22 +358,22 @@ def stats(
     start = (
         datetime.fromtimestamp(start_ts, UTC)
         if start_ts is not None
-        else end - _duration(params.get("duration") or "7d")
+        else end - duration(params.get("duration") or "7d")
     )
     if start > end:
         raise BadRequest("'start' must be before 'end'")
     if domain is None:
         hourly: dict[datetime, dict[str, int]] = {}
         for each in registry.list_domains(limit=10**9)[0]:
-            for hour, counters in _hourly_counters(each.name, consumer.ALL_TAGS, start, end).items():
+            for hour, counters in hourly_counters(each.name, consumer.ALL_TAGS, start, end).items():
                 summed = hourly.setdefault(hour, {})
                 for field, value in counters.items():
                     summed[field] = summed.get(field, 0) + value
     else:
-        hourly = _hourly_counters(domain, tag or consumer.ALL_TAGS, start, end)
-    rows, bucket = [], _bucket_start(start, resolution)
+        hourly = hourly_counters(domain, tag or consumer.ALL_TAGS, start, end)
+    rows, bucket = [], bucket_start(start, resolution)
     while bucket <= end:
-        following = _next_bucket(bucket, resolution)
+        following = next_bucket(bucket, resolution)
         totals: dict[str, int] = {}
         for hour, counters in hourly.items():
             if bucket <= hour < following:
@@ -414,7 +419,7 @@ def stats(
         bucket = following
     body = {
         "description": f"Stats for {tag}" if tag else "Domain stats" if domain else "Account stats",
-        "start": rfc2822(_bucket_start(start, resolution).timestamp()),  # as Mailgun: the first bucket's
+        "start": rfc2822(bucket_start(start, resolution).timestamp()),  # as Mailgun: the first bucket's
         "end": rfc2822(end.timestamp()),
         "resolution": resolution,
         "stats": rows,
@@ -424,7 +429,7 @@ def stats(
     return body
 
 
-def _hourly_counters(domain: str, tag: str, start: datetime, end: datetime) -> dict[datetime, dict[str, int]]:
+def hourly_counters(domain: str, tag: str, start: datetime, end: datetime) -> dict[datetime, dict[str, int]]:
     lo, hi = (
         keys.hour_sk(consumer.hour_bucket(start.timestamp())),
         keys.hour_sk(consumer.hour_bucket(end.timestamp())),
