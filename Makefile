@@ -67,7 +67,15 @@ scan: $(SCAN_STAMP) ## checkov on template.yaml (.checkov.yaml says what is skip
 
 validate: lint
 
-test: lint system-deps ## Lint, then every test tier (unit, integration, e2e, samlocal) on TEST_WORKERS workers
+# Mailgun's official Node.js SDK for the e2e tier, pinned in tests/e2e/node/package-lock.json (Node.js 20 and npm
+# are on these machines; the package comes from the npm registry).
+NODE_CLIENT := tests/e2e/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
+$(NODE_STAMP): $(NODE_CLIENT)/package-lock.json
+	npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: lint system-deps $(NODE_STAMP) ## Lint, then every test tier (unit, integration, e2e, samlocal) on TEST_WORKERS workers
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-unit: $(STAMP) ## Only the in-process unit tests
@@ -76,7 +84,7 @@ test-unit: $(STAMP) ## Only the in-process unit tests
 test-integration: $(STAMP) ## Only the integration tests (local stack, real servers on loopback)
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: $(STAMP) system-deps ## Only the end-to-end tests (Chromium, the official Mailgun SDK)
+test-e2e: $(STAMP) system-deps $(NODE_STAMP) ## Only the end-to-end tests (Chromium, the official Mailgun SDKs)
 	$(BIN)/python -m pytest tests/e2e
 
 test-samlocal: $(STAMP) ## Only the sam local tier: sam build, sam local invoke/start-api in a real Docker engine
