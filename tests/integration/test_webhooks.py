@@ -757,3 +757,67 @@ def test_deleting_a_domain_deletes_its_webhooks(call):
     registry.put(Domain(name=DOMAIN, cname_target="t.example"))
     # THEN the old webhook is gone
     assert subscriptions.list_webhooks(DOMAIN) == []
+
+
+# legacy webhooks
+
+
+def test_a_legacy_webhook_gets_mailguns_legacy_form_post(call, env, receiver, signing_key, lambda_context):
+    from urllib.parse import parse_qs
+
+    # GIVEN a legacy `open` webhook (integrations written before Mailgun's JSON webhooks use these ids)
+    status, body = call("POST", f"/v3/domains/{DOMAIN}/webhooks", [("id", "open"), ("url", receiver.url)])
+    assert status == 200, body
+    assert call("GET", f"/v3/domains/{DOMAIN}/webhooks")[1]["webhooks"] == {"open": {"urls": [receiver.url]}}
+    # WHEN an opened event is enqueued and sent
+    assert delivery.enqueue(DOMAIN, opened_event()) == 1
+    assert run_sender(queue_messages(env.ref("WebhookQueue")), lambda_context) == {"batchItemFailures": []}
+    # THEN one form-encoded POST of flat fields, signed as Mailgun signs them
+    (request,) = receiver.requests
+    assert request["headers"]["content-type"] == "application/x-www-form-urlencoded"
+    fields = {name: values[0] for name, values in parse_qs(request["body"].decode()).items()}
+    assert {name: fields[name] for name in ("event", "recipient", "domain", "tag", "ip", "client-name")} == {
+        "event": "opened",
+        "recipient": "alice@example.net",
+        "domain": DOMAIN,
+        "tag": "newsletter",
+        "ip": "203.0.113.7",
+        "client-name": "Firefox",
+    }
+    assert fields["Message-Id"] == "<20261126120000.5f1c9e0a2b7d4c3e@example.com>"
+    assert fields["campaign"] == "november"  # a user variable is a field of its own
+    assert signed_ok(signing_key, {"signature": {k: fields[k] for k in ("timestamp", "token", "signature")}})
+
+
+def test_each_event_reaches_its_legacy_webhook():
+    from opentracking.webhooks.subscriptions import legacy_type, webhook_types
+
+    failed = {"event": "failed", "severity": "permanent"}
+    assert webhook_types(opened_event()) == ("opened", "open")
+    assert legacy_type({**failed, "reason": "bounce"}) == "bounce"
+    assert legacy_type({**failed, "reason": "suppress-bounce"}) == "drop"  # never sent
+    assert legacy_type({**failed, "reason": "old"}) == "drop"
+    assert legacy_type({"event": "failed", "severity": "temporary"}) is None
+    assert webhook_types({"event": "accepted"}) == ("accepted",)
+    assert legacy_type({"event": "complained"}) == "spam"
+
+
+def test_legacy_fields_of_a_bounce_and_a_drop():
+    from opentracking.webhooks.delivery import legacy_fields
+
+    bounce = {
+        "event": "failed",
+        "severity": "permanent",
+        "reason": "bounce",
+        "recipient": "gone@example.net",
+        "tags": [],
+        "user-variables": {"event": "spoofed", "order": 7},
+        "delivery-status": {"code": 550, "message": "5.1.1 No such user", "description": "mailbox unknown"},
+        "message": {"headers": {"message-id": "m@example.com", "subject": "Hi"}},
+    }
+    fields = dict(legacy_fields("k", "bounce", bounce, domain=DOMAIN))
+    assert (fields["event"], fields["code"], fields["error"]) == ("bounced", "550", "5.1.1 No such user")
+    assert json.loads(fields["message-headers"]) == [["Message-Id", "m@example.com"], ["Subject", "Hi"]]
+    assert fields["order"] == "7" and fields["event"] == "bounced"  # a variable never hides a field
+    dropped = dict(legacy_fields("k", "drop", {**bounce, "reason": "suppress-bounce"}, domain=DOMAIN))
+    assert (dropped["event"], dropped["reason"]) == ("dropped", "hardfail")

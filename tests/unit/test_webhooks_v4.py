@@ -54,6 +54,7 @@ def test_adding_the_same_url_again_changes_nothing(invoke, tracked_domain):
         ([("event_types", "opened")], "'url' parameter is missing"),
         ([("url", A)], "'event_types' parameter is missing"),
         ([("url", A), ("event_types", "bounced")], "Invalid webhook id 'bounced'"),
+        ([("url", A), ("event_types", "open")], "'open' is a legacy webhook"),
         ([("url", A), ("url", B), ("event_types", "opened")], "'url' must be given once"),
         ([("url", "ftp://a.example/x"), ("event_types", "opened")], "is not a valid http or https URL"),
     ],

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -73,16 +73,15 @@ def _queue_url() -> str:
 
 def enqueue(domain: str, event: dict[str, Any], *, now: Callable[[], float] = time.time) -> int:
     """Queue one delivery per URL configured for the event's type; the number queued (0: none set)."""
-    event_name = subscriptions.webhook_type(event)
-    if event_name not in subscriptions.MAILGUN_WEBHOOKS:
-        return 0
-    urls = subscriptions.targets(domain, event_name)
-    if not urls:
-        return 0
     started = now()
     bodies = [
-        Delivery(url=url, domain=domain, event=event, first_attempt_at=started).to_body() for url in urls
+        Delivery(url=url, domain=domain, event=event, first_attempt_at=started, hook=hook).to_body()
+        for hook in subscriptions.webhook_types(event)
+        if hook in subscriptions.WEBHOOK_IDS
+        for url in subscriptions.targets(domain, hook)
     ]
+    if not bodies:
+        return 0
     queues.send_batch(_queue_url(), bodies, what=QUEUE)
     count(Metric.WEBHOOKS_QUEUED, len(bodies))
     return len(bodies)
@@ -119,6 +118,75 @@ def signed_payload(
 SIGNING_KEY_MAX_AGE = 10  # seconds: a regenerated key signs every sender's POSTs this soon
 
 
+# The legacy payload's `event`, for each legacy webhook.
+LEGACY_EVENTS = {
+    "open": "opened",
+    "click": "clicked",
+    "unsubscribe": "unsubscribed",
+    "spam": "complained",
+    "deliver": "delivered",
+    "bounce": "bounced",
+    "drop": "dropped",
+}
+
+
+def legacy_fields(
+    key: str, hook: str, event: dict[str, Any], *, domain: str, now: Callable[[], float] = time.time
+) -> list[tuple[str, str]]:
+    """A legacy webhook's form fields, flat, as Mailgun's legacy webhooks POST them: the event's recipient,
+    domain, tags (`tag`, repeated), message headers, the reader's client for opens and clicks, the reply for
+    bounces and drops, each user variable as a field of its own, and timestamp, token and signature."""
+    timestamp, token = str(int(now())), secrets.token_hex(25)
+    headers = _object(_object(event.get("message")).get("headers"))
+    fields: list[tuple[str, str]] = [
+        ("event", LEGACY_EVENTS[hook]),
+        ("recipient", str(event.get("recipient") or "")),
+        ("domain", domain),
+    ]
+    if headers.get("message-id"):
+        fields.append(("Message-Id", f"<{headers['message-id']}>"))
+    fields.append(
+        ("message-headers", json.dumps([[name.title(), str(value)] for name, value in headers.items()]))
+    )
+    fields += [("tag", str(tag)) for tag in event.get("tags") or []]
+    if hook in ("open", "click", "unsubscribe"):
+        client, where = _object(event.get("client-info")), _object(event.get("geolocation"))
+        fields += [("ip", str(event.get("ip") or ""))]
+        fields += [(name, str(where.get(name) or "")) for name in ("country", "region", "city")]
+        fields += [
+            (name, str(client.get(name) or ""))
+            for name in ("user-agent", "device-type", "client-type", "client-name", "client-os")
+        ]
+        if hook == "click":
+            fields.append(("url", str(event.get("url") or "")))
+    if hook in ("bounce", "drop"):
+        status = _object(event.get("delivery-status"))
+        fields.append(("code", str(status.get("code") or "")))
+        if hook == "bounce":
+            fields += [
+                ("error", str(status.get("message") or "")),
+                ("notification", str(status.get("description") or "")),
+            ]
+        else:
+            reason = (
+                "old" if event.get("reason") == "old" else "hardfail"
+            )  # never sent: too old, or suppressed
+            fields += [
+                ("reason", reason),
+                ("description", str(status.get("description") or status.get("message") or "")),
+            ]
+    taken = {name for name, _ in fields} | {"timestamp", "token", "signature"}
+    variables = _object(event.get("user-variables"))
+    for name, value in variables.items():
+        if name not in taken:  # a variable never hides a field Mailgun defines
+            fields.append((name, value if isinstance(value, str) else json.dumps(value)))
+    return [*fields, ("timestamp", timestamp), ("token", token), ("signature", sign(key, timestamp, token))]
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def signing_key(secret_name: str) -> str:
     """The key in the signing-key secret ({"key": "<value>"}), cached by Powertools parameters for
     SIGNING_KEY_MAX_AGE seconds, not the stack's 5 minutes: receivers switch to a regenerated key at once."""
@@ -152,6 +220,15 @@ class Delivery:
     next_at: float | None = None  # not before this time (a wait longer than SQS's 15-minute delay)
     last_error: str | None = None  # the previous attempt's HTTP status or error type
     dead_lettered_at: float | None = None
+    hook: str = ""  # the webhook id it was configured under ("" in older messages: the event's own)
+
+    @property
+    def webhook(self) -> str:
+        return self.hook or subscriptions.webhook_type(self.event)
+
+    @property
+    def legacy(self) -> bool:
+        return self.webhook in subscriptions.LEGACY_WEBHOOKS
 
     def to_body(self) -> str:
         return json.dumps({key: value for key, value in asdict(self).items() if value is not None})
@@ -174,6 +251,7 @@ class Delivery:
                 dead_lettered_at=(
                     None if document.get("dead_lettered_at") is None else float(document["dead_lettered_at"])
                 ),
+                hook=str(document.get("hook") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or malformed field: {exc}") from exc
@@ -181,8 +259,9 @@ class Delivery:
             not isinstance(delivery.event, dict)
             or delivery.attempt < 0
             or not subscriptions.is_http_url(delivery.url)
+            or (delivery.hook and delivery.hook not in subscriptions.WEBHOOK_IDS)
         ):
-            raise ValueError("malformed event, attempt or url")
+            raise ValueError("malformed event, attempt, url or webhook")
         return delivery
 
 
@@ -241,17 +320,30 @@ def delivery_config() -> DeliveryConfig:
     return DeliveryConfig.from_env()
 
 
-def post_json(url: str, body: bytes, timeout: float, *, allow_private: bool = False) -> int:
-    """POST a JSON body to a vetted address of the URL's host (outbound.post); the HTTP status. Network
-    errors and timeouts raise OSError (or HTTPException); a host that is not public, RefusedTarget."""
-    headers = {"Content-Type": "application/json", "User-Agent": "opentracking-webhooks/1.0"}
+FORM = "application/x-www-form-urlencoded"
+
+
+def post_json(
+    url: str,
+    body: bytes,
+    timeout: float,
+    *,
+    allow_private: bool = False,
+    content_type: str = "application/json",
+) -> int:
+    """POST a body (JSON, or a legacy webhook's form) to a vetted address of the URL's host (outbound.post);
+    the HTTP status. Network errors and timeouts raise OSError (or HTTPException); a host that is not
+    public, RefusedTarget."""
+    headers = {"Content-Type": content_type, "User-Agent": "opentracking-webhooks/1.0"}
     return outbound.post(url, body, headers, timeout, allow_private=allow_private)
 
 
 def _sent_key(delivery: Delivery) -> dict[str, Any]:
+    # A legacy webhook on the same URL as the current one is another delivery, not a duplicate.
+    target = delivery.url + (f"\x00{delivery.webhook}" if delivery.legacy else "")
     return {
         "pk": keys.webhook_sent_pk(str(delivery.event.get("id"))),
-        "sk": hashlib.sha256(delivery.url.encode()).hexdigest()[:32],
+        "sk": hashlib.sha256(target.encode()).hexdigest()[:32],
     }
 
 
@@ -285,10 +377,9 @@ def _log_fields(delivery: Delivery) -> dict[str, Any]:
 
 
 def _still_configured(delivery: Delivery) -> bool:
-    event_name = subscriptions.webhook_type(delivery.event)
-    if not event_name:
+    if not delivery.webhook:
         return False
-    return delivery.url in subscriptions.configured_urls(delivery.domain, event_name)  # not the cached read
+    return delivery.url in subscriptions.configured_urls(delivery.domain, delivery.webhook)  # not cached
 
 
 def process(
@@ -331,12 +422,23 @@ def process(
 
     status: int | None = None
     try:
-        payload = json.dumps(
-            signed_payload(
-                signing_key(config.signing_key_secret), delivery.event, domain=delivery.domain, now=now
+        key = signing_key(config.signing_key_secret)
+        if delivery.legacy:
+            form = urlencode(
+                legacy_fields(key, delivery.webhook, delivery.event, domain=delivery.domain, now=now)
             )
-        )
-        status = post(delivery.url, payload.encode(), config.timeout, allow_private=config.allow_private_urls)
+            status = post(
+                delivery.url,
+                form.encode(),
+                config.timeout,
+                allow_private=config.allow_private_urls,
+                content_type=FORM,
+            )
+        else:
+            payload = json.dumps(signed_payload(key, delivery.event, domain=delivery.domain, now=now))
+            status = post(
+                delivery.url, payload.encode(), config.timeout, allow_private=config.allow_private_urls
+            )
         error = str(status)
     except outbound.RefusedTarget:
         logger.warning("webhook target refused: not a public address", extra=fields)

@@ -37,6 +37,37 @@ MAILGUN_WEBHOOKS = (
 )
 
 
+# Mailgun's legacy webhooks, for integrations written against them: form-encoded POSTs of flat fields
+# (delivery.legacy_fields), one id per kind of event. Configured through the same v3 routes.
+LEGACY_WEBHOOKS = ("bounce", "deliver", "drop", "spam", "unsubscribe", "click", "open")
+WEBHOOK_IDS = (*MAILGUN_WEBHOOKS, *LEGACY_WEBHOOKS)
+_LEGACY_OF = {
+    "opened": "open",
+    "clicked": "click",
+    "unsubscribed": "unsubscribe",
+    "complained": "spam",
+    "delivered": "deliver",
+}
+BOUNCE_REASONS = ("bounce", "delayed-bounce")
+
+
+def webhook_types(event: dict[str, Any]) -> tuple[str, ...]:
+    """Every webhook an event goes to: its Mailgun webhook, and the legacy one where there is one."""
+    legacy = legacy_type(event)
+    return (webhook_type(event), legacy) if legacy else (webhook_type(event),)
+
+
+def legacy_type(event: dict[str, Any]) -> str | None:
+    """The legacy webhook of an event: a permanent failure is a bounce (the receiver said no) or a drop
+    (never sent: a suppression list, or retries spent); temporary failures and acceptances have none."""
+    name = str(event.get("event") or "")
+    if name == "failed":
+        if event.get("severity") != "permanent":
+            return None
+        return "bounce" if event.get("reason") in BOUNCE_REASONS else "drop"
+    return _LEGACY_OF.get(name)
+
+
 def webhook_type(event: dict[str, Any]) -> str:
     """The webhook an event goes to: its name, except `failed`, which Mailgun splits by severity."""
     name = str(event.get("event") or "")
@@ -96,8 +127,11 @@ def normalise_id(raw: str | None) -> str:
     name = (raw or "").strip().lower()
     if not name:
         raise BadRequest("'id' parameter is missing")
-    if name not in MAILGUN_WEBHOOKS:
-        raise BadRequest(f"Invalid webhook id '{name}': expected one of {', '.join(MAILGUN_WEBHOOKS)}")
+    if name not in WEBHOOK_IDS:
+        raise BadRequest(
+            f"Invalid webhook id '{name}': expected one of {', '.join(MAILGUN_WEBHOOKS)} "
+            f"(or a legacy one: {', '.join(LEGACY_WEBHOOKS)})"
+        )
     return name
 
 
@@ -145,7 +179,7 @@ def list_webhooks(domain: str) -> list[Webhook]:
 def get(domain: str, webhook_id: str) -> Webhook:
     registry.get(domain)
     name = (webhook_id or "").strip().lower()
-    item = store.get_item(table_name(), _key(domain, name)) if name in MAILGUN_WEBHOOKS else None
+    item = store.get_item(table_name(), _key(domain, name)) if name in WEBHOOK_IDS else None
     if item is None:
         raise NotFound(f"Webhook not found: {name}")
     return Webhook.from_item(item)
@@ -205,6 +239,8 @@ def normalise_event_types(values: Iterable[str]) -> tuple[str, ...]:
         for raw in value.split(","):
             if raw.strip():
                 name = normalise_id(raw)
+                if name not in MAILGUN_WEBHOOKS:
+                    raise BadRequest(f"'{name}' is a legacy webhook: v4 webhooks take current ids only")
                 if name not in names:
                     names.append(name)
     if not names:
