@@ -17,8 +17,8 @@ from opentracking.domains import diagnose, lifecycle, registry
 from opentracking.http import auth, gateway
 from opentracking.messages import stored
 from opentracking.messages.options import optional_bool, optional_click_mode
+from opentracking.reporting import aggregates, consumer, queries
 from opentracking.reporting import metrics as metrics_api
-from opentracking.reporting import queries
 
 app = gateway.resolver()
 
@@ -268,6 +268,14 @@ def tag_url_aggregates(domain: str, tag: str) -> dict:
     name = registry.get(domain.lower()).name
     queries.get_tag(name, tag)
     return queries.url_aggregates(name, tag.lower())
+
+
+@app.get("/v3/<domain>/tags/<tag>/stats/aggregates/<kind>")
+@tracer.capture_method
+def tag_aggregates(domain: str, tag: str, kind: str) -> dict:
+    name = registry.get(domain.lower()).name
+    found = queries.get_tag(name, tag)["tag"]
+    return aggregates.tag_aggregates(name, found, kind, consumer.SHARDS)
 
 
 @app.get("/v3/<domain>/stats/aggregates/urls")

@@ -405,3 +405,60 @@ def test_every_event_type_mailgun_documents_can_be_asked_for(api, history):
         status, body = events(api, {"event": name})
         assert status == 200, (name, body)
         assert {e["event"] for e in body["items"]} <= {name}
+
+
+# --- tag aggregates: devices, countries, providers ---------------------------------------------------------
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Mobile/15E148"
+)
+
+
+def aggregates_of(api, kind, tag="launch"):
+    status, body = api(
+        f"/v3/example.com/tags/{tag}/stats/aggregates/{kind}",
+        "/v3/{domain}/tags/{tag}/stats/aggregates/{kind}",
+        {"domain": "example.com", "tag": tag, "kind": kind},
+    )
+    return status, body
+
+
+def test_a_tags_opens_by_device_country_and_provider(api, world):
+    world.send("ann@gmail.com, bob@example.net", tags=("Launch",))
+    for recipient in ("ann@gmail.com", "bob@example.net"):
+        world.backdate(recipient)
+    world.open("ann@gmail.com")  # Outlook on Windows: desktop
+    world.open("ann@gmail.com")
+    world.open("bob@example.net", user_agent=IPHONE)
+    world.consume()
+    world.consume()  # a replayed stream counts nothing twice
+
+    status, devices = aggregates_of(api, "devices")
+    assert status == 200 and devices["tag"] == "launch"
+    assert devices["devices"]["desktop"] == {
+        "clicked": 0,
+        "complained": 0,
+        "opened": 2,
+        "unique_clicked": 0,
+        "unique_opened": 1,
+        "unsubscribed": 0,
+    }
+    assert devices["devices"]["mobile"]["opened"] == 1 and devices["devices"]["mobile"]["unique_opened"] == 1
+    assert set(devices["devices"]) == {"desktop", "mobile", "tablet", "unknown"}
+
+    providers = aggregates_of(api, "providers")[1]["providers"]
+    assert providers["gmail.com"]["accepted"] == 1 and providers["gmail.com"]["opened"] == 2
+    assert providers["other"]["accepted"] == 1 and providers["other"]["unique_opened"] == 1
+
+    countries = aggregates_of(api, "countries")[1]["countries"]
+    assert sum(row["opened"] for row in countries.values()) == 3
+
+    # one open alone in its batch takes the one-by-one path (consumer.handle_open): counted the same way
+    world.open("bob@example.net", user_agent=IPHONE)
+    world.consume()
+    assert aggregates_of(api, "devices")[1]["devices"]["mobile"]["opened"] == 2
+    assert aggregates_of(api, "devices")[1]["devices"]["mobile"]["unique_opened"] == 1
+
+    assert aggregates_of(api, "planets")[0] == 404
+    assert aggregates_of(api, "devices", tag="never-used")[0] == 404

@@ -25,7 +25,7 @@ from opentracking.core.config import table_name
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count
 from opentracking.privacy import policy
-from opentracking.reporting import consumer
+from opentracking.reporting import aggregates, consumer
 from opentracking.storage import keys, store
 from opentracking.webhooks import delivery
 
@@ -58,6 +58,11 @@ class _Chunk:
             fields["opened_total"] += 1
             fields["opened_machine_total"] += 1 if opened.verdict.bot else 0
             fields["opened_unique"] += 1 if claims_marker else 0
+            for name, one in aggregates.increments(opened.event, "opened").items():
+                fields[name] += one
+            if claims_marker:
+                for name, one in aggregates.increments(opened.event, "unique_opened").items():
+                    fields[name] += one
             self.counter_expiry.setdefault(counter, int(opened.timestamp) + opened.stats_days * 86400)
 
     def operations(self, table: str) -> list[dict[str, Any]]:

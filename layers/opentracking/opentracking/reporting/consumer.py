@@ -35,6 +35,7 @@ from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
 from opentracking.delivery import suppression_lists
 from opentracking.privacy import policy
+from opentracking.reporting import aggregates
 from opentracking.storage import keys, records, store
 from opentracking.tracking import bots, client_info
 from opentracking.tracking.anonymity import anonymize_ip, is_anonymized
@@ -293,8 +294,19 @@ def _derive_open(table: str, raw: dict[str, Any], copy: dict[str, Any], copies: 
         table, opened.domain, opened.tags, opened.event_id, opened.timestamp, opened.stats_days
     )
     machine = 1 if opened.verdict.bot else 0
-    is_new = _record(table, opened.item, counting.add({"opened_total": 1, "opened_machine_total": machine}))
-    if not opened.verdict.bot and _claim(table, unique_marker(opened), counting.add({"opened_unique": 1})):
+    is_new = _record(
+        table,
+        opened.item,
+        counting.add(
+            {
+                "opened_total": 1,
+                "opened_machine_total": machine,
+                **aggregates.increments(opened.event, "opened"),
+            }
+        ),
+    )
+    unique = {"opened_unique": 1, **aggregates.increments(opened.event, "unique_opened")}
+    if not opened.verdict.bot and _claim(table, unique_marker(opened), counting.add(unique)):
         count(Metric.UNIQUE_OPENS)
     if is_new:
         count(Metric.OPENED_EVENTS if not opened.verdict.bot else Metric.MACHINE_OPENED_EVENTS)
@@ -425,14 +437,21 @@ def _derive_click(table: str, raw: dict[str, Any], copy: dict[str, Any], cache: 
         table,
         item,
         [
-            *counting.add({"clicked_total": 1, "clicked_machine_total": machine}),
+            *counting.add(
+                {
+                    "clicked_total": 1,
+                    "clicked_machine_total": machine,
+                    **aggregates.increments(event, "clicked"),
+                }
+            ),
             *counting.add_for_url(url, "clicked_total"),
         ],
     )
     if not verdict.bot:
         # Unique clicks: the first human click of a copy, and of a copy's URL (each on its own marker).
         copy_marker = records.unique_marker(copy_pk, keys.UNIQUE_CLICKED_SK, event_id, expires_at)
-        if _claim(table, copy_marker, counting.add({"clicked_unique": 1})):
+        unique = {"clicked_unique": 1, **aggregates.increments(event, "unique_clicked")}
+        if _claim(table, copy_marker, counting.add(unique)):
             count(Metric.UNIQUE_CLICKS)
         url_marker = records.unique_marker(
             copy_pk, keys.unique_clicked_url_sk(url_key(url)), event_id, expires_at
@@ -476,7 +495,12 @@ def _implied_open(
     }
     marker = records.unique_marker(raw["pk"], keys.UNIQUE_OPENED_SK, open_id, expires_at, derived=True)
     counting = _Counting(table, domain, tags, open_id, timestamp, stats_days)
-    increments = {"opened_total": 1, "opened_unique": 1, "opened_derived_total": 1}
+    increments = {
+        "opened_total": 1,
+        "opened_unique": 1,
+        "opened_derived_total": 1,
+        **aggregates.increments(event, "opened", "unique_opened"),
+    }
     # One transaction: the derived open exists only if it takes the copy's unique-open marker.
     if _claim(table, marker, [store.put_operation(table, item), *counting.add(increments)]):
         count(Metric.DERIVED_OPENS)
@@ -497,6 +521,12 @@ def event_increments(event: dict[str, Any]) -> dict[str, int]:
     if event.get("reason") == "espblock":
         return {"failed_temporary_total": 1, "failed_temporary_espblock": 1}
     return {"failed_temporary_total": 1}
+
+
+def _aggregated(event: dict[str, Any]) -> dict[str, int]:
+    """The tag aggregates an accepted, delivered, complained or unsubscribed event counts in."""
+    name = event["event"]
+    return aggregates.increments(event, name) if name in aggregates.METRICS_OF["providers"] else {}
 
 
 def handle_counted(item: dict[str, Any], cache: dict[str, Any]) -> None:
@@ -524,7 +554,8 @@ def handle_counted(item: dict[str, Any], cache: dict[str, Any]) -> None:
     try:
         # The suppression lists change with the count, in its transaction: once per event.
         lists = suppression_lists.event_operations(table, domain, event, item.get("unsubscribe_tags"))
-        _claim(table, marker, [*counting.add(event_increments(event)), *tag_updates, *lists])
+        counts = {**event_increments(event), **_aggregated(event)}
+        _claim(table, marker, [*counting.add(counts), *tag_updates, *lists])
     except CopyErased:
         # A replay after the recipient was erased (or an erasure before the first count): the marker
         # must not come back into the erased partition.
