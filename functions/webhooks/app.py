@@ -6,8 +6,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger, metrics
 from opentracking.core.tracing import tracer
+from opentracking.domains import registry
 from opentracking.http import gateway
-from opentracking.webhooks import signing_key, subscriptions
+from opentracking.webhooks import delivery, signing_key, subscriptions
 
 app = gateway.resolver()
 
@@ -47,6 +48,16 @@ def update_webhook(name: str, webhook_id: str) -> dict:
 def delete_webhook(name: str, webhook_id: str) -> dict:
     webhook = subscriptions.delete(name.lower(), webhook_id)
     return {"message": "Webhook has been deleted", "webhook": webhook.mailgun()}
+
+
+@app.put("/v3/domains/<name>/webhooks/<webhook_id>/test")
+@tracer.capture_method
+def test_webhook(name: str, webhook_id: str) -> dict:
+    domain = registry.get(name.lower()).name
+    kind = subscriptions.normalise_id(webhook_id)
+    url = subscriptions.normalise_urls(gateway.request_form(app.current_event).all("url"))[0]
+    key = delivery.signing_key(signing_key.secret_name())
+    return delivery.send_test(domain, kind, url, key=key)
 
 
 def _v4_answer(webhooks: list) -> dict:

@@ -113,9 +113,11 @@ def call(env, lambda_context, basic_auth):
         parts = path.strip("/").split("/")
         params = {"name": parts[2]}
         route = "/v3/domains/{name}/webhooks"
-        if len(parts) == 5:
+        if len(parts) >= 5:
             params["id"] = parts[4]
             route += "/{id}"
+        if len(parts) == 6:
+            route += f"/{parts[5]}"
         body = urlencode(fields, doseq=True).encode() if fields is not None else None
         headers = {"authorization": authorization if authorization is not None else basic_auth}
         if body is not None:
@@ -618,6 +620,7 @@ def test_template_wires_queue_dead_letter_queue_sender_and_key():
         ("GET", "/v3/domains/{name}/webhooks/{id}"),
         ("PUT", "/v3/domains/{name}/webhooks/{id}"),
         ("DELETE", "/v3/domains/{name}/webhooks/{id}"),
+        ("PUT", "/v3/domains/{name}/webhooks/{id}/test"),
         *((method, "/v4/domains/{name}/webhooks") for method in ("GET", "POST", "PUT", "DELETE")),
         ("GET", "/v5/accounts/http_signing_key"),
         ("POST", "/v5/accounts/http_signing_key"),
@@ -821,3 +824,31 @@ def test_legacy_fields_of_a_bounce_and_a_drop():
     assert fields["order"] == "7" and fields["event"] == "bounced"  # a variable never hides a field
     dropped = dict(legacy_fields("k", "drop", {**bounce, "reason": "suppress-bounce"}, domain=DOMAIN))
     assert (dropped["event"], dropped["reason"]) == ("dropped", "hardfail")
+
+
+# testing a webhook
+
+
+def test_a_webhook_test_posts_a_signed_sample_and_says_what_the_receiver_answered(
+    call, env, receiver, signing_key
+):
+    from urllib.parse import parse_qs
+
+    base = f"/v3/domains/{DOMAIN}/webhooks"
+    # a current webhook: a signed JSON sample of its kind; the receiver's status is `code`
+    status, answer = call("PUT", f"{base}/permanent_fail/test", [("url", receiver.url)])
+    assert (status, answer["code"]) == (200, 200), answer
+    (request,) = receiver.requests
+    payload = json.loads(request["body"])
+    assert signed_ok(signing_key, payload)
+    assert (payload["event-data"]["event"], payload["event-data"]["severity"]) == ("failed", "permanent")
+    # a legacy one: its form payload
+    assert call("PUT", f"{base}/open/test", [("url", receiver.url)])[1]["code"] == 200
+    fields = parse_qs(receiver.requests[-1]["body"].decode())
+    assert fields["event"] == ["opened"] and fields["signature"]
+    # nothing configured changed, and a receiver that cannot be reached is code 0 with the reason
+    assert call("GET", base)[1] == {"webhooks": {}}
+    status, answer = call("PUT", f"{base}/opened/test", [("url", closed_port_url())])
+    assert status == 200 and answer["code"] == 0 and "could not be reached" in answer["message"]
+    assert call("PUT", f"{base}/bounced/test", [("url", receiver.url)])[0] == 400
+    assert call("PUT", f"{base}/opened/test", [])[0] == 400

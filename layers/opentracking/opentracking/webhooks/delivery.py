@@ -39,11 +39,11 @@ from botocore.exceptions import ClientError
 
 from opentracking.core import queues
 from opentracking.core.config import account_id, table_name
-from opentracking.core.errors import OpenTrackingError
+from opentracking.core.errors import BadRequest, OpenTrackingError
 from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger
 from opentracking.http import outbound
-from opentracking.storage import keys, store
+from opentracking.storage import keys, records, store
 from opentracking.tracking.tokens import secrets_provider
 from opentracking.webhooks import subscriptions
 
@@ -475,3 +475,67 @@ def _retry_or_dead_letter(delivery: Delivery, error: str, config: DeliveryConfig
     logger.error("webhook delivery gave up: dead-lettered", extra=fields)
     count(Metric.WEBHOOK_DEAD_LETTERED)
     return Outcome.DEAD_LETTERED
+
+
+# --- a test POST (PUT /v3/domains/{d}/webhooks/{id}/test) ------------------------------------------
+
+TEST_TIMEOUT = 5.0  # well inside the API's 29 seconds
+
+
+def sample_event(webhook: str, domain: str, now: float) -> dict[str, Any]:
+    """An event of the kind a webhook receives, with sample values (a test must look like the real thing)."""
+    modern = {"open": "opened", "click": "clicked", "unsubscribe": "unsubscribed", "spam": "complained"}
+    kind = {"permanent_fail": "failed", "temporary_fail": "failed", "bounce": "failed", "drop": "failed"}.get(
+        webhook, modern.get(webhook, {"deliver": "delivered"}.get(webhook, webhook))
+    )
+    event: dict[str, Any] = {
+        "event": kind,
+        "id": records.new_event_id(),
+        "timestamp": now,
+        "log-level": "info",
+        "recipient": "alice@example.com",
+        "recipient-domain": "example.com",
+        "tags": ["webhook-test"],
+        "user-variables": {},
+        "message": {"headers": {"message-id": f"webhook-test@{domain}"}},
+    }
+    if kind == "failed":
+        permanent = webhook != "temporary_fail"
+        event.update(
+            severity="permanent" if permanent else "temporary", reason="bounce" if permanent else "generic"
+        )
+        event["delivery-status"] = {
+            "code": 550 if permanent else 421,
+            "message": "sample",
+            "description": "sample",
+        }
+    return event
+
+
+def send_test(
+    domain: str,
+    webhook: str,
+    url: str,
+    *,
+    key: str,
+    now: Callable[[], float] = time.time,
+    post: Callable[..., int] = post_json,
+) -> dict[str, Any]:
+    """POST a signed sample event of the webhook's kind to `url` now, once, and say what the receiver
+    answered: {"code": <its HTTP status>, "message": ...}, as Mailgun's webhook test does (mailgun.js reads
+    those two fields). A receiver that cannot be reached is code 0 with the reason; a host that is not public
+    is a 400, as when the webhook is created."""
+    event = sample_event(webhook, domain, now())
+    allow_private = subscriptions.private_urls_allowed()
+    try:
+        if webhook in subscriptions.LEGACY_WEBHOOKS:
+            form = urlencode(legacy_fields(key, webhook, event, domain=domain, now=now))
+            status = post(url, form.encode(), TEST_TIMEOUT, allow_private=allow_private, content_type=FORM)
+        else:
+            body = json.dumps(signed_payload(key, event, domain=domain, now=now)).encode()
+            status = post(url, body, TEST_TIMEOUT, allow_private=allow_private)
+    except outbound.RefusedTarget:
+        raise BadRequest(f"'{url}' is not a public address: webhooks are sent to the internet only") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return {"code": 0, "message": f"The webhook could not be reached: {type(exc).__name__}"}
+    return {"code": status, "message": f"The webhook answered {status}"}

@@ -20,7 +20,7 @@ KEY_LENGTH = 50  # as template.yaml generates the first one
 _ALPHABET = string.ascii_letters + string.digits
 
 
-def _secret_name() -> str:
+def secret_name() -> str:
     name = os.environ.get("WEBHOOK_SIGNING_KEY_SECRET", "").strip()
     if not name:
         raise ConfigurationError("environment variable WEBHOOK_SIGNING_KEY_SECRET is not set")
@@ -30,7 +30,7 @@ def _secret_name() -> str:
 def current() -> dict[str, str]:
     """The key now (read, not cached: a key just regenerated is the one shown)."""
     try:
-        secret = client("secretsmanager").get_secret_value(SecretId=_secret_name())["SecretString"]
+        secret = client("secretsmanager").get_secret_value(SecretId=secret_name())["SecretString"]
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("The signing key cannot be read now, please retry") from exc
     return {"http_signing_key": key_in_secret(secret)}
@@ -41,7 +41,7 @@ def regenerate() -> dict[str, str]:
     key = "".join(secrets.choice(_ALPHABET) for _ in range(KEY_LENGTH))
     try:
         client("secretsmanager").put_secret_value(
-            SecretId=_secret_name(), SecretString=json.dumps({"key": key})
+            SecretId=secret_name(), SecretString=json.dumps({"key": key})
         )
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("The signing key cannot be changed now, please retry") from exc
