@@ -182,14 +182,19 @@ def test_read_side_consumes_every_sampled_open_once_and_lists_it_through_the_api
     assert raw["replay"]["records"] > 0
     assert (raw["events_after_replay"], raw["counters_after_replay"]) == (records, raw["counters"])
     # the batch's opens in bulk (opentracking.reporting.bulk_opens): its copies and unique markers in one
-    # BatchGetItem
-    # each, one read of the domain's privacy settings and one of its webhooks, and transactions of up to
-    # 100 items (an event, a marker per copy, each counter once, a check per copy): far fewer than one
-    # or two per open, as the one-by-one path made
+    # BatchGetItem each, one read of the domain's privacy settings, one query of its webhooks (every type,
+    # current and legacy), and transactions of up to 100 items (an event, a marker per copy, each counter
+    # once, a check per copy): far fewer than one or two per open, as the one-by-one path made
     by_operation = raw["consumer_requests"]["by_operation"]
-    assert set(by_operation) == {"dynamodb.BatchGetItem", "dynamodb.GetItem", "dynamodb.TransactWriteItems"}
+    assert set(by_operation) == {
+        "dynamodb.BatchGetItem",
+        "dynamodb.GetItem",
+        "dynamodb.Query",
+        "dynamodb.TransactWriteItems",
+    }
     assert by_operation["dynamodb.BatchGetItem"] == 2 * raw["batches"]
-    assert by_operation["dynamodb.GetItem"] <= 2 * raw["batches"]
+    assert by_operation["dynamodb.GetItem"] <= raw["batches"]
+    assert by_operation["dynamodb.Query"] <= raw["batches"]
     counters = raw["counters"]
     items = records + counters["opened_unique"] + raw["copies"] + 4 * 2  # counters: 2 tags, 4 shards
     assert by_operation["dynamodb.TransactWriteItems"] <= raw["batches"] * (1 + items // 100)

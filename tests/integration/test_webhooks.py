@@ -300,17 +300,19 @@ def test_enqueue_sends_one_message_per_url_and_nothing_when_none_is_set(call, en
     assert delivery.enqueue(DOMAIN, opened_event()) == 0
 
 
-def test_enqueue_reads_the_table_once_per_domain_and_type_while_cached(call, env):
+def test_enqueue_reads_the_domains_webhooks_once_while_cached(call, env):
     from opentracking.core.aws import client
 
     reads: list[str] = []
     client("dynamodb").meta.events.register(
-        "provide-client-params.dynamodb.GetItem", lambda params, **_: reads.append(params["Key"]["sk"]["S"])
+        "provide-client-params.dynamodb.Query",
+        lambda params, **_: reads.append(params["ExpressionAttributeValues"][":pk"]["S"]),
     )
     create_hook(call, "https://a.example/h")
-    for n in range(5):
+    for n in range(5):  # each opened event looks up its current (opened) and its legacy (open) webhook
         assert delivery.enqueue(DOMAIN, opened_event(f"event-{n}")) == 1
-    assert reads.count("WEBHOOK#opened") == 1
+    assert delivery.enqueue(DOMAIN, {**opened_event("c"), "event": "clicked"}) == 0
+    assert reads == [f"DOMAIN#{DOMAIN}"]  # one query for every type, then the cache
 
 
 # delivery

@@ -331,23 +331,24 @@ def _v4_operation(
 
 # --- enqueue (the events consumer) -----------------------------------------------------------------
 
-_targets_cache: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+_targets_cache: dict[str, tuple[float, dict[str, tuple[str, ...]]]] = {}
 _targets_lock = threading.Lock()
 
 
 def targets(domain: str, event_name: str) -> tuple[str, ...]:
-    """The URLs configured for one domain and event type: one consistent read, then cached for
+    """The URLs configured for one domain and webhook type. A domain's webhooks of every type are read in
+    one consistent query (an event goes to its current and its legacy webhook), then cached for
     TARGETS_CACHE_SECONDS per container (a change made elsewhere applies within that time)."""
-    key = (domain, event_name)
     now = time.monotonic()
     with _targets_lock:
-        cached = _targets_cache.get(key)
-    if cached and cached[0] > now:
-        return cached[1]
-    urls = configured_urls(domain, event_name)
-    with _targets_lock:
-        _targets_cache[key] = (now + TARGETS_CACHE_SECONDS, urls)
-    return urls
+        cached = _targets_cache.get(domain)
+    if cached is None or cached[0] <= now:
+        items = store.query_prefix(table_name(), keys.domain_pk(domain), keys.WEBHOOK_PREFIX, consistent=True)
+        configured = {str(item["webhook"]): tuple(item.get("urls") or ()) for item in items}
+        cached = (now + TARGETS_CACHE_SECONDS, configured)
+        with _targets_lock:
+            _targets_cache[domain] = cached
+    return cached[1].get(event_name, ())
 
 
 def configured_urls(domain: str, event_name: str) -> tuple[str, ...]:
@@ -358,8 +359,7 @@ def configured_urls(domain: str, event_name: str) -> tuple[str, ...]:
 
 def _forget(domain: str) -> None:
     with _targets_lock:
-        for key in [key for key in _targets_cache if key[0] == domain]:
-            del _targets_cache[key]
+        _targets_cache.pop(domain, None)
 
 
 def reset_cache() -> None:
