@@ -70,22 +70,23 @@ def list_webhooks_v4(name: str) -> dict:
     return _v4_answer(subscriptions.list_webhooks(name.lower()))
 
 
+def _url_and_event_types() -> tuple[str, tuple[str, ...]]:
+    """A v4 request's one `url` and its `event_types` (repeated or comma-separated)."""
+    form = gateway.request_form(app.current_event)
+    url = subscriptions.one_url(form.all("url"))
+    return url, subscriptions.normalise_event_types(form.all("event_types"))
+
+
 @app.post("/v4/domains/<name>/webhooks")
 @tracer.capture_method
 def attach_webhook_url(name: str) -> dict:
-    form = gateway.request_form(app.current_event)
-    url = subscriptions.one_url(form.all("url"))
-    kinds = subscriptions.normalise_event_types(form.all("event_types"))
-    return _v4_answer(subscriptions.attach(name.lower(), url, kinds))
+    return _v4_answer(subscriptions.attach(name.lower(), *_url_and_event_types()))
 
 
 @app.put("/v4/domains/<name>/webhooks")
 @tracer.capture_method
 def retarget_webhook_url(name: str) -> dict:
-    form = gateway.request_form(app.current_event)
-    url = subscriptions.one_url(form.all("url"))
-    kinds = subscriptions.normalise_event_types(form.all("event_types"))
-    return _v4_answer(subscriptions.retarget(name.lower(), url, kinds))
+    return _v4_answer(subscriptions.retarget(name.lower(), *_url_and_event_types()))
 
 
 @app.delete("/v4/domains/<name>/webhooks")
