@@ -189,10 +189,15 @@ def metrics_logged(stderr: str) -> dict[str, float]:
     """The CloudWatch metrics (EMF lines) the function logged, by name: sam local passes the container's logs
     to its standard error."""
     found: dict[str, float] = {}
+    decoder = json.JSONDecoder()
     for line in stderr.splitlines():
-        if not line.startswith('{"_aws"'):
+        start = line.find('{"_aws"')
+        if start < 0:
             continue
-        document = json.loads(line)
+        # The function and the emulator write to one stream unbuffered: under load a log line of the
+        # emulator can land on the same line as an EMF document, before or after it. The document is read,
+        # not the rest.
+        document, _end = decoder.raw_decode(line, start)
         for directive in document["_aws"]["CloudWatchMetrics"]:
             for metric in directive["Metrics"]:
                 values = document[metric["Name"]]
