@@ -142,22 +142,27 @@ def test_chromium_loads_an_https_pixel_from_the_tls_local_stack(tls_stack, tmp_p
     page = tmp_path / "copy.html"
     page.write_text(html)
     # WHEN Chromium renders it, trusting only the local CA (by its key pin), with the host mapped to us
-    result = browser.render(
-        page,
-        profile=tmp_path / "profile",
-        host=f"email.{domain}",
-        port=tls_stack.port,
-        user_agent=APPLE_MAIL,
-        extra=[f"--ignore-certificate-errors-spki-list={tls_stack.state['tls_ca_pin']}"],
-    )
-    assert "Secure hello" in result.stdout, result.stderr[-2000:]
-    # THEN the open is recorded over HTTPS, with a certificate made for that very host name
-    copy_id = record["pk"].removeprefix("COPY#")
-    deadline, opens = time.monotonic() + 15, []
-    while time.monotonic() < deadline and not opens:
-        opens = tls_stack.copy_items(copy_id, "OPEN#")
-        time.sleep(0.2)
-    assert len(opens) == 1
+    copy_id, opens = record["pk"].removeprefix("COPY#"), []
+    # Under two test workers the first handshake with a host whose certificate is being made can miss
+    # Chromium's budget (seen once in a CI run): a page that loaded no pixel in 15 s is loaded once more.
+    for _attempt in range(2):
+        result = browser.render(
+            page,
+            profile=tmp_path / "profile",
+            host=f"email.{domain}",
+            port=tls_stack.port,
+            user_agent=APPLE_MAIL,
+            extra=[f"--ignore-certificate-errors-spki-list={tls_stack.state['tls_ca_pin']}"],
+        )
+        assert "Secure hello" in result.stdout, result.stderr[-2000:]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not opens:
+            opens = tls_stack.copy_items(copy_id, "OPEN#")
+            time.sleep(0.2)
+        if opens:
+            break
+    # THEN the open is recorded over HTTPS, once, with a certificate made for that very host name
+    assert len(opens) == 1, result.stderr[-2000:]
     served = ssl.get_server_certificate(("127.0.0.1", tls_stack.port))  # no SNI: the default certificate
     assert served.startswith("-----BEGIN CERTIFICATE-----")
     context = ssl.create_default_context(cafile=tls_stack.verify)
