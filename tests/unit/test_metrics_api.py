@@ -109,6 +109,10 @@ def test_by_domain_with_a_domain_filter(invoke, history):
         ({"resolution": "week"}, "'resolution'"),
         ({"start": "yesterday"}, "'start'"),
         ({"duration": "forever"}, "'duration'"),
+        ({"duration": "99999999999d"}, "at most 3650d"),  # timedelta would overflow: a 400, not a 500
+        ({"start": "nan"}, "'start'"),
+        ({"start": "1e300"}, "'start'"),
+        ({"start": "0", "resolution": "hour"}, "At most 10000 hours"),
         ({"filter": {"OR": []}}, "'filter'"),
         (
             {"filter": {"AND": [{"attribute": "ip", "comparator": "=", "values": [{"value": "1"}]}]}},

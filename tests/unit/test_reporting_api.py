@@ -116,6 +116,8 @@ def test_paging_next_and_previous_walk_the_whole_list(api, history):
         ({"limit": "0"}, "'limit'"),
         ({"limit": "²"}, "'limit'"),  # a digit to str.isdigit(), not to int()
         ({"begin": "someday"}, "'begin'"),
+        ({"begin": "nan"}, "'begin'"),
+        ({"end": "1e300"}, "'end'"),
         ({"event": "clicked-maybe"}, "'event'"),
         ({"ascending": "sideways"}, "'ascending'"),
     ],
@@ -285,6 +287,9 @@ def test_a_dashboard_asking_for_every_event_type_gets_each(api, history):
         ("event=opened&resolution=week", "'resolution'"),
         ("event=opened&duration=forever", "'duration'"),
         ("event=opened&duration=%C2%B2d", "'duration'"),  # "²d"
+        ("event=opened&duration=99999999999d", "at most 3650d"),  # timedelta would overflow
+        ("event=opened&start=inf", "'start'"),
+        ("event=opened&start=0&resolution=hour", "At most 10000 hours"),
     ],
 )
 def test_bad_stats_queries_are_400(api, history, query, message):

@@ -11,7 +11,6 @@ sends them: delivery outcomes over `processed_count` (messages accepted), engage
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -117,13 +116,14 @@ def _strings(body: dict[str, Any], name: str, allowed: tuple[str, ...], unknown:
     return list(dict.fromkeys(value))
 
 
-def _time(body: dict[str, Any], name: str) -> float | None:
+def _text(body: dict[str, Any], name: str) -> str | None:
+    """A string field (start, end: RFC 2822 dates; duration: 7d); absent or empty is None."""
     value = body.get(name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"'{name}' must be an RFC 2822 date")
-    return queries.parse_time(name, value)
+        raise BadRequest(f"'{name}' must be a string")
+    return value
 
 
 def _filter(body: dict[str, Any]) -> dict[str, set[str]]:
@@ -195,20 +195,10 @@ def query(body_text: str | None) -> dict[str, Any]:
     resolution = body.get("resolution") or "day"
     if resolution not in queries.RESOLUTIONS:
         raise BadRequest("'resolution' must be hour, day or month")
-    end_ts = _time(body, "end") or time.time()
-    duration = body.get("duration")
-    if duration is not None and not isinstance(duration, str):
-        raise BadRequest("'duration' must be a string such as 7d")
-    start_ts = _time(body, "start")
-    end = datetime.fromtimestamp(end_ts, UTC)
-    if duration:
-        start = end - queries.duration(duration)
-    elif start_ts is not None:
-        start = datetime.fromtimestamp(start_ts, UTC)
-    else:
-        start = end - queries.duration("7d")
-    if start > end:
-        raise BadRequest("'start' must be before 'end'")
+    duration = _text(body, "duration")
+    start, end = queries.stats_window(
+        _text(body, "start"), _text(body, "end"), duration, resolution, duration_wins=True
+    )
     wanted = _filter(body)
     sort, skip, limit = _pagination(body, dimensions, metrics)
     include_aggregates = bool(body.get("include_aggregates"))

@@ -67,15 +67,23 @@ COUNTER_FIELDS = (
 )
 
 
+MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def parse_time(name: str, value: str | None) -> float | None:
     """RFC 2822 (as Mailgun prints dates) or epoch seconds."""
     if value is None or not value.strip():
         return None
     text = value.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        # nan, inf and epochs past year 9999 are no time: datetime cannot hold them
+        if not 0 <= seconds <= MAX_EPOCH_SECONDS:
+            raise BadRequest(f"'{name}' must be an RFC 2822 date or epoch seconds, not {text!r}")
+        return seconds
     try:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
@@ -314,13 +322,43 @@ def delete_tag(domain: str, tag: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- stats
 
 
+MAX_WINDOW = timedelta(days=3650)  # ten years: more than any stats retention
+MAX_BUCKETS = 10_000  # an hour resolution over 400 days (9,600) fits
+
+
 def duration(text: str) -> timedelta:
     units = {"h": "hours", "d": "days", "m": "days"}
     number, unit = text[:-1], text[-1:].lower()
     if not (number.isascii() and number.isdigit()) or unit not in units:
         raise BadRequest("'duration' must look like 24h, 7d or 1m")
-    value = int(number) * (30 if unit == "m" else 1)
-    return timedelta(**{units[unit]: value})
+    # a bounded number first: timedelta overflows on a long enough one
+    window = timedelta(**{units[unit]: int(number[-7:]) * (30 if unit == "m" else 1)})
+    if len(number.lstrip("0")) > 7 or window > MAX_WINDOW:
+        raise BadRequest("'duration' must be at most 3650d")
+    return window
+
+
+def stats_window(
+    start: str | None, end: str | None, duration_text: str | None, resolution: str, *, duration_wins: bool
+) -> tuple[datetime, datetime]:
+    """The time window of a stats or metrics query: `end` (default now), and `start`, else `duration`
+    before `end` (default 7d); with `duration_wins` (the Metrics API) a duration overrides `start`. Bounded
+    so that no query walks more than MAX_BUCKETS buckets."""
+    end_ts = parse_time("end", end) or time.time()
+    until = datetime.fromtimestamp(end_ts, UTC)
+    start_ts = parse_time("start", start)
+    if start_ts is not None and not (duration_wins and duration_text):
+        since = datetime.fromtimestamp(start_ts, UTC)
+    else:
+        since = until - duration(duration_text or "7d")
+    if since > until:
+        raise BadRequest("'start' must be before 'end'")
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "month": timedelta(days=28)}[resolution]
+    if (until - since) / step > MAX_BUCKETS:
+        raise BadRequest(
+            f"At most {MAX_BUCKETS} {resolution}s in one query: narrow the window or use a coarser resolution"
+        )
+    return since, until
 
 
 def bucket_start(moment: datetime, resolution: str) -> datetime:
@@ -352,16 +390,9 @@ def stats(
     resolution = (params.get("resolution") or "day").lower()
     if resolution not in RESOLUTIONS:
         raise BadRequest("'resolution' must be hour, day or month")
-    end_ts = parse_time("end", params.get("end")) or time.time()
-    end = datetime.fromtimestamp(end_ts, UTC)
-    start_ts = parse_time("start", params.get("start"))
-    start = (
-        datetime.fromtimestamp(start_ts, UTC)
-        if start_ts is not None
-        else end - duration(params.get("duration") or "7d")
+    start, end = stats_window(
+        params.get("start"), params.get("end"), params.get("duration"), resolution, duration_wins=False
     )
-    if start > end:
-        raise BadRequest("'start' must be before 'end'")
     if domain is None:
         hourly: dict[datetime, dict[str, int]] = {}
         for each in registry.list_domains(limit=10**9)[0]:
