@@ -25,7 +25,7 @@ SAM_LOCAL_AWS_PORT ?= 5001
 TEST_WORKERS ?= 2
 
 .PHONY: help install system-deps lock lint scan test test-unit test-integration test-e2e test-samlocal run demo \
-	invoke sam-local-engine sam-local-aws sam-local-stop sam-local-clean bench apple-ranges build validate deploy clean
+	invoke sam-local-engine sam-local-aws sam-local-stop sam-local-clean bench apple-ranges geolocation build validate deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -117,6 +117,9 @@ bench: $(STAMP) ## Benchmarks against baselines: table of ratios, raw figures in
 
 apple-ranges: $(STAMP) ## Refresh Apple's egress ranges (bot="apple") from Apple's published list; needs network
 	$(BIN)/python scripts/refresh_apple_ranges.py
+
+geolocation: $(STAMP) ## Move the IP-to-country data (iptocc, nightly from the registries) to its newest release; needs the package index
+	$(BIN)/python scripts/refresh_geolocation.py
 
 build: $(STAMP) ## sam build (offline is fine: pinned wheels from the package index)
 	$(BIN)/sam build

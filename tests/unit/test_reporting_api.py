@@ -433,9 +433,9 @@ def test_a_tags_opens_by_device_country_and_provider(api, world):
     world.send("ann@gmail.com, bob@example.net", tags=("Launch",))
     for recipient in ("ann@gmail.com", "bob@example.net"):
         world.backdate(recipient)
-    world.open("ann@gmail.com")  # Outlook on Windows: desktop
-    world.open("ann@gmail.com")
-    world.open("bob@example.net", user_agent=IPHONE)
+    world.open("ann@gmail.com", ip="8.8.8.8")  # Outlook on Windows: desktop; an ARIN (US) block
+    world.open("ann@gmail.com", ip="8.8.8.8")
+    world.open("bob@example.net", user_agent=IPHONE, ip="1.0.16.1")  # an APNIC block assigned in Japan
     world.consume()
     world.consume()  # a replayed stream counts nothing twice
 
@@ -457,7 +457,9 @@ def test_a_tags_opens_by_device_country_and_provider(api, world):
     assert providers["other"]["accepted"] == 1 and providers["other"]["unique_opened"] == 1
 
     countries = aggregates_of(api, "countries")[1]["countries"]
-    assert sum(row["opened"] for row in countries.values()) == 3
+    assert sum(row["opened"] for row in countries.values()) == 3, countries
+    assert countries["US"]["opened"] == 2 and countries["US"]["unique_opened"] == 1
+    assert countries["JP"]["opened"] == 1 and countries["JP"]["unique_opened"] == 1
 
     # one open alone in its batch takes the one-by-one path (consumer.handle_open): counted the same way
     world.open("bob@example.net", user_agent=IPHONE)

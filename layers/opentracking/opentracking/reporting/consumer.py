@@ -37,13 +37,12 @@ from opentracking.delivery import suppression_lists
 from opentracking.privacy import policy
 from opentracking.reporting import aggregates
 from opentracking.storage import keys, records, store
-from opentracking.tracking import bots, client_info
+from opentracking.tracking import bots, client_info, geolocation
 from opentracking.tracking.anonymity import anonymize_ip, is_anonymized
 from opentracking.webhooks import delivery
 
 SHARDS = 4
 ALL_TAGS = "_all"
-UNKNOWN_LOCATION = {"country": "Unknown", "region": "Unknown", "city": "Unknown"}
 
 
 def event_id_for(pk: str, sk: str) -> str:
@@ -150,7 +149,9 @@ def opened_event(
         "tags": list(copy.get("tags") or []),
         "user-variables": json.loads(copy.get("user_variables") or "{}"),
         "ip": raw.get("ip", ""),
-        "geolocation": dict(UNKNOWN_LOCATION),
+        "geolocation": geolocation.locate(
+            raw.get("ip", ""), user_agent=raw.get("user_agent", ""), proxied_by_apple=verdict.bot == "apple"
+        ),
         "client-info": client_info.describe(raw.get("user_agent", ""), verdict),
         "message": {"headers": {"message-id": copy["message_id"]}},
         # opentracking's additions: why the open was (not) judged a bot, and how the pixel was requested
