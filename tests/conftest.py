@@ -29,6 +29,7 @@ def reset_caches() -> None:
     from opentracking.delivery import sender
     from opentracking.http import gateway
     from opentracking.messages import copies
+    from opentracking.reporting import tag_limits
     from opentracking.tracking import tokens
     from opentracking.webhooks import delivery
 
@@ -38,6 +39,7 @@ def reset_caches() -> None:
     delivery.reset_cache()
     sender.reset_cache()
     copies.reset_cache()
+    tag_limits.reset_cache()
     settings.cache_clear()
 
 

@@ -17,7 +17,7 @@ from opentracking.domains import diagnose, lifecycle, registry
 from opentracking.http import auth, gateway
 from opentracking.messages import stored
 from opentracking.messages.options import optional_bool, optional_click_mode
-from opentracking.reporting import aggregates, consumer, queries
+from opentracking.reporting import account_tags, aggregates, consumer, queries, tag_limits
 from opentracking.reporting import metrics as metrics_api
 
 app = gateway.resolver()
@@ -301,8 +301,43 @@ def account_stats() -> dict:
 @app.post("/v1/analytics/metrics")
 @tracer.capture_method
 def analytics_metrics() -> dict:
+    return metrics_api.query(_json_text())
+
+
+def _json_text() -> str | None:
     body = gateway.raw_body(app.current_event)
-    return metrics_api.query(body.decode("utf-8", "replace") if body else None)
+    return body.decode("utf-8", "replace") if body else None
+
+
+@app.post("/v1/analytics/tags")
+@tracer.capture_method
+def analytics_tags() -> dict:
+    return account_tags.list_tags(_json_text())
+
+
+@app.put("/v1/analytics/tags")
+@tracer.capture_method
+def describe_account_tag() -> dict:
+    return account_tags.describe_tag(_json_text())
+
+
+@app.delete("/v1/analytics/tags")
+@tracer.capture_method
+def delete_account_tag() -> dict:
+    return account_tags.delete_tag(_json_text())
+
+
+@app.get("/v1/analytics/tags/limits")
+@tracer.capture_method
+def account_tag_limits() -> dict:
+    return account_tags.limits()
+
+
+@app.get("/v3/domains/<name>/limits/tag")
+@tracer.capture_method
+def domain_tag_limits(name: str) -> dict:
+    domain = registry.get(name.lower())
+    return tag_limits.domain_limits(domain.name, domain.opaque_id)
 
 
 @app.get("/v3/domains/<name>/messages/<key>")

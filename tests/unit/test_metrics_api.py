@@ -119,6 +119,8 @@ def test_by_domain_with_a_domain_filter(invoke, history):
             "not supported",
         ),
         ({"pagination": {"limit": 0}}, "'pagination.limit'"),
+        ({"pagination": []}, "'pagination'"),  # an empty list is not "no pagination"
+        ({"filter": []}, "'filter'"),
         ({"pagination": {"sort": "nothing:asc"}}, "'pagination.sort'"),
         ([1, 2], "JSON object"),
     ],

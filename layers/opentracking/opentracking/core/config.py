@@ -20,6 +20,7 @@ class Settings:
     tracking_scheme: str = "https"
     event_retention_days: int = 30
     stats_retention_days: int = 400
+    tag_limit: int = 20_000  # distinct tags a domain may have (Mailgun's default: 20,000 per domain)
 
 
 def _require(name: str) -> str:
@@ -51,6 +52,9 @@ def settings() -> Settings:
     stats_days = int(os.environ.get("STATS_RETENTION_DAYS", "400"))
     if stats_days < 1:
         raise OpenTrackingError("STATS_RETENTION_DAYS must be at least 1")
+    tag_limit = int(os.environ.get("TAG_LIMIT", "20000"))
+    if tag_limit < 1:
+        raise OpenTrackingError("TAG_LIMIT must be at least 1")
     return Settings(
         table_name=_require("TABLE_NAME"),
         bucket_name=_require("BUCKET_NAME"),
@@ -59,4 +63,5 @@ def settings() -> Settings:
         tracking_scheme=scheme,
         event_retention_days=days,
         stats_retention_days=stats_days,
+        tag_limit=tag_limit,
     )

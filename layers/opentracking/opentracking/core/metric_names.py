@@ -12,6 +12,7 @@ class Metric(StrEnum):
     COPIES_STORED = "CopiesStored"
     COPIES_TRACKED = "CopiesTracked"
     COPIES_SUPPRESSED = "CopiesSuppressed"  # copies without a pixel: their recipient opted out
+    TAG_LIMIT_REACHED = "TagLimitReached"  # a message's new tag dropped: its domain has TAG_LIMIT tags
     SUBMISSION_ROLLED_BACK = "SubmissionRolledBack"
     # Delivery
     COPIES_SENT = "CopiesSent"  # handed to SES, which reports the outcome later

@@ -21,6 +21,7 @@ from opentracking.mail import compose, links, splice, unsubscribe
 from opentracking.mail.injection import REASON_TEXT, inject
 from opentracking.messages import copies, options, stored
 from opentracking.privacy import erasure, policy, suppressions
+from opentracking.reporting import tag_limits
 from opentracking.storage import keys, records, store
 from opentracking.tracking import tokens
 
@@ -201,7 +202,7 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         sender=compose.sender_address(sender),
         subject=subject,
         recipients=recipients,
-        tags=options.normalise_tags(tag_values),
+        tags=tag_limits.admit(domain.name, options.normalise_tags(tag_values)),
         user_variables=user_variables,
         decision=decision,
         testmode=testmode,

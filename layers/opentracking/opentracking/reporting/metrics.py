@@ -100,6 +100,15 @@ RATES: dict[str, tuple[str, str]] = {
 METRICS = (*COUNTS, *RATES)
 
 
+def measure(totals: dict[str, int], names: list[str] | tuple[str, ...] = METRICS) -> dict[str, Any]:
+    """The named metrics (counts and rates) of summed hourly counters."""
+    counts = {name: count(totals) for name, count in COUNTS.items()}
+    return {
+        name: _rate(counts[RATES[name][0]], counts[RATES[name][1]]) if name in RATES else counts[name]
+        for name in names
+    }
+
+
 def _rate(numerator: int, denominator: int) -> str:
     return f"{100 * numerator / denominator:.2f}" if denominator else "0.00"
 
@@ -129,7 +138,8 @@ def _text(body: dict[str, Any], name: str) -> str | None:
 def _filter(body: dict[str, Any]) -> dict[str, set[str]]:
     """{"AND": [{"attribute", "comparator", "values": [{"label", "value"}]}]}: each attribute `=` (any of the
     values) or `!=` (none of them); attributes domain and tag."""
-    raw = body.get("filter") or {}
+    raw = body.get("filter")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict) or set(raw) - {"AND"} or not isinstance(raw.get("AND", []), list):
         raise BadRequest("'filter' must be {\"AND\": [predicates]}")
     wanted: dict[str, set[str]] = {}
@@ -160,7 +170,8 @@ def _kept(name: str, attribute: str, wanted: dict[str, set[str]]) -> bool:
 
 
 def _pagination(body: dict[str, Any], dimensions: list[str], metrics: list[str]) -> tuple[str, int, int]:
-    raw = body.get("pagination") or {}
+    raw = body.get("pagination")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise BadRequest("'pagination' must be an object")
     sort, skip, limit = raw.get("sort", ""), raw.get("skip", 0), raw.get("limit", 10)
@@ -177,14 +188,20 @@ def _pagination(body: dict[str, Any], dimensions: list[str], metrics: list[str])
     return sort, skip, limit
 
 
-def query(body_text: str | None) -> dict[str, Any]:
-    """POST /v1/analytics/metrics with a JSON body."""
+def json_object(body_text: str | None) -> dict[str, Any]:
+    """A JSON request body (the v1 analytics APIs take JSON, not forms): an object, else a 400."""
     try:
         body = json.loads(body_text or "{}")
     except (ValueError, RecursionError):
         raise BadRequest("The request body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
+    return body
+
+
+def query(body_text: str | None) -> dict[str, Any]:
+    """POST /v1/analytics/metrics with a JSON body."""
+    body = json_object(body_text)
     dimensions = _strings(body, "dimensions", MAILGUN_DIMENSIONS, "'{item}' is not a dimension Mailgun has")
     for dimension in dimensions:
         if dimension not in DIMENSIONS:
@@ -231,11 +248,7 @@ def query(body_text: str | None) -> dict[str, Any]:
             bucket = queries.next_bucket(bucket, resolution)
 
     def measured(totals: dict[str, int]) -> dict[str, Any]:
-        counts = {name: count(totals) for name, count in COUNTS.items()}
-        return {
-            name: _rate(counts[RATES[name][0]], counts[RATES[name][1]]) if name in RATES else counts[name]
-            for name in metrics
-        }
+        return measure(totals, metrics)
 
     def shown(dimension: str, value: Any) -> dict[str, str]:
         text = _rfc2822(value) if dimension == "time" else str(value)

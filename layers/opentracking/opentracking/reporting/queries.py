@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 from opentracking.core.config import table_name
 from opentracking.core.errors import BadRequest, NotFound
 from opentracking.domains import registry
-from opentracking.reporting import consumer, filters
+from opentracking.reporting import consumer, filters, tag_limits
 from opentracking.storage import keys, store
 
 MAX_LIMIT = 300
@@ -316,6 +316,7 @@ def delete_tag(domain: str, tag: str) -> dict[str, Any]:
     ]
     store.batch_delete(table_name(), counters)
     store.delete_item(table_name(), {"pk": keys.tags_pk(domain), "sk": name})  # last: a retry finds it
+    tag_limits.forget(domain)
     return {"message": "Tag deleted"}
 
 

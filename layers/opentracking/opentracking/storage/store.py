@@ -92,6 +92,28 @@ def query_prefix(table: str, pk: str, sk_prefix: str, *, consistent: bool = Fals
     )
 
 
+def count_partition(table: str, pk: str) -> int:
+    """How many items one partition holds (Query with Select=COUNT, paginated: nothing is returned, though
+    DynamoDB still reads, and bills, every item it counts)."""
+    total = 0
+    try:
+        pages = (
+            client("dynamodb")
+            .get_paginator("query")
+            .paginate(
+                TableName=table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": pk}},
+                Select="COUNT",
+            )
+        )
+        for page in pages:
+            total += int(page["Count"])
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return total
+
+
 def _query_all(**query: Any) -> list[dict[str, Any]]:
     """Every item a Query finds, page after page, as plain values."""
     items: list[dict[str, Any]] = []
