@@ -1,9 +1,10 @@
 """Management API: domains with their tracking CNAME, and tracking settings (Mailgun v3/v4 paths)."""
 
+import json
 import os
 from urllib.parse import quote
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -13,7 +14,7 @@ from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger, metrics
 from opentracking.core.tracing import tracer
 from opentracking.delivery import jobs
-from opentracking.domains import diagnose, lifecycle, registry
+from opentracking.domains import certificates, diagnose, lifecycle, registry
 from opentracking.http import auth, gateway
 from opentracking.messages import stored
 from opentracking.messages.options import optional_bool, optional_click_mode
@@ -216,6 +217,46 @@ def delete_key(key_id: str) -> dict:
 
 def _query() -> dict[str, str | None]:
     return dict(app.current_event.query_string_parameters or {})
+
+
+@app.put("/v3/domains/<name>")
+@app.put("/v4/domains/<name>")
+@tracer.capture_method
+def update_domain(name: str) -> dict:
+    form = gateway.request_form(app.current_event)
+    fields = {key: value for key, value in form.fields}  # the last value of each field wins, as Mailgun's
+    return registry.update(name.lower(), fields).response("Domain has been updated")
+
+
+@app.put("/v3/domains/<name>/web_prefix")
+@tracer.capture_method
+def update_web_prefix(name: str) -> dict:
+    form = gateway.request_form(app.current_event)
+    registry.set_web_prefix(name.lower(), form.last("web_prefix"))
+    return {"message": "updated web prefix"}  # Mailgun's words (mailgun-go's mock server answers the same)
+
+
+@app.get("/v2/x509/<name>/status")
+@tracer.capture_method
+def certificate_status(name: str) -> dict:
+    return certificates.status(name)
+
+
+@app.post("/v2/x509/<name>")
+@tracer.capture_method
+def generate_certificate(name: str) -> Response:
+    return _accepted(certificates.generate(name))
+
+
+@app.put("/v2/x509/<name>")
+@tracer.capture_method
+def regenerate_certificate(name: str) -> Response:
+    return _accepted(certificates.regenerate(name))
+
+
+def _accepted(body: dict) -> Response:
+    """202: the work goes on after the answer (ACM issues the certificate once it sees DNS)."""
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
 
 
 @app.get("/v3/<domain>/events")

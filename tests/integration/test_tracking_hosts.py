@@ -10,6 +10,7 @@ when it is missing.
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import urlencode
 
 import boto3
@@ -433,3 +434,153 @@ def test_a_custom_domain_someone_else_created_is_neither_adopted_nor_deleted(wor
     assert "another stack" in body["tracking_host"]["detail"] and mappings() == {}
     assert world.api("DELETE", f"/v3/domains/{DOMAIN}", "/v3/domains/{name}", {"name": DOMAIN})[0] == 200
     assert list(custom_domains()) == [HOST]  # still theirs
+
+
+# --- a changed web prefix ----------------------------------------------------------------------------
+
+
+def change_prefix(world, prefix: str) -> tuple[int, dict]:
+    return world.api(
+        "PUT",
+        f"/v3/domains/{DOMAIN}/web_prefix",
+        "/v3/domains/{name}/web_prefix",
+        {"name": DOMAIN},
+        fields={"web_prefix": prefix},
+    )
+
+
+def tracked_copy_html() -> str | None:
+    form = Form(fields=[("from", f"a@{DOMAIN}"), ("to", "r@example.net"), ("html", "<p>x</p>")])
+    submission = plan(form, registry.get(DOMAIN), mime=False)
+    track(submission, tokens.load_keyring(settings().token_secret_name), "https")
+    (copy,) = submission.copies
+    return copy.message.decode() if copy.tracked else None
+
+
+def test_a_new_web_prefix_starts_a_new_host_and_the_old_one_serves_sent_pixels_until_they_expire(world):
+    ready(world)
+    (old_arn,) = certificates()
+    assert f"https://{HOST}/o/" in tracked_copy_html()
+
+    world.monkeypatch.setattr(moto_settings, "ACM_VALIDATION_WAIT", 10**6)  # ACM has not seen the new record
+    assert change_prefix(world, "Track") == (200, {"message": "updated web prefix"})
+    body = world.get()
+    tracking, validation = records(body)
+    new_host = f"track.{DOMAIN}"
+    assert body["domain"]["web_prefix"] == "track" and body["domain"]["state"] == "unverified"
+    assert tracking["name"] == new_host and tracking["valid"] == "unknown" and tracking["value"] == ""
+    assert body["tracking_host"]["state"] == "certificate_pending" and validation["name"].endswith(new_host)
+    # no pixel points anywhere until the new host serves; open tracking stays switched on
+    assert tracked_copy_html() is None
+    assert registry.get(DOMAIN).open_tracking is True
+    # the old host keeps its certificate, custom domain and mapping: messages already sent point at it
+    assert old_arn in certificates() and len(certificates()) == 2
+    assert HOST in custom_domains() and len(mappings()) == 1
+
+    # the new host comes up as the first one did, and pixels move to it
+    world.publish(validation)
+    world.acm_issues()
+    world.check()
+    tracking, _validation = records(world.get())
+    world.publish(tracking)
+    world.check()
+    assert world.get()["tracking_host"]["state"] == "ready"
+    assert f"https://{new_host}/o/" in tracked_copy_html()
+    assert HOST in custom_domains()  # still within the retention of the copies sent on it
+
+    # once those copies have expired the old host is released, and only it
+    later = time.time() + settings().event_retention_days * 86400 + 1
+    tracking_hosts.release_retired(now=later)
+    assert old_arn not in certificates() and len(certificates()) == 1
+    assert set(custom_domains()) == {new_host} and len(mappings()) == 1
+
+
+def test_changing_the_prefix_back_takes_the_old_host_into_use_again(world):
+    ready(world)
+    (old_arn,) = certificates()
+    assert change_prefix(world, "track")[0] == 200
+    assert change_prefix(world, "email")[0] == 200
+    world.check()
+    body = world.get()
+    assert body["domain"]["web_prefix"] == "email" and body["tracking_host"]["state"] == "ready"
+    assert f"https://{HOST}/o/" in tracked_copy_html()
+    # the host given up for "track" is the one waiting for release now, not the one in use
+    tracking_hosts.release_retired(now=time.time() + 10**9)
+    assert set(certificates()) == {old_arn} and set(custom_domains()) == {HOST}
+
+
+def test_deleting_a_domain_releases_the_hosts_of_its_earlier_prefixes_too(world):
+    ready(world)
+    assert change_prefix(world, "track")[0] == 200
+    status, _ = world.api("DELETE", f"/v3/domains/{DOMAIN}", "/v3/domains/{name}", {"name": DOMAIN})
+    assert status == 200
+    assert certificates() == {} and custom_domains() == {} and mappings() == {}
+
+
+@pytest.mark.parametrize("prefix", ["", "two.labels", "-bad", "x" * 64, "ünï"])
+def test_a_bad_prefix_is_a_400_that_changes_nothing(world, prefix):
+    before = ready(world)
+    status, body = change_prefix(world, prefix)
+    assert status == 400 and "web_prefix" in body["message"]
+    assert world.get()["domain"] == before["domain"] and len(certificates()) == 1
+
+
+# --- Mailgun's tracking certificate API (/v2/x509) ----------------------------------------------------
+
+
+def x509(world, method: str, name: str = HOST) -> tuple[int, dict]:
+    if method == "GET":
+        return world.api("GET", f"/v2/x509/{name}/status", "/v2/x509/{name}/status", {"name": name})
+    return world.api(method, f"/v2/x509/{name}", "/v2/x509/{name}", {"name": name})
+
+
+def test_the_certificate_status_follows_the_host_from_processing_to_active(world):
+    _tracking, validation = records(world.create())
+    status, body = x509(world, "GET")
+    assert status == 200 and body["status"] == "processing" and body["certificate"] == ""
+    assert validation["name"] in body["error"]  # what to publish
+    assert x509(world, "GET", DOMAIN)[1]["status"] == "processing"  # the sending domain names it too
+    world.publish(validation)
+    world.acm_issues()
+    world.check()
+    status, body = x509(world, "GET")
+    assert status == 200 and body["status"] == "active" and body["error"] == ""
+    assert body["certificate"].startswith("-----BEGIN CERTIFICATE-----")
+    assert x509(world, "GET", "other.example.com")[0] == 404
+    assert x509(world, "GET", f"links.{DOMAIN}")[0] == 404  # not this domain's web prefix
+
+
+def test_generate_requests_the_first_certificate_and_refuses_a_second(world):
+    calls = fail_once("acm", "RequestCertificate", "ThrottlingException")
+    assert world.create()["tracking_host"]["state"] == "not_requested" and calls
+    assert certificates() == {}
+    status, body = x509(world, "POST")
+    assert status == 202
+    assert body == {"message": "Initiated x509 key pair generation", "location": f"/v2/x509/{HOST}/status"}
+    assert len(certificates()) == 1 and world.get()["tracking_host"]["state"] == "certificate_pending"
+    status, body = x509(world, "POST")
+    assert status == 409 and "already has a certificate" in body["message"]
+    assert len(certificates()) == 1
+
+
+def test_regenerate_replaces_an_expired_certificate_and_leaves_a_valid_one(world):
+    ready(world)
+    status, body = x509(world, "PUT")
+    assert status == 409 and "still valid" in body["message"]
+    (arn,) = certificates()
+    certificates()[arn].status = "EXPIRED"
+    world.check()
+    status, body = x509(world, "GET")
+    assert body["status"] == "expired" and body["error"].startswith("x509 certificate has expired")
+    status, body = x509(world, "PUT")
+    assert status == 202 and body["location"] == f"/v2/x509/{HOST}/status"
+    assert len(certificates()) == 2 and x509(world, "GET")[1]["status"] == "active"
+
+
+def test_a_shared_target_has_no_certificate_to_generate(world):
+    world.monkeypatch.setenv("TRACKING_HOSTS", "SharedTarget")
+    world.create()
+    assert x509(world, "GET")[1] == {"status": "processing", "error": "not checked yet", "certificate": ""}
+    status, body = x509(world, "POST")
+    assert status == 400 and "SharedTarget" in body["message"]
+    assert x509(world, "PUT")[0] == 400

@@ -216,7 +216,12 @@ def test_tracking_hosts_policy_covers_exactly_the_calls_the_code_makes():
     source = (ROOT / "layers/opentracking/opentracking/domains/tracking_hosts.py").read_text()
     acm_calls = set(re.findall(r'client\("acm"\)\.(\w+)', source))
     api_calls = set(re.findall(r"(?:api|client\(\"apigatewayv2\"\))\.(\w+)\(", source))
-    assert acm_calls == {"request_certificate", "describe_certificate", "delete_certificate"}
+    assert acm_calls == {
+        "request_certificate",
+        "describe_certificate",
+        "get_certificate",
+        "delete_certificate",
+    }
     http_method = {"get": "GET", "create": "POST", "update": "PATCH", "delete": "DELETE"}
     needed = {f"acm:{''.join(part.title() for part in call.split('_'))}" for call in acm_calls}
     needed |= {f"apigateway:{http_method[call.split('_')[0]]}" for call in api_calls}

@@ -17,6 +17,7 @@ def delete(name: str) -> None:
     domain = registry.get(name)
     # AWS resources first: if this fails part-way, the domain is still there and the delete can be repeated.
     tracking_hosts.release(domain.host, domain.tracking_host)
+    tracking_hosts.release_retired(domain=name)  # hosts of earlier web prefixes, kept for old pixels
     identity.release(name, domain.identity)
     subscriptions.delete_all(name)
     policy.delete(name)

@@ -20,11 +20,12 @@ from typing import Any
 import dns.resolver
 from botocore.exceptions import ClientError
 
-from opentracking.core.config import table_name
+from opentracking.core.config import settings, table_name
 from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError
 from opentracking.delivery import jobs
 from opentracking.domains import dns_check, tracking_hosts
 from opentracking.domains import identity as sending_identity
+from opentracking.messages.options import optional_bool
 from opentracking.storage import keys, store
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -452,3 +453,126 @@ def set_connection(
             ),
         )
     )
+
+
+# --- changing a domain: Mailgun's PUT /v3|v4/domains/{name} and PUT /v3/domains/{name}/web_prefix ---
+
+# Mailgun settings this deployment keeps fixed: accepted when a request gives their value, a 400 that says
+# why otherwise (a client must not believe it changed something that did not change).
+_FIXED = {
+    "spam_action": ("disabled", "this deployment receives no mail, so there is nothing to filter for spam"),
+    "wildcard": ("false", "each sending domain is registered on its own"),
+    "use_automatic_sender_security": ("true", "DKIM keys are Amazon SES's Easy DKIM, rotated by SES"),
+}
+# Mailgun settings for things this deployment does not do.
+_UNSUPPORTED = {
+    "smtp_password": "this deployment has no SMTP submission service: send through the messages API",
+    "archive_to": "delivered messages are kept in the bucket (the message-storage API), not POSTed on",
+    "message_ttl": "stored copies are kept for the deployment's MessageRetentionDays",
+}
+UPDATE_FIELDS = (
+    "web_prefix",
+    "web_scheme",
+    "require_tls",
+    "skip_verification",
+    "mailfrom_host",
+    *_FIXED,
+    *_UNSUPPORTED,
+)
+
+
+def update(name: str, fields: dict[str, str]) -> Domain:
+    """Mailgun's domain update: the web prefix (see set_web_prefix), web scheme and TLS connection
+    settings change; the rest are checked against what this deployment does. Every field is checked before
+    anything changes, so a bad request changes nothing."""
+    domain = get(name)
+    unknown = sorted(set(fields) - set(UPDATE_FIELDS))
+    if unknown:
+        raise BadRequest(f"'{unknown[0]}' is not a setting of a domain")
+    for field_name, (fixed, why) in _FIXED.items():
+        value = fields.get(field_name)
+        if value is not None and value.strip().lower() not in (
+            fixed,
+            {"true": "yes", "false": "no"}.get(fixed),
+        ):
+            raise BadRequest(f"'{field_name}' can only be {fixed} here: {why}")
+    for field_name, why in _UNSUPPORTED.items():
+        if fields.get(field_name) not in (None, ""):
+            raise BadRequest(f"'{field_name}' is not supported: {why}")
+    mail_from, mail_from_host = fields.get("mailfrom_host"), f"{sending_identity.MAIL_FROM_PREFIX}.{name}"
+    if mail_from is not None and mail_from.strip().lower().rstrip(".") not in (
+        sending_identity.MAIL_FROM_PREFIX,
+        mail_from_host,
+    ):
+        raise BadRequest(f"'mailfrom_host' is {mail_from_host} here (SES's custom MAIL FROM)")
+    scheme = fields.get("web_scheme")
+    if scheme is not None and scheme.strip().lower() not in ("http", "https"):
+        raise BadRequest("'web_scheme' must be http or https")
+    require_tls = optional_bool("require_tls", fields.get("require_tls"))
+    skip_verification = optional_bool("skip_verification", fields.get("skip_verification"))
+    prefix = fields.get("web_prefix")
+    if prefix is not None:
+        normalise_web_prefix(prefix)
+    if require_tls is not None or skip_verification is not None:
+        domain = set_connection(
+            name, require_tls=require_tls, skip_verification=skip_verification, delivery_transport=None
+        )
+    return set_web_prefix(name, prefix) if prefix is not None else domain
+
+
+def set_web_prefix(name: str, prefix: str | None) -> Domain:
+    """Move the domain's tracking host to `<prefix>.<domain>`. The new host starts over: its own
+    certificate and custom domain (CustomDomains), a tracking CNAME to publish, and no pixels until that
+    checks valid. The old host keeps serving the pixels already sent on it for EventRetentionDays (their
+    copies expire then), and is released after that (tracking_hosts.retirement)."""
+    if prefix is None or not prefix.strip():
+        raise BadRequest("'web_prefix' parameter is missing")
+    new_prefix = normalise_web_prefix(prefix)
+    domain = get(name)
+    if new_prefix == domain.web_prefix:
+        return domain
+    new_host_name = f"{new_prefix}.{domain.name}"
+    host = tracking_hosts.revive(new_host_name) or replace(
+        tracking_hosts.initial(), api_id=domain.host.api_id
+    )
+    moved = replace(
+        domain,
+        web_prefix=new_prefix,
+        host=host,
+        cname_target=host.target if host.state != tracking_hosts.HostState.SHARED else domain.cname_target,
+        cname_valid="unknown",
+        tracking_ready=False,
+        cname_status=None,
+        cname_detail=None,
+        cname_found=[],
+        cname_checked_at=None,
+        https_status=None,
+        https_detail=None,
+        cert_days_left=None,
+    )
+    checked = check(moved)
+    retired = tracking_hosts.retirement(
+        domain.host,
+        domain.tracking_host,
+        domain.name,
+        keep_seconds=settings().event_retention_days * 86400,
+    )
+    # The domain's new host and the old one's retirement together, only if nobody changed the prefix
+    # meanwhile: a host is never both in use and due for release.
+    operations = [
+        store.put_operation(
+            table_name(),
+            checked.to_item(),
+            condition="attribute_exists(pk) AND web_prefix = :old_prefix",
+            condition_values={":old_prefix": domain.web_prefix},
+        ),
+        *([store.put_operation(table_name(), retired)] if retired else []),
+    ]
+    try:
+        store.transact_write(operations)
+    except store.TransactionCancelled:
+        tracking_hosts.release(checked.host, checked.tracking_host)  # ours alone: nothing else uses it
+        raise BadRequest(
+            f"The domain {name} changed meanwhile (deleted or given another web prefix)"
+        ) from None
+    return checked

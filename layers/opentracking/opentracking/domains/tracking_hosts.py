@@ -297,6 +297,16 @@ def _describe_certificate(host: TrackingHost) -> TrackingHost:
     )
 
 
+def certificate_pem(host: TrackingHost) -> str:
+    """The issued certificate and its chain, PEM (public data: any client sees it in the TLS handshake),
+    or "" when ACM does not give it now."""
+    try:
+        answer = client("acm").get_certificate(CertificateArn=host.certificate_arn)
+    except (ClientError, BotoCoreError):
+        return ""
+    return str(answer.get("Certificate", "")) + str(answer.get("CertificateChain", ""))
+
+
 def _delete_certificate(arn: str) -> bool:
     """True when the certificate is gone; False when API Gateway still holds it (retried later)."""
     try:
@@ -517,8 +527,58 @@ def _queue_cleanup(arn: str) -> None:
     )
 
 
+# --- a changed web prefix: the old host keeps serving the pixels already sent on it ---
+
+
+def retirement(
+    host: TrackingHost, tracking_host: str, domain: str, *, keep_seconds: float
+) -> dict[str, Any] | None:
+    """The item that keeps a tracking host its domain no longer uses (its web prefix changed) until the
+    copies sent with pixels on it have expired, then has it released (retry_cleanups). None when there is
+    nothing of ours to release (a shared target, or no certificate yet). Written in one transaction with
+    the domain's change, so a host is never both in use and due for release, nor forgotten."""
+    if host.state == HostState.SHARED or not host.certificate_arn:
+        return None
+    return {
+        "pk": keys.HOST_CLEANUP_PK,
+        "sk": keys.retired_host_sk(tracking_host),
+        "type": "retired_host",
+        "domain": domain,
+        "tracking_host": tracking_host,
+        "host": host.to_item(),
+        "release_after": str(time.time() + keep_seconds),
+    }
+
+
+def revive(tracking_host: str) -> TrackingHost | None:
+    """A retired host taken back into use (the prefix changed back): its certificate and custom domain
+    serve again, and nothing releases them. None when the host was never retired."""
+    key = {"pk": keys.HOST_CLEANUP_PK, "sk": keys.retired_host_sk(tracking_host)}
+    item = store.get_item(table_name(), key)
+    if item is None:
+        return None
+    store.delete_item(table_name(), key)
+    return TrackingHost.from_item(item.get("host"))
+
+
+def release_retired(*, domain: str | None = None, now: float | None = None) -> None:
+    """Release the retired hosts that are due (`now` past their time), or every one of `domain` (deleted)."""
+    for item in store.query_prefix(table_name(), keys.HOST_CLEANUP_PK, keys.RETIRED_HOST_PREFIX):
+        due = float(item["release_after"]) <= (time.time() if now is None else now)
+        if (domain is None and not due) or (domain is not None and item.get("domain") != domain):
+            continue
+        try:
+            release(TrackingHost.from_item(item.get("host")), item["tracking_host"])
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("retired tracking host not released", extra={"error": _error(exc)})
+            continue  # tried again at the next check
+        store.delete_item(table_name(), {"pk": keys.HOST_CLEANUP_PK, "sk": item["sk"]})
+
+
 def retry_cleanups() -> int:
-    """Delete certificates left behind by deleted domains; returns how many are still waiting."""
+    """Delete certificates left behind by deleted domains and release retired hosts that are due; returns
+    how many certificates are still waiting."""
+    release_retired()
     waiting = 0
     for item in store.query_prefix(table_name(), keys.HOST_CLEANUP_PK, keys.CERTIFICATE_PREFIX):
         try:

@@ -33,6 +33,7 @@ PRIVACY_SETTINGS_SK = "PRIVACY"  # in the domain's partition
 HOST_CLEANUP_PK = "HOST_CLEANUP"  # certificates left to delete once their custom domain is gone
 IDEMPOTENCY_PK = "IDEMPOTENCY#submit"
 CERTIFICATE_PREFIX = "CERT#"
+RETIRED_HOST_PREFIX = "RETIRED#"
 
 
 # --- a domain's partition ------------------------------------------------------------------------
@@ -193,3 +194,8 @@ def api_key_key(digest_hex: str) -> dict[str, str]:
 
 def certificate_cleanup_sk(arn: str) -> str:
     return f"{CERTIFICATE_PREFIX}{arn}"
+
+
+def retired_host_sk(tracking_host: str) -> str:
+    """A tracking host its domain no longer uses, kept serving until the pixels sent on it expire."""
+    return f"{RETIRED_HOST_PREFIX}{tracking_host}"

@@ -492,11 +492,23 @@ class TransactionCancelled(Exception):
         self.reasons = reasons
 
 
-def put_operation(table: str, item: dict[str, Any], *, if_absent: bool = False) -> dict[str, Any]:
-    """A transaction's Put; with `if_absent`, cancelled if the item exists (a replay writes nothing twice)."""
+def put_operation(
+    table: str,
+    item: dict[str, Any],
+    *,
+    if_absent: bool = False,
+    condition: str | None = None,
+    condition_values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A transaction's Put; with `if_absent`, cancelled if the item exists (a replay writes nothing twice),
+    with `condition` (its placeholders `:name` in `condition_values`), cancelled where it does not hold."""
     put: dict[str, Any] = {"TableName": table, "Item": serialize(item)}
     if if_absent:
         put["ConditionExpression"] = "attribute_not_exists(pk)"
+    elif condition:
+        put["ConditionExpression"] = condition
+        if condition_values:
+            put["ExpressionAttributeValues"] = serialize(condition_values)
     return {"Put": put}
 
 
