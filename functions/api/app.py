@@ -18,7 +18,7 @@ from opentracking.domains import certificates, diagnose, lifecycle, registry
 from opentracking.http import auth, gateway
 from opentracking.messages import stored
 from opentracking.messages.options import optional_bool, optional_click_mode
-from opentracking.reporting import account_tags, aggregates, consumer, queries, tag_limits
+from opentracking.reporting import account_tags, aggregates, consumer, logs, queries, tag_limits
 from opentracking.reporting import metrics as metrics_api
 
 app = gateway.resolver()
@@ -348,6 +348,12 @@ def analytics_metrics() -> dict:
 def _json_text() -> str | None:
     body = gateway.raw_body(app.current_event)
     return body.decode("utf-8", "replace") if body else None
+
+
+@app.post("/v1/analytics/logs")
+@tracer.capture_method
+def analytics_logs() -> dict:
+    return logs.list_logs(_json_text())
 
 
 @app.post("/v1/analytics/tags")

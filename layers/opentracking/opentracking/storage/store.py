@@ -415,6 +415,41 @@ def index_partition_keys(table: str, index: str, key_name: str, key_value: str, 
     return found[:limit]
 
 
+def count_index_between(
+    table: str,
+    index: str,
+    pk: tuple[str, str],
+    sk: tuple[str, str, str],
+    *,
+    keep: Callable[[dict[str, Any]], bool],
+    max_items: int,
+    max_pages: int,
+) -> int | None:
+    """How many items of one index partition between two sort keys `keep` keeps; None when more than
+    `max_items` match or the range holds more than `max_pages` pages (no count rather than a wrong one)."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": index,
+        "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :lo AND :hi",
+        "ExpressionAttributeNames": {"#pk": pk[0], "#sk": sk[0]},
+        "ExpressionAttributeValues": {":pk": {"S": pk[1]}, ":lo": {"S": sk[1]}, ":hi": {"S": sk[2]}},
+    }
+    total = 0
+    try:
+        for _ in range(max_pages):
+            response = client("dynamodb").query(**request)
+            total += sum(1 for item in map(deserialize, response["Items"]) if keep(item))
+            if total > max_items:
+                return None
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return total
+            request["ExclusiveStartKey"] = last
+    except AWS_ERRORS as exc:
+        raise StorageUnavailable("The data store is unavailable, please retry") from exc
+    return None
+
+
 def query_index_between(
     table: str,
     index: str,
