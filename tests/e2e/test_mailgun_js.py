@@ -1,6 +1,7 @@
 """Mailgun's official Node.js SDK (mailgun.js, pinned in tests/e2e/node), unchanged, against the local stack:
 a client we did not write, reading what a newsletter app reads back (events with Mailgun's filter
-expressions, stats, the Metrics API, tags, webhooks)."""
+expressions, stats, the Metrics API, tags, webhooks) and what an app that manages its account calls (the
+Logs API, account tags, domain settings, the tracking certificate)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,42 @@ def test_mailgun_js_reads_stats_and_the_metrics_api(read_back):
     metrics = read["metrics"]
     assert metrics["status"] == 200 and metrics["aggregates"]["metrics"]["accepted_count"] >= 2
     assert metrics["start"] and metrics["end"]  # mailgun.js parsed them as dates
+
+
+@pytest.fixture(scope="module")
+def managed(read_back, local_stack):
+    return drive(local_stack, "manage")
+
+
+def test_mailgun_js_reads_the_logs_api_page_by_page(managed):
+    first, second = managed["logs"], managed["nextPage"]
+    assert first["status"] == 200 and first["pagination"]["total"] == 2 and first["aggregates"]["all"] == 2
+    assert [item["event"] for item in first["items"] + second["items"]] == ["accepted", "accepted"]
+    recipients = {item["recipient"] for item in first["items"] + second["items"]}
+    assert recipients == {READER, OTHER}
+    assert first["items"][0]["domain"] == {"name": DOMAIN}
+    assert first["items"][0]["@timestamp"].endswith("Z")  # mailgun.js parsed it into a Date
+    assert "next" not in second["pagination"] or second["pagination"]["next"] != first["pagination"]["next"]
+
+
+def test_mailgun_js_manages_account_tags(managed):
+    (tag,) = managed["accountTags"]["items"]
+    assert tag["tag"] == "js-launch" and tag["first_seen"].endswith("Z")
+    assert managed["accountTags"]["pagination"]["total"] == 1
+    assert managed["described"] == {"message": "Tag updated"}
+    assert managed["describedTag"]["description"] == "Launch mail, sent with mailgun.js"
+    limits = managed["tagLimits"]
+    assert limits["count"] >= 1 and limits["limit"] >= 20000 and limits["limit_reached"] is False
+    assert managed["deleted"] == {"message": "Tag deleted"}
+    assert managed["deletedTag"]["error"]["status"] == 404
+
+
+def test_mailgun_js_updates_the_domain_and_reads_its_certificate(managed):
+    assert managed["updated"]["name"] == DOMAIN and managed["updated"]["require_tls"] is True
+    refused = managed["refused"]["error"]
+    assert refused["status"] == 400 and "wildcard" in refused["details"]
+    # the local stack serves every tracking host with one certificate (TrackingHosts=SharedTarget)
+    assert managed["certificate"]["responseStatusCode"] == 200
+    assert managed["certificate"]["status"] in ("processing", "active", "error")
+    generate = managed["generate"]["error"]
+    assert generate["status"] == 400 and "SharedTarget" in generate["details"]

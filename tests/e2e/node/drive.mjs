@@ -46,9 +46,56 @@ async function read() {
   };
 }
 
+async function attempt(call) {
+  try {
+    return await call();
+  } catch (error) {
+    return { error: { message: error.message, status: error.status, details: error.details } };
+  }
+}
+
+// What an app that manages its account does: the Logs API, account tags, domain settings, certificates.
+async function manage() {
+  const day = 24 * 3600 * 1000;
+  const onlyThisDomain = {
+    AND: [{ attribute: "domain", comparator: "=", values: [{ label: DOMAIN, value: DOMAIN }] }],
+  };
+  const logs = await mg.logs.list({
+    start: new Date(Date.now() - day),
+    end: new Date(Date.now() + 60 * 1000),
+    events: ["accepted"],
+    include_totals: true,
+    pagination: { limit: 1, sort: "timestamp:asc" },
+    filter: onlyThisDomain,
+  });
+  const nextPage = await mg.logs.list({
+    start: new Date(Date.now() - day),
+    end: new Date(Date.now() + 60 * 1000),
+    events: ["accepted"],
+    include_totals: true,
+    pagination: { limit: 1, sort: "timestamp:asc", token: logs.pagination.next },
+    filter: onlyThisDomain,
+  });
+  return {
+    logs,
+    nextPage,
+    accountTags: await mg.tags.list({ tag: "js-", pagination: { limit: 10, include_total: true } }),
+    described: await mg.tags.update("js-launch", "Launch mail, sent with mailgun.js"),
+    describedTag: await mg.domains.domainTags.get(DOMAIN, "js-launch"),
+    tagLimits: await mg.tags.limits(),
+    updated: await mg.domains.update(DOMAIN, { require_tls: true, wildcard: false }),
+    refused: await attempt(() => mg.domains.update(DOMAIN, { wildcard: true })),
+    certificate: await mg.domains.domainTracking.get(`email.${DOMAIN}`),
+    generate: await attempt(() => mg.domains.domainTracking.generate(`email.${DOMAIN}`)),
+    deleted: await mg.tags.destroy("js-launch"),
+    deletedTag: await attempt(() => mg.domains.domainTags.get(DOMAIN, "js-launch")),
+  };
+}
+
+const phases = { send, read, manage };
 let out;
 try {
-  out = phase === "send" ? await send() : await read();
+  out = await phases[phase]();
 } catch (error) {
   out = { error: { message: error.message, status: error.status, details: error.details } };
 }
