@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.message
 import json
 import re
 from email import policy
@@ -183,6 +184,33 @@ def test_the_accepted_event_is_in_mailguns_shape(aws, submit):
         {"filename": "report.pdf", "content-type": "application/pdf", "size": 8}
     ]
     assert event["message"]["size"] > 8 and event["storage"]["key"]
+
+
+def test_a_mime_messages_attachments_are_listed_in_its_accepted_event(aws, submit):
+    # the same shape as for form attachments: name, type and decoded size, in order; inline parts and
+    # bodies are not attachments; an attached message is one
+    message = email.message.EmailMessage()
+    message["From"], message["To"], message["Subject"] = "sender@example.com", "d@example.net", "Files"
+    message.set_content("text body")
+    message.add_alternative("<p>html body</p>", subtype="html")
+    message.add_attachment(bytes(range(256)) * 4, maintype="application", subtype="pdf", filename="q.pdf")
+    message.add_attachment("na\u00efve\n" * 10, filename="notes.txt", cte="quoted-printable")
+    forwarded = email.message.EmailMessage()
+    forwarded["Subject"] = "forwarded"
+    forwarded.set_content("inner")
+    message.add_attachment(forwarded)
+    raw = message.as_bytes()
+    status, _ = submit(
+        [("to", "d@example.net")], files=[("message", "m.eml", "message/rfc822", raw)], mime=True
+    )
+    assert status == 200
+    listed = accepted_events(aws)["d@example.net"]["message"]["attachments"]
+    assert [(a["filename"], a["content-type"]) for a in listed] == [
+        ("q.pdf", "application/pdf"),
+        ("notes.txt", "text/plain"),
+        ("", "message/rfc822"),
+    ]
+    assert listed[0]["size"] == 1024 and listed[1]["size"] == len(("na\u00efve\n" * 10).encode())
 
 
 def test_an_accepted_event_names_no_other_recipient(aws, submit):

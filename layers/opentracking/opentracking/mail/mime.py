@@ -436,3 +436,40 @@ def base64_and_appended(core: bytes) -> tuple[bytes, bytes]:
     if end == 0 or not core[end:].strip(b" \t\r\n"):
         return core, b""
     return core[:end], core[end:]
+
+
+def decoded_size(data: bytes, part: Part) -> int:
+    """The size of a part's content once its transfer encoding is undone (what Mailgun reports as an
+    attachment's `size`), computed without keeping the decoded bytes around."""
+    body = data[part.body_start : part.end]
+    if part.cte == "base64":
+        compact = len(body) - sum(body.count(c) for c in (b" ", b"\t", b"\r", b"\n"))
+        return max(compact * 3 // 4 - min(body.rstrip().count(b"=", -2), 2), 0)
+    if part.cte == "quoted-printable":
+        return len(binascii.a2b_qp(body))
+    return len(body)
+
+
+def attachments(data: bytes) -> list[dict[str, Any]]:
+    """The attachments of a raw MIME message, in order, as Mailgun's accepted event lists them:
+    `filename`, `content-type` and decoded `size`. Parts are found by the same bounded parser the injector
+    uses (no content is decoded but quoted-printable's); attached messages are one attachment each."""
+    root = parse_part(data, 0, len(data), "text/plain", 0, {})
+    found: list[dict[str, Any]] = []
+
+    def walk(part: Part, top_level: bool) -> None:
+        if part.children:
+            for child in part.children:
+                walk(child, False)
+            return
+        if part.has_body and is_attachment(part, top_level):
+            found.append(
+                {
+                    "filename": part.info.get_filename() or "",
+                    "content-type": part.ctype,
+                    "size": decoded_size(data, part),
+                }
+            )
+
+    walk(root, True)
+    return found

@@ -19,6 +19,7 @@ from opentracking.domains import registry
 from opentracking.http.forms import Form
 from opentracking.mail import compose, links, splice, unsubscribe
 from opentracking.mail.injection import REASON_TEXT, inject
+from opentracking.mail.mime import attachments as mime_attachments
 from opentracking.messages import copies, options, stored
 from opentracking.privacy import erasure, policy, suppressions
 from opentracking.reporting import tag_limits
@@ -143,7 +144,7 @@ def plan(form: Form, domain: registry.Domain, *, mime: bool) -> Submission:
         prepared = compose.prepare_mime(raw, domain.name)
         source: object = prepared
         message_id, sender, subject = prepared.message_id, prepared.sender, prepared.subject
-        to_header, attachments = prepared.to, []  # a MIME message's parts are not parsed at submission
+        to_header, attachments = prepared.to, mime_attachments(prepared.message)
         control = _control_headers(form, prepared.control_headers)
     else:
         parts = compose.parts_from_form(form)
