@@ -154,17 +154,29 @@ class Domain:
         return hashlib.sha256(f"opentracking-domain:{self.name}".encode()).hexdigest()[:24]
 
     def mailgun(self) -> dict[str, Any]:
+        """Every field of Mailgun's domain object (its Go SDK's mtypes.Domain), the ones for features this
+        deployment does not have at their off value."""
+        mail_from = next((r.name for r in self.identity.records if r.purpose == "mail_from"), "")
         return {
+            "archive_to": "",
             "created_at": formatdate(self.created_at, usegmt=True),
+            "dkim_host": self.name,
+            "encrypt_incoming_message": False,
             "id": self.opaque_id,
             "is_disabled": False,
+            "mailfrom_host": mail_from,
+            # how long the message-storage API finds a copy
+            "message_ttl": settings().event_retention_days * 86400,
             "name": self.name,
             "require_tls": self.require_tls,
             "skip_verification": self.skip_verification,
             "smtp_login": f"postmaster@{self.name}",
             "spam_action": "disabled",
             "state": "active" if self.tracking_ready else "unverified",
+            "subaccount_id": "",
+            "tracking_host": self.tracking_host,
             "type": "custom",
+            "use_automatic_sender_security": True,
             "web_prefix": self.web_prefix,
             "web_scheme": "https",
             "wildcard": False,

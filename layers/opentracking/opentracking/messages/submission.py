@@ -667,6 +667,7 @@ def _accepted_event(submission: Submission, copy: Copy, timestamp: float) -> dic
         "recipient": copy.recipient,
         "recipient-domain": copy.recipient.rpartition("@")[2].lower(),
         "tags": submission.tags,
+        "campaigns": [],  # Mailgun's retired campaigns: always empty, still in its event shape
         "user-variables": copy.user_variables,
         "envelope": {"sender": submission.sender, "targets": copy.recipient, "transport": "smtp"},
         "flags": {"is-test-mode": submission.testmode, "is-authenticated": True},

@@ -147,6 +147,7 @@ def opened_event(
         "recipient": copy["recipient"],
         "recipient-domain": copy.get("recipient_domain") or copy["recipient"].rpartition("@")[2].lower(),
         "tags": list(copy.get("tags") or []),
+        "campaigns": [],  # Mailgun's retired campaigns: always empty, still in its event shape
         "user-variables": json.loads(copy.get("user_variables") or "{}"),
         "ip": raw.get("ip", ""),
         "geolocation": geolocation.locate(
