@@ -38,6 +38,8 @@ class Format:
         try:
             if self.name == "RFC 2822":
                 parsedate_to_datetime(value)
+            elif self.name == "ISO 8601 without a zone":  # mtypes.ISO8601Time: "" or 2006-01-02T15:04:05
+                return value == "" or bool(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?", value))
             else:  # RFC 3339, as Go's time.Time decodes it
                 datetime.fromisoformat(value.replace("Z", "+00:00"))
         except (TypeError, ValueError):
@@ -50,7 +52,7 @@ class Optional:
     spec: Any
 
 
-RFC2822, RFC3339 = Format("RFC 2822"), Format("RFC 3339")
+RFC2822, RFC3339, ISO8601 = Format("RFC 2822"), Format("RFC 3339"), Format("ISO 8601 without a zone")
 S, B, N, F = str, bool, int, float  # JSON string, boolean, integer (never a float) and number
 ANY = object
 
@@ -402,6 +404,35 @@ def test_stored_messages_webhooks_and_suppressions(stack):
     bounce_shape = {"address": S, "code": S, "error": S, "created_at": RFC2822}  # mtypes.Bounce
     assert_conforms(bounces, {"items": [bounce_shape], "paging": PAGING})
     assert_conforms(json_of(stack.call("GET", f"/v3/{DOMAIN}/bounces/gone@example.net")), bounce_shape)
+
+
+def test_unsubscribes_complaints_and_keys(stack):
+    assert stack.call("POST", f"/v3/{DOMAIN}/unsubscribes", data={"address": "u@example.net"}).ok
+    unsubscribe = {"address": S, "tags": Optional([S]), "created_at": Optional(RFC2822)}  # mtypes
+    listed = json_of(stack.call("GET", f"/v3/{DOMAIN}/unsubscribes"))
+    assert_conforms(listed, {"items": [unsubscribe], "paging": PAGING})
+    assert stack.call("POST", f"/v3/{DOMAIN}/complaints", data={"address": "c@example.net"}).ok
+    complaint = {"address": S, "count": N, "created_at": RFC2822}  # mtypes.Complaint
+    assert_conforms(
+        json_of(stack.call("GET", f"/v3/{DOMAIN}/complaints")), {"items": [complaint], "paging": PAGING}
+    )
+
+    key = {  # mtypes.APIKey
+        "id": S,
+        "description": S,
+        "kind": S,
+        "role": S,
+        "created_at": ISO8601,
+        "updated_at": ISO8601,
+        "domain_name": Optional(S),
+        "is_disabled": B,
+        "expires_at": Optional(ISO8601),
+    }
+    created = stack.call(
+        "POST", "/v1/keys", data={"role": "sending", "kind": "domain", "domain_name": DOMAIN}
+    )
+    assert_conforms(json_of(created), {"key": {**key, "secret": S}})
+    assert_conforms(json_of(stack.call("GET", "/v1/keys")), {"items": [key], "total_count": N})
 
 
 def test_errors_are_mailguns_json_with_a_message(stack):

@@ -22,7 +22,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from email.utils import formatdate
+from datetime import UTC, datetime
 from typing import Any
 
 from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError
@@ -109,6 +109,12 @@ def authenticate(authorization: str | None, secret_name: str, table: str) -> Pri
     return Principal(role=item["role"], domain=item.get("domain_name"), key_id=item["id"])
 
 
+def _key_time(timestamp: float) -> str:
+    """As Mailgun's keys API writes times: ISO 8601 in UTC without a zone ("2006-01-02T15:04:05"), which its
+    Go SDK parses with exactly that layout (an RFC 2822 date or a null fails there)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _key_object(item: dict[str, Any]) -> dict[str, Any]:
     created = float(item["created_at"])
     return {
@@ -116,14 +122,14 @@ def _key_object(item: dict[str, Any]) -> dict[str, Any]:
         "description": item.get("description", ""),
         "kind": item["kind"],
         "role": item["role"],
-        "domain_name": item.get("domain_name"),
-        "created_at": formatdate(created, usegmt=True),
-        "updated_at": formatdate(created, usegmt=True),
-        "expires_at": formatdate(int(item["expires_at"]), usegmt=True) if item.get("expires_at") else None,
+        "domain_name": item.get("domain_name") or "",
+        "created_at": _key_time(created),
+        "updated_at": _key_time(created),
+        "expires_at": _key_time(int(item["expires_at"])) if item.get("expires_at") else "",
         "is_disabled": bool(item.get("is_disabled", False)),
-        "disabled_reason": None,
-        "requestor": None,
-        "user_name": None,
+        "disabled_reason": "",
+        "requestor": "",
+        "user_name": "",
     }
 
 
