@@ -577,10 +577,14 @@ def test_regenerate_replaces_an_expired_certificate_and_leaves_a_valid_one(world
     assert len(certificates()) == 2 and x509(world, "GET")[1]["status"] == "active"
 
 
-def test_a_shared_target_has_no_certificate_to_generate(world):
+def test_a_shared_target_has_no_certificate_to_generate_and_checks_the_host_again(world):
     world.monkeypatch.setenv("TRACKING_HOSTS", "SharedTarget")
     world.create()
     assert x509(world, "GET")[1] == {"status": "processing", "error": "not checked yet", "certificate": ""}
-    status, body = x509(world, "POST")
-    assert status == 400 and "SharedTarget" in body["message"]
-    assert x509(world, "PUT")[0] == 400
+    before = registry.get(DOMAIN).cname_checked_at
+    for method in ("POST", "PUT"):
+        status, body = x509(world, method)
+        assert status == 202 and "SharedTarget" in body["message"]
+        assert body["location"] == f"/v2/x509/{HOST}/status"
+    assert registry.get(DOMAIN).cname_checked_at > before  # checked again
+    assert certificates() == {}

@@ -11,14 +11,15 @@ Mailgun issues the tracking host's certificate with Let's Encrypt; here ACM issu
 
 The path names the tracking host (`email.example.com`, as Mailgun's SDKs send it) or the sending domain.
 With `TrackingHosts=SharedTarget` the operator serves every tracking host with a certificate of their own:
-`status` reports what the scheduled HTTPS check saw, and there is nothing to generate.
+`status` reports what the scheduled HTTPS check saw, and `generate` and `regenerate` check the host's
+records again (202, saying there is nothing of its own to generate).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError
+from opentracking.core.errors import NotFound, OpenTrackingError
 from opentracking.domains import registry, tracking_hosts
 from opentracking.domains.tracking_hosts import HostState
 
@@ -77,18 +78,27 @@ def _started(domain: registry.Domain) -> dict[str, Any]:
     return {"message": GENERATED, "location": f"/v2/x509/{domain.tracking_host}/status"}
 
 
-def _per_domain(domain: registry.Domain) -> None:
-    if domain.host.state == HostState.SHARED:
-        raise BadRequest(
-            "This deployment serves every tracking host with one certificate of its operator's "
-            "(TrackingHosts=SharedTarget): there is no per-domain certificate to generate"
-        )
+SHARED = (
+    "This deployment serves every tracking host with its operator's certificate "
+    "(TrackingHosts=SharedTarget): there is no certificate of its own to generate. The host's records were "
+    "checked again; its status is at the location below"
+)
+
+
+def _shared(domain: registry.Domain) -> dict[str, Any] | None:
+    """With a shared target, generating means checking again what serves the host (202, and why)."""
+    if domain.host.state != HostState.SHARED:
+        return None
+    registry.verify(domain.name)
+    return {**_started(domain), "message": SHARED}
 
 
 def generate(name: str) -> dict[str, Any]:
     """POST /v2/x509/{domain}: request the tracking host's certificate (202), if it has none yet."""
     domain = find(name)
-    _per_domain(domain)
+    shared = _shared(domain)
+    if shared:
+        return shared
     if domain.host.state != HostState.NOT_REQUESTED:
         raise Conflict(
             f"{domain.tracking_host} already has a certificate ({domain.host.state}); "
@@ -101,7 +111,9 @@ def generate(name: str) -> dict[str, Any]:
 def regenerate(name: str) -> dict[str, Any]:
     """PUT /v2/x509/{domain}: replace a certificate that failed or expired (202); a valid one stays."""
     domain = find(name)
-    _per_domain(domain)
+    shared = _shared(domain)
+    if shared:
+        return shared
     if domain.host.state not in (HostState.CERTIFICATE_FAILED, HostState.CERTIFICATE_EXPIRED):
         still = "is still valid" if domain.host.state not in _PROCESSING else "is being issued"
         raise Conflict(f"The certificate of {domain.tracking_host} {still}: it is not regenerated")
