@@ -203,8 +203,9 @@ def test_once_dns_serves_both_records_the_checker_maps_the_host_and_pixels_are_h
     assert len(certificates()) == 1 and len(custom_domains()) == 1 and len(mappings()) == 1
 
 
-def ready(world) -> dict:
-    _tracking, validation = records(world.create())
+def serve(world, validation: dict) -> dict:
+    """The customer publishes ACM's validation record, ACM issues and the checker maps the host; then the
+    tracking CNAME is published and checked: the host is ready."""
     world.publish(validation)
     world.acm_issues()
     world.check()
@@ -213,6 +214,12 @@ def ready(world) -> dict:
     world.check()
     body = world.get()
     assert body["tracking_host"]["state"] == "ready"
+    return body
+
+
+def ready(world) -> dict:
+    _tracking, validation = records(world.create())
+    body = serve(world, validation)
     assert world.enable_opens()[0] == 200
     return body
 
@@ -478,13 +485,7 @@ def test_a_new_web_prefix_starts_a_new_host_and_the_old_one_serves_sent_pixels_u
     assert HOST in custom_domains() and len(mappings()) == 1
 
     # the new host comes up as the first one did, and pixels move to it
-    world.publish(validation)
-    world.acm_issues()
-    world.check()
-    tracking, _validation = records(world.get())
-    world.publish(tracking)
-    world.check()
-    assert world.get()["tracking_host"]["state"] == "ready"
+    serve(world, validation)
     assert f"https://{new_host}/o/" in tracked_copy_html()
     assert HOST in custom_domains()  # still within the retention of the copies sent on it
 
