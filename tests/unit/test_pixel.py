@@ -156,6 +156,42 @@ def test_dynamodb_down_still_serves_the_gif(aws, handler, token, lambda_context,
     assert len(spilled(aws)) == 1  # kept for the redrive function
 
 
+@pytest.mark.parametrize("fault", ["server error", "throttled", "read timeout"])
+def test_the_pixel_makes_one_attempt_then_spills(aws, handler, token, lambda_context, monkeypatch, fault):
+    # The fault is injected under botocore's retry handling (in DynamoDB itself, or in the HTTP exchange),
+    # so the attempts counted are the ones botocore's own retry configuration makes: the spill is the retry.
+    from botocore.exceptions import ReadTimeoutError
+    from moto.core.exceptions import JsonRESTError
+    from moto.dynamodb.models import DynamoDBBackend
+
+    from opentracking.core.aws import client
+
+    attempts = []
+
+    def dynamodb_fails(*_args, **_kwargs):
+        attempts.append(fault)
+        status, code = (
+            (500, "InternalServerError") if fault == "server error" else (400, "ThrottlingException")
+        )
+        error = JsonRESTError(code, "injected")
+        error.code = status
+        raise error
+
+    def no_answer(request, **_kwargs):
+        attempts.append(fault)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    pixel_client = client("dynamodb", "pixel")
+    if fault == "read timeout":
+        pixel_client.meta.events.register_first("before-send.dynamodb.PutItem", no_answer)
+    else:
+        monkeypatch.setattr(DynamoDBBackend, "put_item", dynamodb_fails)
+    assert_gif(handler.lambda_handler(pixel_event(token), lambda_context))
+    assert len(attempts) == 1
+    assert pixel_client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert opens(aws) == [] and len(spilled(aws)) == 1  # not lost: the redrive writes it
+
+
 def test_secret_unavailable_still_serves_the_gif_and_keeps_the_open(
     aws, handler, token, lambda_context, monkeypatch
 ):

@@ -15,13 +15,18 @@ from botocore.config import Config
 
 # Submission and management: standard retries, generous but bounded timeouts.
 DEFAULT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 4, "mode": "standard"})
-# The pixel's budget: ~2 attempts within a few hundred milliseconds, then give up (the GIF is served anyway).
+# The pixel's budget: one attempt, bounded in time, then the spill queue (the spill is the retry: the redrive
+# writes the open later, so none is lost). botocore reads `max_attempts` as retries after the first, and
+# standard mode sleeps between them: with retries a failing DynamoDB kept readers waiting seconds (issue 27).
+# `total_max_attempts` counts every attempt, the first included. DynamoDB answers a PutItem in well under
+# 100 ms; one that takes 200 ms is treated as down and its open spilled, so a hanging table keeps a reader
+# about 0.2 s (the target is 250 ms of handler time).
 # No client-side parameter validation: its one PutItem is built by our code in DynamoDB's wire format and
 # the service validates it anyway; validation was ~11% of the pixel's put_item CPU (PERFORMANCE.md, gap 7).
 PIXEL_CONFIG = Config(
-    connect_timeout=0.25,
-    read_timeout=0.5,
-    retries={"max_attempts": 2, "mode": "standard"},
+    connect_timeout=0.1,
+    read_timeout=0.2,
+    retries={"total_max_attempts": 1, "mode": "standard"},
     tcp_keepalive=True,
     parameter_validation=False,
 )
