@@ -103,6 +103,7 @@ def run(*, tiny: bool = False) -> dict:
             block=25 if tiny else 250,
         )
 
+    faults = _failure_paths(tiny=tiny)
     cpu = {name: summary_us(s["cpu_ns"]) for name, s in samples.items()}
     wall = {name: summary_us(s["wall_ns"]) for name, s in samples.items()}
     per_open = {key: warm[key] / warm_opens for key in ("api_calls", "http_requests", "reads", "writes")}
@@ -157,6 +158,24 @@ def run(*, tiny: bool = False) -> dict:
             met=at_most(cpu_ratio_p99, 2.0),
         ),
         row("pixel", "stdout per open (EMF metrics, logs)", log_bytes_per_open, "bytes"),
+        *(
+            row(
+                "pixel",
+                f"handler time per open, DynamoDB {label}, worst of {faults[fault]['opens']}",
+                faults[fault]["max_ms"],
+                "ms",
+                baseline=wall["pixel"]["p50_us"] / 1000,
+                ratio=faults[fault]["max_ms"] / (wall["pixel"]["p50_us"] / 1000),
+                target="<= 250 ms, 1 attempt, spilled",
+                met=faults[fault]["max_ms"] <= 250
+                and faults[fault]["attempts_per_open"] == 1
+                and faults[fault]["spills_per_open"] == 1,
+                note=f"p50 {faults[fault]['p50_ms']:.1f} ms; baseline: healthy p50 (wall); per open: "
+                f"DynamoDB attempts {faults[fault]['attempts_per_open']:g}, "
+                f"spill {faults[fault]['spills_per_open']:g}",
+            )
+            for fault, label in (("error", "failing (500)"), ("hang", "hanging (no answer)"))
+        ),
     ]
     return {
         "rows": rows,
@@ -168,5 +187,47 @@ def run(*, tiny: bool = False) -> dict:
             "cpu": cpu,
             "wall": wall,
             "log_bytes_per_open": log_bytes_per_open,
+            "failure_paths": faults,
         },
     }
+
+
+def _failure_paths(*, tiny: bool) -> dict[str, dict]:
+    """The pixel's handler time per open, warm, while DynamoDB answers every PutItem with a 500 ("error")
+    or not at all ("hang": the client's read timeout passes); the spill queue answers. Each open must
+    cost one attempt and one spill, and keep the reader at most 250 ms (issue 27)."""
+    from opentracking.core import aws
+    from opentracking.tracking import tokens
+
+    results = {}
+    for fault, opens in (("error", 5 if tiny else 50), ("hang", 2 if tiny else 10)):
+        aws.reset_clients()
+        stack = stub_stack()
+        env = function_env(stack, FUNCTION)
+        faults = {("dynamodb", "PutItem"): fault}
+        with environment(env), stubs.AwsStub.from_env(env, faults=faults) as stub, captured_output():
+            handler = load_handler("functions/pixel")
+            context = lambda_context(stack, FUNCTION)
+            keyring = tokens.KeyRing.from_secret(json.loads(stubs.TOKEN_SECRET))
+            event = pixel_event(tokens.issue_token(keyring, COPY_ID, stubs.BENCH_DOMAIN))
+            handler.lambda_handler(event, context)  # warm: the key ring is fetched once
+            stub.reset()
+            times_ms = []
+            for _ in range(opens):
+                started = time.perf_counter()
+                assert handler.lambda_handler(event, context)["statusCode"] == 200
+                times_ms.append((time.perf_counter() - started) * 1000)
+            snapshot = stub.snapshot()
+            calls = snapshot["by_operation"]
+        times_ms.sort()
+        results[fault] = {
+            "opens": opens,
+            "max_ms": round(times_ms[-1], 2),
+            "p50_ms": round(times_ms[len(times_ms) // 2], 2),
+            "put_items_per_open": calls.get("dynamodb.PutItem", 0) / opens,
+            # HTTP attempts at DynamoDB: every request sent but the spills (the spill queue answers at once)
+            "attempts_per_open": (snapshot["http_requests"] - calls.get("sqs.SendMessage", 0)) / opens,
+            "spills_per_open": calls.get("sqs.SendMessage", 0) / opens,
+        }
+    aws.reset_clients()
+    return results

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
@@ -85,8 +86,12 @@ class AwsStub:
         record: frozenset[str] = frozenset(),
         items: dict[str, dict] | None = None,
         objects: dict[str, bytes] | None = None,
+        faults: dict[tuple[str, str], str] | None = None,
     ):
         self.answer = answer
+        # (service, operation) -> "error" (DynamoDB's 500 InternalServerError) or "hang" (no answer: the
+        # client's read timeout passes, then botocore's ReadTimeoutError), below botocore's retries.
+        self.faults = dict(faults or {})
         # Items GetItem and UpdateItem (ReturnValues) answer with, by partition key, in DynamoDB's JSON;
         # and S3 objects GetObject answers with, by key (the sender reads a copy, then claims it).
         self.items = dict(items or {})
@@ -259,9 +264,26 @@ def _patch_endpoint(endpoint_module) -> None:
         if not stub.answer:
             return original(self, request)
         service, operation = getattr(_CURRENT, "op", ("", ""))
+        fault = stub.faults.get((service, operation))
+        if fault:
+            return _fail(self, request, fault)
         return stub.respond(request, service, operation)
 
     endpoint._send = _send
+
+
+def _fail(endpoint, request, fault: str):
+    """What a failing service does to one attempt: a 500, or nothing until the read timeout."""
+    from botocore.awsrequest import AWSResponse
+    from botocore.exceptions import ReadTimeoutError
+
+    if fault == "hang":
+        timeout = endpoint.http_session._timeout  # urllib3's Timeout, from the client's Config
+        time.sleep(timeout[1] if isinstance(timeout, tuple) else float(timeout.read_timeout))
+        raise ReadTimeoutError(endpoint_url=request.url)
+    data = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "down"})
+    headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": "bench-fault"}
+    return AWSResponse(request.url, 500, {**headers, "Content-Length": str(len(data))}, _Body(data.encode()))
 
 
 def install() -> None:

@@ -91,6 +91,13 @@ def test_pixel_makes_exactly_one_aws_request_per_open(bench_run):
     }
     for name in ("pixel", "floor"):
         assert raw["cpu"][name]["n"] >= 50 and raw["cpu"][name]["p50_us"] > 0
+    # With DynamoDB failing or hanging: one attempt and one spill per open, every open answered.
+    for fault in ("error", "hang"):
+        measured = raw["failure_paths"][fault]
+        assert measured["put_items_per_open"] == 1 and measured["spills_per_open"] == 1
+        assert measured["attempts_per_open"] == 1
+        assert 0 < measured["p50_ms"] <= measured["max_ms"]
+    assert raw["failure_paths"]["hang"]["p50_ms"] >= 200  # the stub really waited for the read timeout
 
 
 def test_cold_start_runs_the_pixel_and_the_floor_in_fresh_processes(bench_run):
