@@ -75,10 +75,16 @@ def test_pages_follow_the_token_to_the_end_without_gaps_or_repeats(invoke, histo
             break
         body = {**body, "pagination": {**body["pagination"], "token": answer["pagination"]["next"]}}
     assert len(seen) == len(set(seen)) == 5
-    # a token only goes with the query it came from
-    other = {"events": ["opened"], "pagination": {"limit": 2, "token": body["pagination"]["token"]}}
+    # a token only goes with the query it came from: the same events, filter and order ...
+    token = body["pagination"]["token"]
+    other = {"events": ["opened"], "pagination": {"limit": 2, "token": token, "sort": "timestamp:asc"}}
     status, error = invoke("api", "POST", PATH, json_body=other)
     assert status == 400 and "another query" in error["message"]
+    reversed_order = {"pagination": {"limit": 2, "token": token, "sort": "timestamp:desc"}}
+    assert invoke("api", "POST", PATH, json_body=reversed_order)[0] == 400
+    # ... while the window may move, as clients compute "the last day" again for every page
+    moved = {"duration": "2d", "pagination": {"limit": 3, "token": token, "sort": "timestamp:asc"}}
+    assert invoke("api", "POST", PATH, json_body=moved)[0] == 200
 
 
 @pytest.mark.parametrize(

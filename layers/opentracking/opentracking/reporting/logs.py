@@ -310,11 +310,11 @@ def list_logs(body_text: str | None) -> dict[str, Any]:
     ascending, limit, token = _pagination(body)
     include_totals = _flag(body, "include_totals")
     _flag(body, "include_subaccounts")  # no subaccounts here: accepted, changes nothing
-    canonical = json.dumps(
-        {k: body.get(k) for k in ("start", "end", "duration", "events", "metric_events", "filter")},
-        sort_keys=True,
-    )
-    query_key = hashlib.sha256(f"{canonical}|{ascending}|{limit}".encode()).hexdigest()[:16]
+    # A token is bound to what it selects and its order, not to the window: clients compute "the last day"
+    # again for every page (mailgun.js does), so start and end move by a second or so between pages, and the
+    # token's position in time is what continues the walk. The page size may change as well.
+    canonical = json.dumps({k: body.get(k) for k in ("events", "metric_events", "filter")}, sort_keys=True)
+    query_key = hashlib.sha256(f"{canonical}|{ascending}".encode()).hexdigest()[:16]
     pivot = _pivot(token, query_key) if token else None
     unique = {kind: _unique_markers(kind) for kind in ("opened", "clicked")}
 
