@@ -121,8 +121,9 @@ apple-ranges: $(STAMP) ## Refresh Apple's egress ranges (bot="apple") from Apple
 geolocation: $(STAMP) ## Move the IP-to-country data (iptocc, nightly from the registries) to its newest release; needs the package index
 	$(BIN)/python scripts/refresh_geolocation.py
 
-build: $(STAMP) ## sam build (offline is fine: pinned wheels from the package index)
+build: $(STAMP) ## sam build, then bytecode for every artifact (offline is fine: pinned wheels from the package index)
 	$(BIN)/sam build
+	@$(LOCAL_PATH) $(BIN)/python -m devstack.bytecode .aws-sam/build
 
 deploy: build ## sam deploy --guided
 	$(BIN)/sam deploy --guided

@@ -31,6 +31,9 @@ FUNCTIONS = [
     ("DnsHealthFunction", "functions/dns_health"),
 ]
 PIXEL_TARGET = 1.3
+# The pixel as a package without bytecode starts: every module of the layer compiled at import (what a
+# `sam build` without `make build`'s compile step ships; /opt is read-only, so nothing is cached either).
+NO_BYTECODE = "PixelFunction, no bytecode"
 
 
 def _basic_auth() -> str:
@@ -156,6 +159,11 @@ def run(*, tiny: bool = False, repetitions: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
         workdir = Path(tmp)
         plans_by_name = plans(functions, workdir)
+        variant, env, event_file = plans_by_name["PixelFunction"]
+        # No bytecode to read (an empty cache directory) and none written: compiled at every start.
+        no_cache = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(workdir / "no-bytecode")}
+        plans_by_name[NO_BYTECODE] = (variant, {**env, **no_cache}, event_file)
+        samples[NO_BYTECODE] = []
         # One unrecorded run each: byte-code caches and the page cache, as a deployed package has them.
         for variant, env, event_file in plans_by_name.values():
             _child(variant, env, event_file, workdir)
@@ -202,4 +210,19 @@ def run(*, tiny: bool = False, repetitions: int | None = None) -> dict:
             "ratio": ratio,
             "runs": runs,
         }
+    without = median([s["total_ms"] for s in samples[NO_BYTECODE]])
+    with_bytecode = summary["PixelFunction"]["total_ms"]
+    rows.append(
+        row(
+            "cold start",
+            f"{NO_BYTECODE}: import + first invocation",
+            without,
+            "ms",
+            baseline=with_bytecode,
+            ratio=without / with_bytecode,
+            note="baseline: the pixel with bytecode (what `make build` ships); "
+            f"{without / floor_ms:.2f}x the floor",
+        )
+    )
+    summary[NO_BYTECODE] = {"total_ms": without, "runs": samples[NO_BYTECODE]}
     return {"rows": rows, "raw": {"repetitions": reps, "hidden_packages": stubs.NOT_IN_LAMBDA, **summary}}

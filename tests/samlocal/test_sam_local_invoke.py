@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -196,3 +199,57 @@ def test_webhooks_api_lists_no_webhooks_yet(invocations):
 def test_queue_consumers_handle_every_record(invocations, name, metric):
     assert response_of(invocations, name) == {"batchItemFailures": []}
     assert metrics_logged(invocations[name].stderr).get(metric) == 1
+
+
+def _reported_ms(result: subprocess.CompletedProcess, pattern: str) -> float | None:
+    """A duration the emulator reports: its INIT REPORT (the runtime's start and the handler's imports) or
+    the first invocation's REPORT line."""
+    found = re.search(pattern, result.stderr + result.stdout)
+    return float(found.group(1)) if found else None
+
+
+def test_the_build_ships_bytecode_and_a_first_invocation_is_timed_with_and_without(
+    sam_local, tmp_path, record_property
+):
+    # What `make build` ships: every module of the layer and the functions with unchecked-hash bytecode,
+    # which Python loads from read-only /opt and /var/task without comparing it to the source.
+    build = sam_local.template.parent
+    modules = [path for path in build.rglob("*.py") if "__pycache__" not in path.parts]
+    assert len(modules) > 500
+    missing, checked = [], []
+    for module in modules:
+        compiled = module.parent / "__pycache__" / f"{module.stem}.{sys.implementation.cache_tag}.pyc"
+        if not compiled.exists():
+            missing.append(module)
+        elif compiled.read_bytes()[4:8] != b"\x01\x00\x00\x00":  # hash-based, source never checked
+            checked.append(compiled)
+    assert missing == [] and checked == []
+
+    # The same build without its bytecode, invoked the same way: the gap stays visible (recorded, and
+    # compared by `make bench`'s cold start case; not a timed assertion).
+    bare = tmp_path / "build-without-bytecode"
+    shutil.copytree(build, bare, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    event = ROOT / "events" / "pixel_get.json"
+    timings = {}
+    for name, template in (("with bytecode", build / "template.yaml"), ("without", bare / "template.yaml")):
+        options = ["--template", str(template), *sam_local.backend.sam_options]
+        options += sam_local.engine.sam_image_options
+        started = time.monotonic()
+        result = subprocess.run(
+            [SAM, "local", "invoke", "PixelFunction", "--event", str(event), *options],
+            cwd=ROOT,
+            env=sam_local.environment(),
+            capture_output=True,
+            text=True,
+            timeout=INVOKE_DEADLINE,
+            check=False,
+        )
+        timings[name] = {
+            "sam_local_invoke_s": round(time.monotonic() - started, 2),
+            "init_ms": _reported_ms(result, r"INIT REPORT\(durationMs: ([0-9.]+)\)"),
+            "first_invocation_ms": _reported_ms(result, r"\tDuration: ([0-9.]+) ms"),
+            "status": parse_response(result.stdout).get("statusCode") if result.returncode == 0 else None,
+        }
+        record_property(f"pixel first invocation, {name}", json.dumps(timings[name]))
+    print(f"pixel first invocation under sam local: {json.dumps(timings)}")
+    assert timings["with bytecode"]["status"] == 200
