@@ -109,6 +109,10 @@ def test_pages_follow_the_token_to_the_end_without_gaps_or_repeats(invoke, histo
         ({"filter": {"AND": [{"attribute": "tag", "comparator": "~", "values": [{"value": "x"}]}]}}, "'~'"),
         ({"filter": {"AND": [{"attribute": "tag", "comparator": "=", "values": []}]}}, "values"),
         ({"include_totals": "yes"}, "'include_totals'"),
+        (
+            {"filter": {"AND": [{"attribute": "tag", "comparator": "=", "values": [{"value": "x"}]}] * 21}},
+            "at most 20 predicates",
+        ),
         ([1], "JSON object"),
     ],
 )

@@ -121,6 +121,10 @@ def test_by_domain_with_a_domain_filter(invoke, history):
         ({"pagination": {"limit": 0}}, "'pagination.limit'"),
         ({"pagination": []}, "'pagination'"),  # an empty list is not "no pagination"
         ({"filter": []}, "'filter'"),
+        (
+            {"filter": {"AND": [{"attribute": "tag", "comparator": "=", "values": [{"value": "x"}]}] * 21}},
+            "at most 20 predicates",
+        ),
         ({"pagination": {"sort": "nothing:asc"}}, "'pagination.sort'"),
         ([1, 2], "JSON object"),
     ],

@@ -118,6 +118,7 @@ COMPARATORS = ("=", "!=", "contains", "not contains")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_FILTER_VALUES = 100
+MAX_PREDICATES = 20  # each is evaluated on every event scanned: a bounded amount of work per event
 DEFAULT_WINDOW = 86400.0  # Mailgun's: one day before the end
 _MAX_PAGES_SCANNED = 50  # per domain and request, as the events API
 _MAX_COUNTED = 10_000  # include_totals counts at most this many events
@@ -154,6 +155,8 @@ def _filter(body: dict[str, Any]) -> list[Predicate]:
     if not isinstance(raw, dict) or set(raw) - {"AND"} or not isinstance(raw.get("AND", []), list):
         raise BadRequest("'filter' must be {\"AND\": [predicates]}")
     predicates: list[Predicate] = []
+    if len(raw.get("AND", [])) > MAX_PREDICATES:
+        raise BadRequest(f"'filter' takes at most {MAX_PREDICATES} predicates")
     for predicate in raw.get("AND", []):
         if not isinstance(predicate, dict):
             raise BadRequest("a filter predicate must be an object")

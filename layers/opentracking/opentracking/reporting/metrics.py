@@ -35,6 +35,7 @@ MAILGUN_DIMENSIONS = (
 )
 MAX_LIMIT = 1000
 MAX_BODY_ITEMS = 100  # metrics, dimensions and filter values one request may name
+MAX_PREDICATES = 20  # a filter's AND list
 
 
 def _c(field: str) -> Callable[[dict[str, int]], int]:
@@ -143,6 +144,8 @@ def _filter(body: dict[str, Any]) -> dict[str, set[str]]:
     if not isinstance(raw, dict) or set(raw) - {"AND"} or not isinstance(raw.get("AND", []), list):
         raise BadRequest("'filter' must be {\"AND\": [predicates]}")
     wanted: dict[str, set[str]] = {}
+    if len(raw.get("AND", [])) > MAX_PREDICATES:
+        raise BadRequest(f"'filter' takes at most {MAX_PREDICATES} predicates")
     for predicate in raw.get("AND", []):
         if not isinstance(predicate, dict):
             raise BadRequest("a filter predicate must be an object")
