@@ -14,7 +14,7 @@ from opentracking.core.metric_names import Metric
 from opentracking.core.observability import count, logger, metrics
 from opentracking.core.tracing import tracer
 from opentracking.delivery import jobs
-from opentracking.domains import certificates, diagnose, lifecycle, registry
+from opentracking.domains import certificates, lifecycle, registry
 from opentracking.http import auth, gateway
 from opentracking.messages import stored
 from opentracking.messages.options import optional_bool, optional_click_mode
@@ -178,6 +178,10 @@ def put_connection(name: str) -> dict:
 @app.get("/v3/domains/<name>/tracking/diagnose")
 @tracer.capture_method
 def diagnose_tracking(name: str) -> dict:
+    # Imported here: diagnose brings dnspython and the HTTPS checker, which no other route of this function
+    # needs at its cold start.
+    from opentracking.domains import diagnose
+
     event = app.current_event
     return diagnose.diagnose(
         name.lower(),

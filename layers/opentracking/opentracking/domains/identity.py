@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dns.resolver
 from botocore.exceptions import BotoCoreError, ClientError
 
 from opentracking.core.aws import client
 from opentracking.core.observability import logger
-from opentracking.domains import dns_check
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 MAIL_FROM_PREFIX = "mail"
 SES_SPF = "v=spf1 include:amazonses.com ~all"
@@ -222,6 +223,8 @@ def _keep_checks(records: tuple[Record, ...], current: Identity) -> tuple[Record
 
 def check(identity: Identity, resolver: dns.resolver.Resolver) -> Identity:
     """Every record checked in DNS now (bounded, never raising for DNS outcomes)."""
+    from opentracking.domains import dns_check  # on first use: see registry.check
+
     checked = []
     for record in identity.records:
         if record.record_type == "CNAME":

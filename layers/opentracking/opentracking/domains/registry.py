@@ -15,18 +15,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dns.resolver
 from botocore.exceptions import ClientError
 
 from opentracking.core.config import settings, table_name
 from opentracking.core.errors import BadRequest, NotFound, OpenTrackingError
 from opentracking.delivery import jobs
-from opentracking.domains import dns_check, tracking_hosts
 from opentracking.domains import identity as sending_identity
+from opentracking.domains import tracking_hosts
 from opentracking.messages.options import optional_bool
 from opentracking.storage import keys, store
+
+if TYPE_CHECKING:
+    import dns.resolver
+
+    from opentracking.domains import dns_check
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 DEFAULT_WEB_PREFIX = "email"
@@ -276,6 +280,10 @@ def get(name: str) -> Domain:
 def check(domain: Domain, *, renew: bool = False) -> Domain:
     """Advance the tracking host's certificate and custom domain, then check its DNS records now
     (bounded), and return the domain with the results. Never raises for AWS or DNS trouble: that is state."""
+    # Imported where DNS is asked: dnspython costs ~70 ms of every cold start of the functions that only
+    # read domains (the API, submission).
+    from opentracking.domains import dns_check
+
     resolver = dns_check.make_resolver()
     transport = domain.delivery_transport or jobs.transport()
     sending = sending_identity.ensure(domain.name, transport, domain.identity)
@@ -304,6 +312,8 @@ def _check_tracking(domain: Domain, resolver: dns.resolver.Resolver, renew: bool
             cname_found=[],
             cname_checked_at=time.time(),
         )
+    from opentracking.domains import dns_check
+
     return domain.with_check(
         dns_check.check_cname(domain.tracking_host, domain.cname_target, resolver=resolver)
     )

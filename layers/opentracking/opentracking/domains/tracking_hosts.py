@@ -39,7 +39,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opentracking.core.aws import client
 from opentracking.core.config import table_name
 from opentracking.core.observability import logger
-from opentracking.domains import dns_check
 from opentracking.storage import keys, store
 
 if TYPE_CHECKING:
@@ -470,6 +469,8 @@ def with_validation_check(host: TrackingHost, resolver: dns.resolver.Resolver) -
     """ACM renews a DNS-validated certificate only while its validation record stays published."""
     if not host.validation_name or not host.validation_value:
         return host
+    from opentracking.domains import dns_check  # on first use: see registry.check
+
     result = dns_check.check_cname(host.validation_name, host.validation_value, resolver=resolver)
     return replace(
         host,

@@ -14,8 +14,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from ua_parser import parse
-
 from opentracking.tracking.bots import BotVerdict
 
 _EMAIL_CLIENTS = {
@@ -57,6 +55,10 @@ _RENAMED = {"Mobile Safari UI/WKWebView": "Apple Mail", "GmailImageProxy": "Gmai
 
 @lru_cache(maxsize=4096)
 def _parsed(user_agent: str) -> tuple[str, str, str]:
+    # Imported on first use: ua-parser and its rules (with yaml) cost ~24 ms of import, which the API and
+    # submit functions, importing this module only through the events consumer's names, never use.
+    from ua_parser import parse
+
     result = parse(user_agent)
     family = result.user_agent.family if result.user_agent else "Other"
     os_family = result.os.family if result.os else "Other"
