@@ -39,13 +39,22 @@ def never_reached_the_emulator(result: subprocess.CompletedProcess) -> bool:
 INVOKE_DEADLINE = 300.0
 
 
-def invoke(sam_local: SamLocal, event_file) -> subprocess.CompletedProcess:
+def invoke(sam_local: SamLocal, event_file, options: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`sam local invoke` of the event's function; `options` replace the tier's (another built template)."""
     function = function_for_event(Stack(), json.loads(event_file.read_text()))
     for _ in range(ATTEMPTS):
         started = time.monotonic()
         try:
             result = subprocess.run(
-                [SAM, "local", "invoke", function, "--event", str(event_file), *sam_local.options()],
+                [
+                    SAM,
+                    "local",
+                    "invoke",
+                    function,
+                    "--event",
+                    str(event_file),
+                    *(options or sam_local.options()),
+                ],
                 cwd=ROOT,
                 env=sam_local.environment(),
                 capture_output=True,
@@ -235,15 +244,7 @@ def test_the_build_ships_bytecode_and_a_first_invocation_is_timed_with_and_witho
         options = ["--template", str(template), *sam_local.backend.sam_options]
         options += sam_local.engine.sam_image_options
         started = time.monotonic()
-        result = subprocess.run(
-            [SAM, "local", "invoke", "PixelFunction", "--event", str(event), *options],
-            cwd=ROOT,
-            env=sam_local.environment(),
-            capture_output=True,
-            text=True,
-            timeout=INVOKE_DEADLINE,
-            check=False,
-        )
+        result = invoke(sam_local, event, options)
         timings[name] = {
             "sam_local_invoke_s": round(time.monotonic() - started, 2),
             "init_ms": _reported_ms(result, r"INIT REPORT\(durationMs: ([0-9.]+)\)"),
