@@ -56,12 +56,16 @@ def _failed(severity: str | None = None, reason: str | None = None) -> Callable[
     return kept
 
 
-# Metric events (the Metrics API's names without `_count`) as the events they stand for. Those of things
-# this deployment never does (inbound mail, HTTP delivery, optimized delivery, webhooks) match nothing.
+def _bounced(event: dict[str, Any]) -> bool:
+    return event.get("reason") in _BOUNCE_REASONS
+
+
 def _ANY(_event: dict[str, Any]) -> bool:
     return True
 
 
+# Metric events (the Metrics API's names without `_count`) as the events they stand for. Those of things
+# this deployment never does (inbound mail, HTTP delivery, optimized delivery, webhooks) match nothing.
 METRIC_EVENTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]] | None] = {
     "accepted": ("accepted", _ANY),
     "accepted_outgoing": ("accepted", _ANY),
@@ -88,7 +92,7 @@ METRIC_EVENTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]] | None] = 
     "webhook_failure": None,
     "permanent_failed_optimized": None,
     "permanent_failed_old": ("failed", _failed("permanent", "old")),
-    "bounced": ("failed", lambda event: event.get("reason") in _BOUNCE_REASONS),
+    "bounced": ("failed", _bounced),
     "hard_bounces": ("failed", _failed("permanent", "bounce")),
     "soft_bounces": ("failed", _failed("temporary")),
     "delayed_bounce": ("failed", _failed("permanent", "delayed-bounce")),
@@ -249,8 +253,8 @@ def _wanted_events(body: dict[str, Any]) -> dict[str, list[Callable[[dict[str, A
         mapped = METRIC_EVENTS[name]
         if mapped:
             wanted.setdefault(mapped[0], []).append(mapped[1])
-        if name in ("sent", "bounced"):
-            wanted.setdefault("failed", []).append(lambda event: event.get("reason") in _BOUNCE_REASONS)
+        if name == "sent":  # a bounce was handed to a receiving server too
+            wanted.setdefault("failed", []).append(_bounced)
     if not events and not metric_events:
         return {name: [_ANY] for name in _PRODUCED}
     return wanted
